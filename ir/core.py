@@ -1,0 +1,171 @@
+"""The one IR node type (``Value``), functions (``Func``), and ``make``, the only way to build a
+typed node: it runs the op's shape rule, so no ill-typed value can exist."""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+from ir.errors import GraphError, GraphTypeError, Loc
+from ir.types import DType, TensorType
+
+
+@dataclass(frozen=True, slots=True)
+class Attrs:
+    """Frozen, key-sorted attributes, hashable so CSE can compare them."""
+    items: tuple[tuple[str, Any], ...] = ()
+
+    @staticmethod
+    def of(d: Mapping[str, Any]) -> Attrs:
+        return Attrs(tuple(sorted(d.items())))
+
+    def __getitem__(self, key: str) -> Any:
+        for k, v in self.items:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        for k, v in self.items:
+            if k == key:
+                return v
+        return default
+
+    def __contains__(self, key: str) -> bool:
+        return any(k == key for k, _ in self.items)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.items)
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Value:
+    """An SSA value: the result of one op. Compared by identity; CSE is an explicit pass."""
+    op: str
+    inputs: tuple[Value, ...]
+    type: TensorType
+    attrs: Attrs = Attrs()
+    loc: Loc | None = None
+
+    @property
+    def dtype(self) -> DType:
+        return self.type.dtype
+
+    @property
+    def shape(self) -> tuple:
+        return self.type.shape
+
+    # Arithmetic reads like math in VJP rules and decompositions; each call goes through make().
+    def __add__(self, o: Any) -> Value: return make("add", self, lift(o, self))
+    def __radd__(self, o: Any) -> Value: return make("add", lift(o, self), self)
+    def __sub__(self, o: Any) -> Value: return make("sub", self, lift(o, self))
+    def __rsub__(self, o: Any) -> Value: return make("sub", lift(o, self), self)
+    def __mul__(self, o: Any) -> Value: return make("mul", self, lift(o, self))
+    def __rmul__(self, o: Any) -> Value: return make("mul", lift(o, self), self)
+    def __truediv__(self, o: Any) -> Value: return make("div", self, lift(o, self))
+    def __rtruediv__(self, o: Any) -> Value: return make("div", lift(o, self), self)
+    def __pow__(self, o: Any) -> Value: return make("pow", self, lift(o, self))
+    def __matmul__(self, o: Value) -> Value: return make("matmul", self, o)
+    def __neg__(self) -> Value: return make("neg", self)
+
+    def __repr__(self) -> str:
+        return f"<{self.op} : {self.type}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Func:
+    """A function: argument values, result values (with optional names), in order."""
+    name: str
+    params: tuple[Value, ...]
+    results: tuple[Value, ...]
+    result_names: tuple[str, ...] = field(default=())
+
+    def values(self) -> list[Value]:
+        """Every value reachable from the results (and every param), topologically ordered."""
+        return toposort(self.results, self.params)
+
+    def __str__(self) -> str:
+        from ir.text import print_func
+        return print_func(self)
+
+
+def toposort(roots: tuple[Value, ...] | list[Value], first: tuple[Value, ...] = ()) -> list[Value]:
+    """Deterministic post-order: inputs before users, in input order; ``first`` leads."""
+    order: list[Value] = list(first)
+    seen = {id(v) for v in order}
+    for root in roots:
+        if id(root) in seen:
+            continue
+        stack: list[tuple[Value, int]] = [(root, 0)]
+        while stack:
+            v, i = stack.pop()
+            if i < len(v.inputs):
+                stack.append((v, i + 1))
+                w = v.inputs[i]
+                if id(w) not in seen:
+                    stack.append((w, 0))
+            elif id(v) not in seen:
+                seen.add(id(v))
+                order.append(v)
+    return order
+
+
+_LOC: contextvars.ContextVar[Loc | None] = contextvars.ContextVar("graphc_loc", default=None)
+
+
+@contextlib.contextmanager
+def at(loc: Loc | None) -> Iterator[None]:
+    """Values made inside this block without an explicit loc get ``loc`` (used by autodiff and
+    decompositions so that every derived op points at the source line it came from)."""
+    token = _LOC.set(loc)
+    try:
+        yield
+    finally:
+        _LOC.reset(token)
+
+
+def current_loc() -> Loc | None:
+    return _LOC.get()
+
+
+def make(op: str, *inputs: Value, loc: Loc | None = None, **attrs: Any) -> Value:
+    """Build a value of registry op ``op``: checks arity and keywords, runs its shape rule."""
+    from ir.ops import registry
+    loc = loc if loc is not None else _LOC.get()
+    opdef = registry.get(op)
+    try:
+        full = opdef.check_attrs(len(inputs), attrs)
+        ty = opdef.infer(*(v.type for v in inputs), **full)
+    except GraphError as e:
+        raise e.with_loc(loc)
+    return Value(op, tuple(inputs), ty, Attrs.of(full), loc)
+
+
+def const(value: Any, dtype: DType, shape: tuple = (), loc: Loc | None = None) -> Value:
+    """A constant: a scalar (splat over ``shape``, which may be symbolic) or a flat tuple."""
+    return make("const", loc=loc, value=normalize_scalar(value, dtype), dtype=dtype,
+                shape=tuple(shape))
+
+
+def normalize_scalar(value: Any, dtype: DType) -> Any:
+    """Round a Python scalar (or flat tuple) to ``dtype`` so that printing reads back exactly."""
+    if isinstance(value, tuple):
+        return tuple(normalize_scalar(v, dtype) for v in value)
+    arr = dtype.np.type(value)
+    if dtype is DType.bool:
+        return bool(arr)
+    if dtype.is_int:
+        return int(arr)
+    return float(arr)
+
+
+def lift(x: Any, like: Value) -> Value:
+    """Turn a Python number into a scalar constant of ``like``'s dtype (weak typing)."""
+    if isinstance(x, Value):
+        return x
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise GraphTypeError(f"cannot use {x!r} as a {like.dtype} value")
+    if isinstance(x, float) and not like.dtype.is_float and float(x) != int(x):
+        raise GraphTypeError(f"float literal {x} used with {like.type}")
+    return const(x, like.dtype)

@@ -1,0 +1,104 @@
+"""The op table: one ``OpDef`` per op holds its signature, shape rule, NumPy reference, VJP rule and
+how it lowers, so adding an op is one ``defop`` call in one file."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ir.errors import GraphTypeError
+
+# kinds: how an op lowers and fuses
+ELEMENTWISE = "elementwise"
+REDUCE = "reduce"
+MATMUL = "matmul"
+MOVEMENT = "movement"
+CREATE = "create"
+COMPOSITE = "composite"     # never in the IR: elaborates to primitives via ``decompose``
+SPECIAL = "special"         # arg, grad: handled by the passes/runtime themselves
+
+# traits
+COMMUTATIVE = "commutative"
+ASSOCIATIVE = "associative"
+IDEMPOTENT = "idempotent"
+
+REQUIRED = object()          # attribute default meaning "must be given"
+
+
+@dataclass(frozen=True, slots=True)
+class OpDef:
+    name: str
+    kind: str
+    inputs: tuple[str, ...]                 # operand names; "*xs" is a list operand (concat)
+    infer: Callable[..., Any] | None = None  # (*types, **attrs) -> TensorType
+    attrs: tuple[tuple[str, Any], ...] = ()  # (name, default | REQUIRED), DSL positional order
+    canon: Callable[..., dict[str, Any]] | None = None  # (types, attrs) -> normalised attrs
+    ref: Callable[..., Any] | None = None    # NumPy semantics: (*arrays, **attrs) -> ndarray
+    vjp: Callable[..., Any] | None = None    # (g, out, *inputs, **attrs) -> [Value | None]
+    decompose: Callable[..., Any] | None = None  # COMPOSITE: (*values, **attrs) -> Value(s)
+    # lowering, by kind (runtime passes its emitter ``em``; ir/ never imports llvmlite)
+    lower: Callable[..., Any] | None = None  # ELEMENTWISE: (em, *scalars, **attrs) -> scalar
+    combine: str | None = None               # REDUCE: "add" | "max" | "min" | "argmax" | ...
+    identity: Any = None                     # REDUCE: the fold's start value
+    traits: tuple[str, ...] = ()
+    domain: tuple[Any, ...] = ()             # per input: (lo, hi) sample range for tests, or None
+    samples: tuple[Any, ...] = ()            # test cases: see tests/ops/test_every_op.py
+    doc: str = ""
+    differentiable: bool = True              # False: gradient is an exact zero (comparisons, ...)
+    wants_out: bool = False                  # ref also receives out_shape=, out_dtype=
+
+    @property
+    def variadic(self) -> bool:
+        return bool(self.inputs) and self.inputs[0].startswith("*")
+
+    def check_attrs(self, n_inputs: int, given: dict[str, Any]) -> dict[str, Any]:
+        """Check arity and keywords; fill defaults. Raises GraphTypeError with a suggestion."""
+        if not self.variadic and n_inputs != len(self.inputs):
+            raise GraphTypeError(
+                f"'{self.name}' takes {len(self.inputs)} tensor argument"
+                f"{'s' if len(self.inputs) != 1 else ''} ({', '.join(self.inputs)}), "
+                f"got {n_inputs}")
+        known = dict(self.attrs)
+        out: dict[str, Any] = {}
+        for k, v in given.items():
+            if k not in known:
+                raise GraphTypeError(f"'{self.name}' has no keyword '{k}'"
+                                     + suggest(k, [a for a, _ in self.attrs]))
+            out[k] = v
+        for k, default in self.attrs:
+            if k not in out:
+                if default is REQUIRED:
+                    raise GraphTypeError(f"'{self.name}' needs the argument '{k}'")
+                out[k] = default
+        return out
+
+
+_TABLE: dict[str, OpDef] = {}
+
+
+def defop(name: str, kind: str, inputs: tuple[str, ...] = ("x",), **fields: Any) -> OpDef:
+    if name in _TABLE:
+        raise ValueError(f"op {name!r} declared twice")
+    opdef = OpDef(name, kind, inputs, **fields)
+    _TABLE[name] = opdef
+    return opdef
+
+
+def get(name: str) -> OpDef:
+    try:
+        return _TABLE[name]
+    except KeyError:
+        raise GraphTypeError(f"unknown op '{name}'" + suggest(name, list(_TABLE))) from None
+
+
+def lookup(name: str) -> OpDef | None:
+    return _TABLE.get(name)
+
+
+def all() -> list[OpDef]:  # noqa: A001 - the registry's natural verb
+    return list(_TABLE.values())
+
+
+def suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
