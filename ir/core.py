@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from ir.errors import GraphError, GraphTypeError, Loc
 from ir.types import DType, TensorType
@@ -130,12 +130,18 @@ def current_loc() -> Loc | None:
 
 
 def make(op: str, *inputs: Value, loc: Loc | None = None, **attrs: Any) -> Value:
-    """Build a value of registry op ``op``: checks arity and keywords, runs its shape rule."""
+    """Build a value of registry op ``op``: checks arity and keywords, normalises attrs (``canon``),
+    runs its shape rule. A COMPOSITE op returns what its ``decompose`` builds from primitives."""
     from ir.ops import registry
     loc = loc if loc is not None else _LOC.get()
     opdef = registry.get(op)
     try:
         full = opdef.check_attrs(len(inputs), attrs)
+        if opdef.canon is not None:
+            full = opdef.canon(tuple(v.type for v in inputs), full)
+        if opdef.kind == registry.COMPOSITE:      # elaborates to primitives, never in the IR
+            with at(loc):
+                return opdef.decompose(*inputs, **full)
         ty = opdef.infer(*(v.type for v in inputs), **full)
     except GraphError as e:
         raise e.with_loc(loc)
@@ -169,3 +175,21 @@ def lift(x: Any, like: Value) -> Value:
     if isinstance(x, float) and not like.dtype.is_float and float(x) != int(x):
         raise GraphTypeError(f"float literal {x} used with {like.type}")
     return const(x, like.dtype)
+
+
+def rebuild(v: Value, inputs: tuple[Value, ...]) -> Value:
+    """``v`` over new inputs of the same types (``v`` itself when nothing changed)."""
+    if all(a is b for a, b in zip(inputs, v.inputs)):
+        return v
+    return Value(v.op, inputs, v.type, v.attrs, v.loc)
+
+
+def transform(func: Func, fn: Callable[[Value, tuple[Value, ...]], Value]) -> Func:
+    """Map every value (params included) through ``fn(original, new_inputs)`` in topological
+    order; the building block for whole-function changes that passes' ``rewrite`` does not
+    cover (new param types, substitution keyed by the original value)."""
+    new: dict[int, Value] = {}
+    for v in func.values():
+        new[id(v)] = fn(v, tuple(new[id(i)] for i in v.inputs))
+    return Func(func.name, tuple(new[id(p)] for p in func.params),
+                tuple(new[id(r)] for r in func.results), func.result_names)

@@ -1,0 +1,38 @@
+"""graphc's passes, each a pure ``Func -> Func`` named after its module, and the pipelines that
+``-O0`` .. ``-O3`` run. ``run_pipeline`` (passes/manager.py) runs one, verifying after each pass."""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, NamedTuple
+
+from ir.core import Func
+
+
+class Pass(NamedTuple):
+    run: Callable[[Func], Func]
+    doc: str                        # one line: what it does and what it keeps
+
+
+def _load(name: str) -> Pass:
+    mod = importlib.import_module(f"passes.{name}")
+    first_paragraph = (mod.__doc__ or name).strip().split("\n\n")[0]
+    return Pass(mod.run, " ".join(first_paragraph.split()))
+
+
+# Ordered as in the -O3 pipeline; the file name is the pass name (``--dump-after``, ``graphc
+# passes``).
+PASSES: dict[str, Pass] = {name: _load(name) for name in
+                           ("autodiff", "constant_fold", "simplify", "cse", "dce")}
+
+# Passes correctness needs: in every pipeline, never skipped by opt-bisect.
+REQUIRED: tuple[str, ...] = ("autodiff",)
+
+_ROUND = ("constant_fold", "simplify", "cse")
+PIPELINES: tuple[tuple[str, ...], ...] = (
+    REQUIRED,                                        # -O0
+    REQUIRED + ("simplify", "cse", "dce"),           # -O1
+    REQUIRED + _ROUND + ("dce",),                    # -O2 (default)
+    REQUIRED + _ROUND + _ROUND + ("dce",),           # -O3: a second round finds what the first exposed
+)
+
+from passes.manager import describe_pipeline, format_stats, run_pipeline  # noqa: E402,F401

@@ -1,0 +1,224 @@
+"""The ``graphc`` command line (SPEC §3). User errors print one message and exit 1; bad usage
+exits 2; nobody sees a traceback from inside graphc."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+import graphc
+import passes
+from ir.errors import GraphError
+
+
+def _bindings(items: Sequence[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not value.strip().lstrip("-").isdigit():
+            raise SystemExit(_usage(f"--bind takes NAME=INT, got {item!r}"))
+        out[name.strip()] = int(value)
+    return out
+
+
+def _usage(msg: str) -> int:
+    print(f"graphc: {msg}", file=sys.stderr)
+    return 2
+
+
+def _write(text: str | bytes, out: str | None) -> None:
+    if out is None:
+        if isinstance(text, bytes):
+            sys.stdout.buffer.write(text)
+        else:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    with open(out, "wb" if isinstance(text, bytes) else "w") as f:
+        f.write(text)
+
+
+def _compile(args: argparse.Namespace, **kw: Any) -> graphc.Model:
+    return graphc.compile(args.file, graph=args.graph, **kw)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    native = args.emit in ("llvm", "asm", "obj")
+    model = _compile(args, opt_level=args.O, backend="native" if native else "interp")
+    if args.time_passes:
+        for name, f in model.funcs.items():
+            stats: list[Any] = []
+            passes.run_pipeline(f, args.O, stats=stats)
+            print(passes.format_stats(name, stats), file=sys.stderr)
+    if args.dump_after:
+        names = [n for n, _ in passes.describe_pipeline(args.O)]
+        chosen = names if args.dump_after == "all" else [args.dump_after]
+        for p in chosen:
+            if p not in names:
+                return _usage(f"no pass '{p}' in the -O{args.O} pipeline (try: "
+                              f"{', '.join(names)})")
+            print(f"// ----- after {p} -----")
+            print(model.dump_ir(after=p), end="")
+        return 0
+    if args.emit in ("ir", "ir-unopt"):
+        _write(model.dump_ir(after="ir-unopt" if args.emit == "ir-unopt" else None), args.o)
+    elif args.emit == "llvm":
+        _write("\n".join(model.llvm_ir(f) for f in model.funcs), args.o)
+    elif args.emit == "asm":
+        _write("\n".join(model.asm(f) for f in model.funcs), args.o)
+    elif args.emit == "obj":
+        if args.o is None:
+            return _usage("--emit obj needs -o FILE")
+        _write(model._need_native().object_code(), args.o)
+    elif args.emit == "dot":
+        from graphc.dot import to_dot
+        _write(to_dot(model.optimized["forward"]), args.o)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from graphc.check import check_gradients, format_table
+    model = _compile(args, backend="interp")
+    if model.graph.grad is None:
+        print(f"graph '{model.name}' has no grad line: nothing to check", file=sys.stderr)
+        return 1
+    rows = check_gradients(model.graph, _bindings(args.bind), seed=args.seed)
+    print(format_table(rows))
+    bad = [r.name for r in rows if not r.ok]
+    if bad:
+        print(f"gradient check FAILED for {', '.join(bad)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise graphc.GraphFileError(f"cannot read {path}: {e}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    model = _compile(args)
+    inputs = _load_npz(args.inputs)
+    params = _load_npz(args.params) if args.params else model.init_params(args.seed)
+    out = model(**inputs, **params)
+    if args.o:
+        np.savez(args.o, **out)
+    else:
+        for name, a in out.items():
+            print(f"{name}: {a.dtype}{list(a.shape)}\n{a}")
+    return 0
+
+
+def _random_inputs(model: graphc.Model, bind: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, ty in model.inputs.items():
+        env = {s: bind.get(s, 32) for s in ty.symbols}
+        shape = ty.concrete(env)
+        if ty.dtype.is_float:
+            out[name] = rng.normal(size=shape).astype(ty.dtype.np)
+        elif ty.dtype.is_int:
+            out[name] = rng.integers(0, 2, size=shape).astype(ty.dtype.np)
+        else:
+            out[name] = rng.random(size=shape) < 0.5
+    return out
+
+
+def _time(fn: Any, repeat: int = 20) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    model = _compile(args)
+    inputs = _random_inputs(model, _bindings(args.bind), args.seed)
+    params = model.init_params(args.seed)
+    print(f"{'entry':<16} {'best of 20':>12}")
+    print(f"{'forward':<16} {_time(lambda: model(**inputs, **params)) * 1e3:>10.3f}ms")
+    if model.graph.grad is not None:
+        print(f"{'value_and_grad':<16} "
+              f"{_time(lambda: model.value_and_grad(**inputs, **params)) * 1e3:>10.3f}ms")
+        print(f"{'sgd_step':<16} "
+              f"{_time(lambda: model.sgd_step(params, 0.0, **inputs)) * 1e3:>10.3f}ms")
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    for name, doc in passes.describe_pipeline(args.O):
+        print(f"{name:<16} {doc}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphc", description="a static graph compiler for "
+                                "neural networks")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def opt_level(sp: argparse.ArgumentParser) -> None:
+        for n in range(4):
+            sp.add_argument(f"-O{n}", dest="O", action="store_const", const=n)
+        sp.set_defaults(O=2)
+
+    c = sub.add_parser("compile", help="compile and print IR / LLVM IR / assembly")
+    c.add_argument("file")
+    c.add_argument("--graph")
+    opt_level(c)
+    c.add_argument("--emit", choices=["ir", "ir-unopt", "llvm", "asm", "obj", "dot"],
+                   default="ir")
+    c.add_argument("--dump-after", metavar="PASS|all")
+    c.add_argument("--time-passes", action="store_true")
+    c.add_argument("-o", metavar="OUT")
+    c.set_defaults(func=cmd_compile)
+
+    k = sub.add_parser("check", help="check gradients against central differences")
+    k.add_argument("file")
+    k.add_argument("--graph")
+    k.add_argument("--bind", action="append", default=[], metavar="N=4")
+    k.add_argument("--seed", type=int, default=0)
+    k.set_defaults(func=cmd_check)
+
+    r = sub.add_parser("run", help="run the forward function on arrays from an .npz")
+    r.add_argument("file")
+    r.add_argument("--graph")
+    r.add_argument("--inputs", required=True)
+    r.add_argument("--params")
+    r.add_argument("--seed", type=int, default=0, help="init_params seed when --params is absent")
+    r.add_argument("-o", metavar="OUT")
+    r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("bench", help="time forward / value_and_grad / sgd_step")
+    b.add_argument("file")
+    b.add_argument("--graph")
+    b.add_argument("--bind", action="append", default=[], metavar="N=256")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("passes", help="list the pass pipeline")
+    opt_level(s)
+    s.set_defaults(func=cmd_passes)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except GraphError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

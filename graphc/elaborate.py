@@ -1,0 +1,442 @@
+"""Elaborate a parsed .graph file into IR: resolve names and consts, inline fns, unroll loops,
+type weak literals, and resolve calls against the op registry. Every error carries a Loc and,
+once it leaves ``elaborate_source``, the source line with a caret."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphc import ast as A
+from graphc.calls import Arg, Kwarg, bind_fn, call_op, check_fn_names, initializer
+from graphc.errors import GraphError, GraphTypeError, Loc, attach_snippet
+from graphc.indexing import index
+from graphc.program import Decl, GradSpec, GraphDef, Init
+from graphc.syntax import parse
+from graphc.values import (DTYPES, Multi, describe, static_binary, static_neg, tensors_like,
+                           to_tensor)
+from ir.core import Func, Value, make
+from ir.ops import registry
+from ir.types import Dim, DType, TensorType
+
+MAX_UNROLL = 100_000
+
+
+def elaborate_source(text: str, filename: str) -> dict[str, GraphDef]:
+    """Parse and elaborate every graph of a .graph file, by name, in source order."""
+    try:
+        module = parse(text, filename)
+        return Elaborator(module, text).graphs()
+    except GraphError as e:
+        raise attach_snippet(e, text)
+    except RecursionError:
+        raise GraphTypeError("the program nests too deeply to elaborate",
+                             Loc(filename, 1, 1)) from None
+
+
+@dataclass
+class GraphState:
+    """What a graph body accumulates: declarations, symbolic dims, outputs, its grad line."""
+    name: str
+    inputs: list[Decl] = field(default_factory=list)
+    params: list[Decl] = field(default_factory=list)
+    args: dict[str, Value] = field(default_factory=dict)
+    dims: dict[str, Dim] = field(default_factory=dict)
+    outputs: list[tuple[str, Value]] = field(default_factory=list)
+    grad: GradSpec | None = None
+
+
+@dataclass
+class Scope:
+    """Local names of a graph body or of one inlined fn call (``via`` is its call site)."""
+    names: dict[str, Any]
+    graph: GraphState | None = None
+    via: Loc | None = None
+    stack: tuple[str, ...] = ()       # the fns being inlined, outermost first
+
+
+class Elaborator:
+    def __init__(self, module: A.Module, source: str):
+        self.source = source
+        self.defs: dict[str, A.Definition] = {}
+        for d in module.defs:
+            self.define(d.name, d)
+        self.consts: dict[str, Any] = {}
+        self.evaluating: list[str] = []
+        for d in module.defs:
+            if isinstance(d, A.FnDef):
+                check_fn_names(d, self.defs)
+                for p in d.params:
+                    self.check_free(p, Scope({}))
+        for d in module.defs:
+            if isinstance(d, A.ConstDef):
+                self.const(d.name.id, d.name.loc)
+
+    def define(self, name: A.Name, d: A.Definition) -> None:
+        if name.id in self.defs:
+            first = self.defs[name.id].name.loc
+            raise GraphTypeError(f"'{name.id}' is already defined at {first.line}:{first.col}",
+                                 name.loc)
+        if registry.lookup(name.id) is not None or name.id in DTYPES:
+            what = "an op" if name.id not in DTYPES else "a dtype"
+            raise GraphTypeError(f"'{name.id}' is {what} and cannot be redefined", name.loc)
+        if isinstance(d, A.FnDef):
+            seen: set[str] = set()
+            for p in d.params:
+                if p.id in seen:
+                    raise GraphTypeError(f"fn '{name.id}' has two parameters named '{p.id}'",
+                                         p.loc)
+                seen.add(p.id)
+        self.defs[name.id] = d
+
+    # ---- consts ---------------------------------------------------------------------------
+
+    def const(self, name: str, loc: Loc) -> Any:
+        if name in self.consts:
+            return self.consts[name]
+        d = self.defs[name]
+        assert isinstance(d, A.ConstDef)
+        if name in self.evaluating:
+            chain = " -> ".join(self.evaluating[self.evaluating.index(name):] + [name])
+            raise GraphTypeError(f"const '{name}' depends on itself ({chain})", loc)
+        self.evaluating.append(name)
+        value = self.eval(d.value, Scope({}))
+        self.evaluating.pop()
+        if isinstance(value, (Value, Multi)) or isinstance(value, tuple) and any(
+                isinstance(v, (Value, tuple)) for v in value):
+            raise GraphTypeError(f"const '{name}' must be a compile-time number (or a list "
+                                 f"of them), got {describe(value)}", d.value.loc)
+        self.consts[name] = value
+        return value
+
+    # ---- graphs ---------------------------------------------------------------------------
+
+    def graphs(self) -> dict[str, GraphDef]:
+        return {d.name.id: self.graph(d) for d in self.defs.values()
+                if isinstance(d, A.GraphBlock)}
+
+    def graph(self, g: A.GraphBlock) -> GraphDef:
+        gs = GraphState(g.name.id)
+        scope = Scope({}, gs)
+        for stmt in g.body:
+            self.exec(stmt, scope)
+        if not gs.outputs and gs.grad is None:
+            raise GraphTypeError(f"graph '{gs.name}' has no 'output' and no 'grad' line",
+                                 g.name.loc)
+        forward = Func(f"{gs.name}.forward",
+                       tuple(gs.args[d.name] for d in gs.inputs + gs.params),
+                       tuple(v for _, v in gs.outputs), tuple(n for n, _ in gs.outputs))
+        return GraphDef(gs.name, tuple(gs.inputs), tuple(gs.params), forward, gs.grad,
+                        self.source, g.loc.file, tuple(self.consts.items()))
+
+    def here(self, loc: Loc, scope: Scope) -> Loc:
+        """A node's location; inside an inlined fn it also records the call site."""
+        return loc if scope.via is None else dataclasses.replace(loc, via=scope.via)
+
+    # ---- statements -----------------------------------------------------------------------
+
+    def exec(self, stmt: A.Stmt, scope: Scope) -> None:
+        try:
+            getattr(self, "exec_" + type(stmt).__name__)(stmt, scope)
+        except GraphError as e:
+            raise e.with_loc(self.here(stmt.loc, scope))
+
+    def bind(self, name: A.Name, value: Any, scope: Scope) -> None:
+        self.check_free(name, scope)
+        scope.names[name.id] = value
+
+    def check_free(self, name: A.Name, scope: Scope) -> None:
+        """Inputs, params, consts, fns, op names, dtypes and dims cannot be (re)bound."""
+        gs = scope.graph
+        what = ("an input" if gs and any(d.name == name.id for d in gs.inputs) else
+                "a param" if gs and name.id in gs.args else
+                "a symbolic dim" if gs and name.id in gs.dims else
+                f"a {type(self.defs[name.id]).__name__.removesuffix('Def').lower()}"
+                if name.id in self.defs and not isinstance(self.defs[name.id], A.GraphBlock)
+                else "an op" if registry.lookup(name.id) is not None
+                else "a dtype" if name.id in DTYPES else None)
+        if what is not None:
+            raise GraphTypeError(f"cannot assign to '{name.id}': it is {what}", name.loc)
+
+    def exec_Assign(self, s: A.Assign, scope: Scope) -> None:
+        value = self.eval(s.value, scope)
+        if len(s.targets) == 1:
+            if isinstance(value, Multi):
+                raise GraphTypeError(f"the right side gives {len(value.values)} values; "
+                                     f"unpack them: a, b = ...", s.targets[0].loc)
+            self.bind(s.targets[0], value, scope)
+            return
+        got = len(value.values) if isinstance(value, Multi) else 1
+        if got != len(s.targets):
+            raise GraphTypeError(f"cannot unpack {got} value{'s' * (got != 1)} into "
+                                 f"{len(s.targets)} names", s.targets[0].loc)
+        for name, v in zip(s.targets, value.values):
+            self.bind(name, v, scope)
+
+    def exec_For(self, s: A.For, scope: Scope) -> None:
+        lo, hi = (self.static_int(e, scope, "a loop bound") for e in (s.start, s.stop))
+        if hi - lo > MAX_UNROLL:
+            raise GraphTypeError(f"a loop of {hi - lo} iterations is too long to unroll "
+                                 f"(at most {MAX_UNROLL})", s.loc)
+        self.check_free(s.var, scope)
+        saved = scope.names.get(s.var.id, _UNSET)
+        for t in range(lo, hi):
+            scope.names[s.var.id] = t
+            for stmt in s.body:
+                self.exec(stmt, scope)
+        if saved is _UNSET:
+            scope.names.pop(s.var.id, None)
+        else:
+            scope.names[s.var.id] = saved
+
+    def exec_InputDecl(self, s: A.InputDecl, scope: Scope) -> None:
+        self.declare(s.name, s.type, None, scope, is_param=False)
+
+    def exec_ParamDecl(self, s: A.ParamDecl, scope: Scope) -> None:
+        init = None if s.init is None else self.initializer(s.init, scope)
+        self.declare(s.name, s.type, init, scope, is_param=True)
+
+    def declare(self, name: A.Name, texpr: A.TypeExpr, init: Init | None, scope: Scope,
+                is_param: bool) -> None:
+        gs = scope.graph
+        assert gs is not None
+        if name.id in gs.args:
+            first = next(d.loc for d in gs.inputs + gs.params if d.name == name.id)
+            raise GraphTypeError(f"'{name.id}' is already declared at {first.line}:{first.col}",
+                                 name.loc)
+        self.check_free(name, scope)
+        if name.id in scope.names:
+            raise GraphTypeError(f"'{name.id}' is already assigned; declare it before use",
+                                 name.loc)
+        ty = self.tensor_type(texpr, scope, allow_symbols=not is_param)
+        if is_param and not ty.dtype.is_float:
+            raise GraphTypeError(f"param '{name.id}' must be float (f32 or f64), got {ty}",
+                                 texpr.loc)
+        decl = Decl(name.id, ty, name.loc, init)
+        (gs.params if is_param else gs.inputs).append(decl)
+        arg = make("arg", name=name.id, dtype=ty.dtype, shape=ty.shape, loc=name.loc)
+        gs.args[name.id] = scope.names[name.id] = arg
+
+    def tensor_type(self, t: A.TypeExpr, scope: Scope, allow_symbols: bool) -> TensorType:
+        if t.dtype.id not in DTYPES:
+            raise GraphTypeError(f"unknown dtype '{t.dtype.id}'" +
+                                 registry.suggest(t.dtype.id, list(DTYPES)), t.dtype.loc)
+        return TensorType(DTYPES[t.dtype.id],
+                          tuple(self.dim(d, scope, allow_symbols) for d in t.dims))
+
+    def dim(self, e: A.Expr, scope: Scope, allow_symbols: bool) -> Any:
+        """A declared dim: an integer, a const, a symbol, or + - * of those."""
+        gs = scope.graph
+        assert gs is not None
+        if isinstance(e, A.Name) and e.id not in self.defs and e.id not in scope.names:
+            if not allow_symbols:
+                raise GraphTypeError(f"a param's shape must be static; '{e.id}' is not a "
+                                     f"const", e.loc)
+            self.check_free(e, Scope({}))
+            return gs.dims.setdefault(e.id, Dim.sym(e.id))
+        if isinstance(e, A.Binary) and e.op in ("add", "sub", "mul"):
+            return static_binary(e.op, self.dim(e.left, scope, allow_symbols),
+                                 self.dim(e.right, scope, allow_symbols), e.loc)
+        value = self.eval(e, scope)
+        if isinstance(value, Dim) and (allow_symbols or not value.symbols):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise GraphTypeError(f"a dim must be a non-negative integer, a const or a name; "
+                                 f"got {describe(value)}", e.loc)
+        return value
+
+    def initializer(self, e: A.Expr, scope: Scope) -> Init:
+        if isinstance(e, A.Name):
+            return initializer(e, [], [], e.loc)
+        if not isinstance(e, A.Call):
+            raise GraphTypeError("an initializer is a name (glorot_uniform) or a call "
+                                 "(normal(0.1))", e.loc)
+        return initializer(e.func, *self.args(e, scope), e.loc)
+
+    def exec_Output(self, s: A.Output, scope: Scope) -> None:
+        gs = scope.graph
+        assert gs is not None
+        for name in s.names:
+            if any(n == name.id for n, _ in gs.outputs):
+                raise GraphTypeError(f"output '{name.id}' is named twice", name.loc)
+            if s.value is not None:
+                self.bind(name, self.eval(s.value, scope), scope)
+            value = self.lookup(name, scope)
+            gs.outputs.append((name.id, to_tensor(value, None, name.loc)))
+
+    def exec_GradStmt(self, s: A.GradStmt, scope: Scope) -> None:
+        gs = scope.graph
+        assert gs is not None
+        if gs.grad is not None:
+            raise GraphTypeError(f"a graph has one 'grad' line; the first is at "
+                                 f"{gs.grad.loc.line}:{gs.grad.loc.col}", s.loc)
+        target = self.lookup(s.target, scope)
+        if not isinstance(target, Value) or target.type.rank != 0 or \
+                not target.dtype.is_float:
+            raise GraphTypeError(f"grad needs a float scalar to differentiate; "
+                                 f"'{s.target.id}' is {describe(target)}", s.target.loc)
+        if s.wrt is None:
+            wrt = tuple(d.name for d in gs.params)
+            if not wrt:
+                raise GraphTypeError(f"graph '{gs.name}' has no params; say what to "
+                                     f"differentiate with: grad {s.target.id} wrt x", s.loc)
+        else:
+            wrt = tuple(n.id for n in s.wrt)
+            for n in s.wrt:
+                if n.id not in gs.args:
+                    raise GraphTypeError(
+                        f"'grad ... wrt' takes inputs and params; '{n.id}' is not one"
+                        + registry.suggest(n.id, list(gs.args))
+                        + (f" (for other values use grad({s.target.id}, {n.id}))"
+                           if n.id in scope.names else ""), n.loc)
+                if wrt.count(n.id) > 1:
+                    raise GraphTypeError(f"'{n.id}' is listed twice", n.loc)
+                if not gs.args[n.id].dtype.is_float:
+                    raise GraphTypeError(f"cannot differentiate with respect to '{n.id}': "
+                                         f"{gs.args[n.id].type} is not float", n.loc)
+        gs.grad = GradSpec(target, wrt, s.loc)
+
+    # ---- expressions ----------------------------------------------------------------------
+
+    def eval(self, e: A.Expr, scope: Scope) -> Any:
+        return getattr(self, "eval_" + type(e).__name__)(e, scope)
+
+    def eval_Int(self, e: A.Int, scope: Scope) -> int:
+        return e.value
+
+    def eval_Float(self, e: A.Float, scope: Scope) -> float:
+        return e.value
+
+    def eval_Bool(self, e: A.Bool, scope: Scope) -> bool:
+        return e.value
+
+    def eval_Str(self, e: A.Str, scope: Scope) -> str:
+        return e.value
+
+    def eval_List(self, e: A.List, scope: Scope) -> tuple:
+        return tuple(self.eval(i, scope) for i in e.items)
+
+    def eval_Name(self, e: A.Name, scope: Scope) -> Any:
+        return self.lookup(e, scope)
+
+    def lookup(self, name: A.Name, scope: Scope) -> Any:
+        n = name.id
+        if n in scope.names:
+            return scope.names[n]
+        d = self.defs.get(n)
+        if isinstance(d, A.ConstDef):
+            return self.const(n, name.loc)
+        if scope.graph is not None and n in scope.graph.dims:
+            return scope.graph.dims[n]
+        if n in DTYPES:
+            return DTYPES[n]
+        if isinstance(d, A.FnDef) or registry.lookup(n) is not None:
+            kind = "fn" if isinstance(d, A.FnDef) else "op"
+            raise GraphTypeError(f"'{n}' is a {kind}; call it: {n}(...)", name.loc)
+        known = list(scope.names) + [k for k, v in self.defs.items()
+                                     if isinstance(v, A.ConstDef)]
+        if scope.graph is not None:
+            known += list(scope.graph.dims)
+        known += list(DTYPES)
+        hint = registry.suggest(n, known)
+        if not hint and scope.via is not None:
+            hint = " (a fn sees only its parameters, consts and other fns)"
+        raise GraphTypeError(f"unknown name '{n}'" + hint, self.here(name.loc, scope))
+
+    def eval_Unary(self, e: A.Unary, scope: Scope) -> Any:
+        x = self.eval(e.operand, scope)
+        loc = self.here(e.loc, scope)
+        if isinstance(x, Value):
+            return make("neg", x, loc=loc)
+        return static_neg(x, loc)
+
+    def eval_Binary(self, e: A.Binary, scope: Scope) -> Any:
+        x, y = self.eval(e.left, scope), self.eval(e.right, scope)
+        loc = self.here(e.loc, scope)
+        if not isinstance(x, Value) and not isinstance(y, Value):
+            return static_binary(e.op, x, y, loc)
+        x, y = tensors_like([x, y], loc)
+        return make(e.op, x, y, loc=loc)
+
+    def eval_Attr(self, e: A.Attr, scope: Scope) -> Value:
+        x = self.tensor(e.value, scope, f"'.{e.name}'")
+        loc = self.here(e.loc, scope)
+        perm = list(reversed(range(x.type.rank)))
+        if e.name == "mT":
+            if x.type.rank < 2:
+                raise GraphTypeError(f"'.mT' needs at least 2 axes, got {x.type}", loc)
+            perm = list(range(x.type.rank))
+            perm[-2:] = perm[:-3:-1]
+        return make("transpose", x, perm=tuple(perm), loc=loc)
+
+    def tensor(self, e: A.Expr, scope: Scope, what: str) -> Value:
+        x = self.eval(e, scope)
+        if not isinstance(x, Value):
+            raise GraphTypeError(f"{what} needs a tensor, got {describe(x)}",
+                                 self.here(e.loc, scope))
+        return x
+
+    def static_int(self, e: A.Expr, scope: Scope, what: str) -> int:
+        v = self.eval(e, scope)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise GraphTypeError(f"{what} must be a compile-time integer, got {describe(v)}",
+                                 self.here(e.loc, scope))
+        return v
+
+    def eval_Index(self, e: A.Index, scope: Scope) -> Value:
+        x = self.tensor(e.value, scope, "indexing")
+        items = []
+        for item in e.items:
+            if isinstance(item, A.Slice):
+                parts = tuple(None if p is None else (self.eval(p, scope),
+                                                      self.here(p.loc, scope))
+                              for p in (item.start, item.stop, item.step))
+                items.append(("slice", parts, self.here(item.loc, scope)))
+            else:
+                items.append(("index", self.eval(item, scope), self.here(item.loc, scope)))
+        return index(x, items, self.here(e.loc, scope))
+
+    def eval_Call(self, e: A.Call, scope: Scope) -> Any:
+        name = e.func.id
+        d = self.defs.get(name)
+        if isinstance(d, A.FnDef):
+            return self.inline(d, e, scope)
+        if name == "grad":
+            self.check_grad_call(e, scope)
+        opdef = registry.lookup(name)
+        if opdef is None or opdef.kind == registry.SPECIAL and name != "grad":
+            what = f"'{name}' is not a fn" if name in scope.names or d is not None \
+                else f"unknown fn or op '{name}'"
+            fns = [k for k, v in self.defs.items() if isinstance(v, A.FnDef)]
+            ops = [o.name for o in registry.all() if o.kind != registry.SPECIAL]
+            raise GraphTypeError(what + registry.suggest(name, fns + ops),
+                                 self.here(e.func.loc, scope))
+        return call_op(opdef, *self.args(e, scope), self.here(e.loc, scope))
+
+    def check_grad_call(self, e: A.Call, scope: Scope) -> None:
+        if len(e.args) == 2 and not e.kwargs and not isinstance(e.args[1], A.Name):
+            raise GraphTypeError("grad(y, x) differentiates with respect to a named value; "
+                                 "give the value a name first", self.here(e.args[1].loc, scope))
+
+    def args(self, e: A.Call, scope: Scope) -> tuple[list[Arg], list[Kwarg]]:
+        pos = [(self.eval(a, scope), self.here(a.loc, scope)) for a in e.args]
+        kws = [(k.name, self.eval(k.value, scope), self.here(k.loc, scope)) for k in e.kwargs]
+        return pos, kws
+
+    def inline(self, fn: A.FnDef, e: A.Call, scope: Scope) -> Any:
+        loc = self.here(e.loc, scope)
+        if fn.name.id in scope.stack:
+            chain = " -> ".join(scope.stack[scope.stack.index(fn.name.id):] + (fn.name.id,))
+            raise GraphTypeError(f"fn '{fn.name.id}' calls itself ({chain}); fns are inlined, "
+                                 f"so they cannot recurse", loc)
+        inner = Scope(bind_fn(fn, *self.args(e, scope), loc), None, loc,
+                      scope.stack + (fn.name.id,))
+        *body, ret = fn.body
+        for stmt in body:
+            self.exec(stmt, inner)
+        assert isinstance(ret, A.Return)
+        values = tuple(self.eval(v, inner) for v in ret.values)
+        return values[0] if len(values) == 1 else Multi(values)
+
+
+_UNSET = object()

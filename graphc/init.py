@@ -1,0 +1,58 @@
+"""Param initializers (SPEC §1): Keras's definitions, drawn from one ``default_rng(seed)`` in
+declaration order so that a seed reproduces every param."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from graphc.program import Decl, Init
+
+Draw = Callable[[np.random.Generator, tuple[int, ...], tuple[float, ...]], np.ndarray]
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """fan_in = shape[-2] * prod(shape[:-2]), fan_out = shape[-1] (rank 1: both shape[0])."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    return shape[-2] * math.prod(shape[:-2]), shape[-1]
+
+
+def _glorot_limit(shape: tuple[int, ...], k: float) -> float:
+    fan_in, fan_out = fans(shape)
+    return math.sqrt(k / max(fan_in + fan_out, 1))
+
+
+def _he_limit(shape: tuple[int, ...], k: float) -> float:
+    return math.sqrt(k / max(fans(shape)[0], 1))
+
+
+INITIALIZERS: dict[str, tuple[int, Draw]] = {
+    "zeros": (0, lambda rng, s, a: np.zeros(s)),
+    "ones": (0, lambda rng, s, a: np.ones(s)),
+    "normal": (1, lambda rng, s, a: rng.normal(0.0, a[0], s)),
+    "uniform": (2, lambda rng, s, a: rng.uniform(a[0], a[1], s)),
+    "glorot_uniform": (0, lambda rng, s, a: rng.uniform(-_glorot_limit(s, 6), _glorot_limit(s, 6), s)),
+    "glorot_normal": (0, lambda rng, s, a: rng.normal(0.0, _glorot_limit(s, 2), s)),
+    "he_uniform": (0, lambda rng, s, a: rng.uniform(-_he_limit(s, 6), _he_limit(s, 6), s)),
+    "he_normal": (0, lambda rng, s, a: rng.normal(0.0, _he_limit(s, 2), s)),
+}
+
+
+def default_init(decl: Decl) -> Init:
+    """Keras Dense defaults: glorot_uniform for rank >= 2, zeros otherwise."""
+    return Init("glorot_uniform") if decl.type.rank >= 2 else Init("zeros")
+
+
+def init_params(params: tuple[Decl, ...], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for decl in params:
+        init = decl.init or default_init(decl)
+        _, draw = INITIALIZERS[init.name]
+        shape = tuple(int(d) for d in decl.type.shape)
+        out[decl.name] = np.array(draw(rng, shape, init.args), dtype=decl.type.dtype.np)
+    return out

@@ -1,0 +1,179 @@
+"""``Model``: a compiled graph. It builds the three entry points (forward, backward, sgd_step) as IR,
+runs the pass pipeline on each, and calls them natively (or on the reference interpreter)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+import passes
+from graphc import init as initializers
+from graphc.program import GraphDef
+from ir import interp
+from ir.core import Func, Value, make
+from ir.errors import GraphCallError
+from ir.ops.registry import suggest
+from ir.types import DType, TensorType
+
+BACKENDS = ("native", "interp")
+
+
+def grad_name(name: str) -> str:
+    """Result name of a gradient in the backward function's signature."""
+    return f"grad.{name}"
+
+
+def build_funcs(g: GraphDef) -> dict[str, Func]:
+    """forward: outputs; backward: outputs + gradients; sgd_step: target + updated params."""
+    fwd = g.forward
+    funcs = {"forward": fwd}
+    if g.grad is None:
+        return funcs
+    by_name = {p.attrs["name"]: p for p in fwd.params}
+    wrt = [by_name[n] for n in g.grad.wrt]
+    grads = [make("grad", g.grad.target, x, loc=g.grad.loc) for x in wrt]
+    funcs["backward"] = Func(f"{g.name}.backward", fwd.params, fwd.results + tuple(grads),
+                             fwd.result_names + tuple(grad_name(n) for n in g.grad.wrt))
+    param_names = {d.name for d in g.params}
+    lr = make("arg", name="lr", dtype=DType.f64, shape=())
+    updates = []
+    for n, x, gx in zip(g.grad.wrt, wrt, grads):
+        if n in param_names:
+            step = gx * make("cast", lr, dtype=x.dtype) if x.dtype is not DType.f64 else gx * lr
+            updates.append((n, make("sub", x, step, loc=g.grad.loc)))
+    funcs["sgd_step"] = Func(f"{g.name}.sgd_step", fwd.params + (lr,),
+                             (g.grad.target,) + tuple(u for _, u in updates),
+                             ("target",) + tuple(n for n, _ in updates))
+    return funcs
+
+
+class Model:
+    """A compiled ``.graph`` graph. Call it with NumPy arrays by name."""
+
+    def __init__(self, graph: GraphDef, *, opt_level: int = 2, backend: str = "native",
+                 cache: bool = True, check_numerics: bool = False) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if opt_level not in (0, 1, 2, 3):
+            raise ValueError(f"opt_level must be 0..3, got {opt_level!r}")
+        self.graph = graph
+        self.name = graph.name
+        self.opt_level = opt_level
+        self.backend = backend
+        self.inputs: dict[str, TensorType] = {d.name: d.type for d in graph.inputs}
+        self.params: dict[str, TensorType] = {d.name: d.type for d in graph.params}
+        self.outputs: dict[str, TensorType] = dict(zip(graph.forward.result_names,
+                                                       (r.type for r in graph.forward.results)))
+        self.grad_wrt: tuple[str, ...] = graph.grad.wrt if graph.grad else ()
+        self.funcs = build_funcs(graph)
+        self.optimized = {k: passes.run_pipeline(f, opt_level) for k, f in self.funcs.items()}
+        self._native = None
+        if backend == "native":
+            from runtime import compile_module
+            self._native = compile_module(self.optimized, opt_level=opt_level, cache=cache,
+                                          check_numerics=check_numerics)
+
+    # -- calling -------------------------------------------------------------------------------
+    def _prepare(self, entry: str, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Check names, convert dtypes (``same_kind``), make contiguous; dims are bound later."""
+        func = self._entry(entry)
+        want = {p.attrs["name"]: p.type for p in func.params}
+        for name in given:
+            if name not in want:
+                raise GraphCallError(f"unexpected argument '{name}'"
+                                     + suggest(name, list(want)))
+        out: dict[str, np.ndarray] = {}
+        for name, ty in want.items():
+            if name not in given:
+                raise GraphCallError(f"missing argument '{name}' ({ty})")
+            a = np.asarray(given[name])
+            if a.dtype != ty.dtype.np:
+                if not np.can_cast(a.dtype, ty.dtype.np, "same_kind"):
+                    raise GraphCallError(f"argument '{name}' must be {ty}, got a {a.dtype} array "
+                                         f"(convert it explicitly)")
+                a = a.astype(ty.dtype.np)
+            out[name] = a if a.flags.c_contiguous else a.copy(order="C")
+        interp.bind_dims([(n, want[n], out[n].shape) for n in want])
+        return out
+
+    def _entry(self, entry: str) -> Func:
+        if entry not in self.optimized:
+            raise GraphCallError(f"graph '{self.name}' has no grad line, so it has no {entry}; "
+                                 f"add e.g. 'grad loss' to the graph")
+        return self.optimized[entry]
+
+    def _run(self, entry: str, args: dict[str, np.ndarray],
+             inplace: dict[int, str] | None = None) -> list[np.ndarray]:
+        if self._native is not None:
+            return self._native.call(entry, args, inplace=inplace) if inplace else \
+                self._native.call(entry, args)
+        outs = interp.run(self._entry(entry), args)
+        for i, name in (inplace or {}).items():
+            args[name][...] = outs[i]
+        return outs
+
+    def __call__(self, **arrays: Any) -> dict[str, np.ndarray]:
+        outs = self._run("forward", self._prepare("forward", arrays))
+        return dict(zip(self.outputs, outs))
+
+    def value_and_grad(self, **arrays: Any) -> tuple[dict[str, np.ndarray],
+                                                      dict[str, np.ndarray]]:
+        outs = self._run("backward", self._prepare("backward", arrays))
+        n = len(self.outputs)
+        return dict(zip(self.outputs, outs[:n])), dict(zip(self.grad_wrt, outs[n:]))
+
+    def sgd_step(self, params: dict[str, np.ndarray], lr: float, **inputs: Any) -> np.ndarray:
+        """One fused forward + backward + ``p -= lr * g`` step; updates ``params`` in place and
+        returns the grad target at the old values."""
+        func = self._entry("sgd_step")
+        args = self._prepare("sgd_step", {**params, **inputs, "lr": lr})
+        updated = func.result_names[1:]
+        for name in updated:
+            if not isinstance(params.get(name), np.ndarray):
+                raise GraphCallError(f"sgd_step updates '{name}' in place, so params['{name}'] "
+                                     f"must be a NumPy array")
+        # results go straight into the caller's arrays when they are usable as buffers
+        direct = {i + 1: n for i, n in enumerate(updated) if args[n] is params[n]}
+        outs = self._run("sgd_step", args, inplace=direct)
+        for i, name in enumerate(updated):
+            if args[name] is not params[name]:
+                params[name][...] = outs[i + 1]
+        return outs[0]
+
+    def init_params(self, seed: int = 0) -> dict[str, np.ndarray]:
+        return initializers.init_params(self.graph.params, seed)
+
+    # -- inspection ----------------------------------------------------------------------------
+    def dump_ir(self, func: str | None = None, after: str | None = None) -> str:
+        """The optimised IR of ``func`` (default: every function), or as it was after pass
+        ``after`` (``ir-unopt`` for none)."""
+        from ir.text import print_func
+        names = [func] if func else list(self.funcs)
+        texts = []
+        for name in names:
+            if name not in self.funcs:
+                raise GraphCallError(f"no function '{name}'" + suggest(name, list(self.funcs)))
+            if after is None:
+                f = self.optimized[name]
+            elif after == "ir-unopt":
+                f = self.funcs[name]
+            else:
+                f = passes.run_pipeline(self.funcs[name], self.opt_level, after=after)
+            texts.append(print_func(f))
+        return "\n\n".join(texts) + "\n"
+
+    def llvm_ir(self, func: str = "forward") -> str:
+        return self._need_native().llvm_ir(func)
+
+    def asm(self, func: str = "forward") -> str:
+        return self._need_native().asm(func)
+
+    def _need_native(self) -> Any:
+        if self._native is None:
+            raise GraphCallError("this model runs on the interpreter (backend='interp'); "
+                                 "compile with backend='native' to see LLVM IR or assembly")
+        return self._native
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{n}: {t}" for n, t in {**self.inputs, **self.params}.items())
+        return f"<graphc.Model {self.name}({ins}) -> {', '.join(self.outputs)}>"

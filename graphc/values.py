@@ -1,0 +1,197 @@
+"""Compile-time values of the .graph language (weakly typed int/float/bool literals, symbolic
+dims, strings, dtypes, lists) and how they fold, become op attributes, or become IR tensors."""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ir.core import Value, const, make
+from ir.errors import GraphTypeError, Loc
+from ir.types import Dim, DType, dim_prod
+
+DTYPES = {d.value: d for d in DType}
+
+SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "matmul": "@",
+          "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+ARITH: dict[str, Callable[[Any, Any], Any]] = {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
+    "pow": operator.pow}
+COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
+    "eq": operator.eq, "ne": operator.ne}
+
+
+@dataclass(frozen=True, slots=True)
+class Multi:
+    """The several results of a fn that does ``return a, b``; only unpacking may take them."""
+    values: tuple[Any, ...]
+
+
+def describe(v: Any) -> str:
+    """A compile-time value (or tensor) in words, for error messages."""
+    if isinstance(v, Value):
+        return f"a tensor {v.type}"
+    if isinstance(v, bool):
+        return f"the bool {str(v).lower()}"
+    if isinstance(v, int):
+        return f"the integer {v}"
+    if isinstance(v, float):
+        return f"the number {v!r}"
+    if isinstance(v, str):
+        return f'the string "{v}"'
+    if isinstance(v, DType):
+        return f"the dtype {v}"
+    if isinstance(v, Dim):
+        return f"the symbolic dim {v}"
+    if isinstance(v, tuple):
+        return f"a list of {len(v)}"
+    if isinstance(v, Multi):
+        return f"{len(v.values)} values (unpack them: a, b = ...)"
+    return repr(v)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, Dim)) and not isinstance(v, bool)
+
+
+# ---- literals to tensors --------------------------------------------------------------------
+
+def _check_range(x: int, dtype: DType, loc: Loc) -> None:
+    if dtype.is_int:
+        info = np.iinfo(dtype.np)
+        if not info.min <= x <= info.max:
+            raise GraphTypeError(f"the integer {x} does not fit in {dtype}", loc)
+    elif abs(x) > 2 ** 1000:
+        raise GraphTypeError(f"the integer {x} is too large", loc)
+
+
+def _flatten(x: Any, loc: Loc) -> tuple[tuple[int, ...], list[Any]]:
+    if not isinstance(x, tuple):
+        if not isinstance(x, (bool, int, float)):
+            raise GraphTypeError(f"a list used as a tensor may hold only numbers, got "
+                                 f"{describe(x)}", loc)
+        return (), [x]
+    parts = [_flatten(i, loc) for i in x]
+    if any(p[0] != parts[0][0] for p in parts):
+        raise GraphTypeError("a nested list used as a tensor must be rectangular", loc)
+    inner = parts[0][0] if parts else ()
+    return (len(x),) + inner, [v for p in parts for v in p[1]]
+
+
+def _list_tensor(x: tuple, like: Value | None, loc: Loc) -> Value:
+    shape, flat = _flatten(x, loc)
+    bools = [isinstance(v, bool) for v in flat]
+    if any(bools) and not all(bools):
+        raise GraphTypeError("a list used as a tensor cannot mix bools and numbers", loc)
+    if like is not None and not all(bools):
+        dtype = like.dtype
+    else:
+        dtype = (DType.bool if flat and all(bools) else
+                 DType.f32 if any(isinstance(v, float) for v in flat) else DType.i64)
+    for v in flat:
+        _scalar_dtype_ok(v, dtype, like, loc)
+        if isinstance(v, int) and not isinstance(v, bool):
+            _check_range(v, dtype, loc)
+    return const(tuple(flat), dtype, shape, loc=loc)
+
+
+def _scalar_dtype_ok(x: Any, dtype: DType, like: Value | None, loc: Loc) -> None:
+    other = f"a tensor {like.type}" if like is not None else dtype
+    if dtype is DType.bool and not isinstance(x, bool):
+        raise GraphTypeError(f"{describe(x)} cannot be used with {other} (bool)", loc)
+    if isinstance(x, float) and not dtype.is_float:
+        raise GraphTypeError(f"the float literal {x!r} cannot be used with {other} "
+                             f"(an integer dtype); cast it first", loc)
+
+
+def to_tensor(x: Any, like: Value | None, loc: Loc) -> Value:
+    """A tensor from ``x``: a weak literal adopts ``like``'s dtype (int: any numeric dtype;
+    float: any float dtype); without one, ints are i64 and floats f32. Dims become ``dim``."""
+    if isinstance(x, Value):
+        return x
+    if isinstance(x, tuple):
+        return _list_tensor(x, like, loc)
+    if isinstance(x, bool):
+        return const(x, DType.bool, loc=loc)
+    if not _is_number(x):
+        raise GraphTypeError(f"expected a tensor or a number, got {describe(x)}", loc)
+    dtype = like.dtype if like is not None else (
+        DType.f32 if isinstance(x, float) else DType.i64)
+    _scalar_dtype_ok(x, dtype, like, loc)
+    if isinstance(x, Dim):
+        return make("dim", value=x, dtype=dtype, loc=loc)
+    if isinstance(x, int):
+        _check_range(x, dtype, loc)
+    return const(x, dtype, loc=loc)
+
+
+def tensors_like(items: list[Any], loc: Loc) -> list[Value]:
+    """Operands of one op: each literal adopts the dtype of the first non-bool tensor among
+    them (``2 * x``, ``where(c, x, 0.0)``); bool literals stay bool."""
+    like = next((v for v in items if isinstance(v, Value) and v.dtype is not DType.bool), None)
+    return [to_tensor(x, None if isinstance(x, bool) else like, loc) for x in items]
+
+
+def to_attr(v: Any, what: str, loc: Loc) -> Any:
+    """An op attribute: a compile-time value, lists as tuples."""
+    if isinstance(v, (Value, Multi)):
+        raise GraphTypeError(f"{what} must be known at compile time, got {describe(v)}", loc)
+    if isinstance(v, tuple):
+        return tuple(to_attr(i, what, loc) for i in v)
+    return v
+
+
+# ---- compile-time arithmetic ----------------------------------------------------------------
+
+def static_neg(x: Any, loc: Loc) -> Any:
+    if not _is_number(x):
+        raise GraphTypeError(f"cannot negate {describe(x)}", loc)
+    return -x
+
+
+def _dims_as_tensors(op: str, x: Any, y: Any, loc: Loc) -> Value:
+    """A symbolic dim in arithmetic that dims cannot express (``1.0 / N``, ``N > 3``) is read
+    at run time with the ``dim`` op."""
+    floaty = op == "div" or isinstance(x, float) or isinstance(y, float)
+    dtype = DType.f32 if floaty else DType.i64
+    a, b = (make("dim", value=v, dtype=dtype, loc=loc) if isinstance(v, Dim) else
+            const(v, dtype, loc=loc) for v in (x, y))
+    return make(op, a, b, loc=loc)
+
+
+def static_binary(op: str, x: Any, y: Any, loc: Loc) -> Any:
+    """Fold ``x op y`` for compile-time values; ints stay ints except ``/`` and negative
+    powers, as in Python. Symbolic dims stay polynomials under + - * and int powers."""
+    if not (_is_number(x) and _is_number(y)):
+        same = type(x) is type(y) and isinstance(x, (bool, str, DType))
+        if op in ("eq", "ne") and same:
+            return COMPARE[op](x, y)
+        raise GraphTypeError(f"cannot compute {describe(x)} {SYMBOL[op]} {describe(y)}", loc)
+    if op == "matmul":
+        raise GraphTypeError(f"'@' needs tensors, got {describe(x)} and {describe(y)}", loc)
+    if isinstance(x, Dim) or isinstance(y, Dim):
+        if op in ("add", "sub", "mul") and not isinstance(x, float) \
+                and not isinstance(y, float):
+            return ARITH[op](x, y)
+        if op == "pow" and isinstance(x, Dim) and isinstance(y, int) and 0 <= y <= 64:
+            return dim_prod([x] * y)
+        return _dims_as_tensors(op, x, y, loc)
+    if op in COMPARE:
+        return COMPARE[op](x, y)
+    if op == "pow" and isinstance(x, int) and isinstance(y, int):
+        if y < 0:
+            x = float(x)
+        elif abs(x) > 1 and y > 4096:
+            raise GraphTypeError(f"{x} ** {y} is too large", loc)
+    try:
+        out = ARITH[op](x, y)
+    except ZeroDivisionError:
+        raise GraphTypeError("division by zero in a compile-time expression", loc) from None
+    except OverflowError:
+        raise GraphTypeError("a compile-time number overflows", loc) from None
+    if isinstance(out, complex):
+        raise GraphTypeError(f"{x!r} ** {y!r} is not a real number", loc)
+    return out

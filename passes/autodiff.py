@@ -1,0 +1,101 @@
+"""Expand every ``grad`` op into ordinary IR by reverse-mode differentiation (VJP rules from the op
+table). Keeps: forward values (the backward reuses them), locs (backward ops carry the loc of the
+forward op they differentiate). Nested ``grad`` works because inner ones are expanded first."""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+from ir.core import Func, Value, at, const, make, rebuild, toposort, transform
+from ir.errors import GraphWarning
+from ir.ops import registry
+from ir.types import TensorType
+
+
+def sum_to(g: Value, ty: TensorType) -> Value:
+    """Sum a broadcast gradient back to ``ty``'s shape: the one place that un-broadcasts."""
+    if g.shape == ty.shape:
+        return g
+    lead = g.type.rank - ty.rank
+    axes = list(range(lead))
+    for i, d in enumerate(ty.shape):
+        if d == 1 and g.shape[lead + i] != 1:
+            axes.append(lead + i)
+    if axes:
+        g = make("sum", g, axis=tuple(axes), keepdims=False)
+    if g.shape != ty.shape:
+        g = make("reshape", g, shape=ty.shape)
+    return g
+
+
+def _depends_on(order: list[Value], xs: Sequence[Value]) -> set[int]:
+    """Ids of float values whose value changes with some x: only they carry cotangents."""
+    live = {id(x) for x in xs}
+    for v in order:
+        if v.dtype.is_float and any(id(i) in live for i in v.inputs):
+            if registry.get(v.op).differentiable:
+                live.add(id(v))
+    return live
+
+
+def grad_of(y: Value, xs: Sequence[Value]) -> list[Value | None]:
+    """d y / d x for each x (None where y does not depend on x). ``y`` is a float scalar and its
+    cone holds no ``grad`` ops (``run`` expands inner ones first)."""
+    order = toposort([y])
+    live = _depends_on(order, xs)
+    cts: dict[int, Value] = {id(y): const(1.0, y.dtype, (), loc=y.loc)}
+    for v in reversed(order):
+        g = cts.get(id(v))
+        if g is None or not v.inputs or id(v) not in live:
+            continue
+        opdef = registry.get(v.op)
+        if opdef.vjp is None:
+            continue
+        with at(v.loc):
+            gs = opdef.vjp(g, v, *v.inputs, **v.attrs.as_dict())
+            for x, gx in zip(v.inputs, gs):
+                if gx is None or id(x) not in live:
+                    continue
+                gx = sum_to(gx, x.type)
+                prev = cts.get(id(x))
+                cts[id(x)] = gx if prev is None else make("add", prev, gx)
+    return [cts.get(id(x)) for x in xs]
+
+
+def _zero_grad(y: Value, x: Value, why: str) -> Value:
+    warnings.warn(GraphWarning(f"{x.loc or y.loc}: gradient of {_name(y)} w.r.t. {_name(x)} "
+                               f"is identically zero ({why})"), stacklevel=3)
+    return const(0.0, x.dtype, x.shape, loc=x.loc)
+
+
+def _name(v: Value) -> str:
+    return v.attrs["name"] if v.op == "arg" else f"the {v.op} value"
+
+
+def run(func: Func) -> Func:
+    """Replace each ``grad(y, x)`` op by the gradient it stands for; one sweep per distinct y."""
+    order = func.values()
+    if not any(v.op == "grad" for v in order):
+        return func
+    wanted: dict[int, list[Value]] = {}          # original y -> original xs asked for
+    for v in order:
+        if v.op == "grad":
+            wanted.setdefault(id(v.inputs[0]), []).append(v.inputs[1])
+    sweeps: dict[int, dict[int, Value | None]] = {}
+    built: dict[int, Value] = {}                 # original value -> its replacement so far
+
+    def expand(v: Value, ins: tuple[Value, ...]) -> Value:
+        if v.op != "grad":
+            built[id(v)] = rebuild(v, ins)
+            return built[id(v)]
+        y, x = v.inputs
+        if id(y) not in sweeps:
+            # every x of this y that is already rebuilt; later ones cannot be in y's cone
+            xs = [built[id(w)] for w in wanted[id(y)] if id(w) in built]
+            sweeps[id(y)] = dict(zip(map(id, xs), grad_of(built[id(y)], xs)))
+        gx = sweeps[id(y)].get(id(ins[1]))
+        built[id(v)] = gx if gx is not None else _zero_grad(
+            ins[0], ins[1], "not reached, or only through stop_gradient")
+        return built[id(v)]
+
+    return transform(func, expand)

@@ -1,0 +1,38 @@
+"""Merge values with the same op, inputs, attrs and type, across forward and backward alike.
+Keeps: types, the loc of the first; commutative ops match with their operands swapped.
+
+Attributes compare by their exact text (so the constants 0.0 and -0.0 stay apart, and a NaN
+constant matches another NaN constant).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ir.core import Func, Value
+from ir.ops import registry
+from passes.rewrite import rewrite
+
+
+def run(func: Func) -> Func:
+    seen: dict[tuple[Any, ...], Value] = {}
+
+    def merge(v: Value) -> Value:
+        return seen.setdefault(key(v), v)
+    return rewrite(func, merge)
+
+
+def key(v: Value) -> tuple[Any, ...]:
+    ids = tuple(id(i) for i in v.inputs)
+    opdef = registry.lookup(v.op)
+    if opdef is not None and registry.COMMUTATIVE in opdef.traits:
+        ids = tuple(sorted(ids))
+    return (v.op, ids, exact(v.attrs.items), v.type)
+
+
+def exact(a: Any) -> Any:
+    """A hashable key that tells apart what ``==`` conflates: 0.0 / -0.0, 1 / 1.0 / True."""
+    if isinstance(a, float):
+        return ("f", a.hex())
+    if isinstance(a, tuple):
+        return tuple(exact(x) for x in a)
+    return (type(a).__name__, a)

@@ -1,0 +1,108 @@
+"""The one rewrite engine every pass uses: a children-first sweep that rebuilds only what changed,
+keeps types and locations, and counts each rewrite so that opt-bisect can stop after the N-th."""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass
+from typing import Callable, Iterator, TextIO
+
+from ir.core import Func, Value, at
+
+Rule = Callable[[Value], Value]
+
+# A rule may return a freshly built value that another rule would simplify again; the engine
+# re-applies ``fn`` to it, at most this many times per original value (no rule set loops forever).
+MAX_REAPPLY = 8
+
+
+@dataclass(slots=True)
+class Counter:
+    """Counts rewrites across a whole pipeline; with ``limit`` set, allows only the first ``limit``
+    (opt-bisect). Passes marked ``exempt`` (those correctness needs) are counted but never cut."""
+    limit: int | None = None
+    count: int = 0
+    pass_name: str = ""
+    exempt: bool = False
+    log: TextIO | None = None
+    applied: int = 0                   # every rewrite made, exempt ones included (for stats)
+
+    def allow(self, old: Value, new: Value) -> bool:
+        if self.exempt:
+            self.applied += 1
+            return True
+        self.count += 1
+        ok = self.limit is None or self.count <= self.limit
+        self.applied += ok
+        if self.log is not None:
+            where = f" at {old.loc}" if old.loc is not None else ""
+            print(f"BISECT: {'running' if ok else 'NOT running'} rewrite ({self.count}) "
+                  f"{self.pass_name}: {old.op} -> {new.op}{where}", file=self.log)
+        return ok
+
+
+_COUNTER: contextvars.ContextVar[Counter | None] = contextvars.ContextVar(
+    "graphc_rewrite_counter", default=None)
+
+
+@contextlib.contextmanager
+def counting(counter: Counter, pass_name: str, exempt: bool = False) -> Iterator[Counter]:
+    """Route the rewrites of one pass through ``counter`` (the pass manager's opt-bisect hook)."""
+    counter.pass_name, counter.exempt = pass_name, exempt
+    token = _COUNTER.set(counter)
+    try:
+        yield counter
+    finally:
+        _COUNTER.reset(token)
+
+
+def rewrite(func: Func, fn: Rule) -> Func:
+    """Return ``func`` with every value ``v`` replaced by ``fn(v)``.
+
+    Each value is visited once, in topological order, after its inputs have been rewritten (so
+    ``fn`` sees rewritten inputs). ``fn`` returns a replacement of the same type, or ``v`` itself.
+    A value whose inputs changed is rebuilt with the same op, attrs, type and loc; values built
+    inside ``fn`` get ``v``'s loc by default. Params are never passed to ``fn``. Returns ``func``
+    itself when nothing changed.
+    """
+    counter = _COUNTER.get()
+    memo: dict[int, Value] = {id(p): p for p in func.params}
+    done: set[int] = set(memo)          # ids of values already final in this sweep
+    for v in func.values():
+        if id(v) in memo:
+            continue
+        cur = rebuild(v, tuple(memo[id(i)] for i in v.inputs))
+        for _ in range(MAX_REAPPLY):
+            with at(cur.loc):
+                new = fn(cur)
+            if new is cur:
+                break
+            if new.type != v.type:
+                raise AssertionError(f"rewrite of {v.op} changed its type from {v.type} to "
+                                     f"{new.type}")
+            if counter is not None and not counter.allow(cur, new):
+                break
+            cur = new
+            if id(new) in done:         # an existing value: already rewritten
+                break
+        memo[id(v)] = cur
+        done.add(id(cur))
+    results = tuple(memo[id(r)] for r in func.results)
+    if all(a is b for a, b in zip(results, func.results)):
+        return func
+    return Func(func.name, func.params, results, func.result_names)
+
+
+def rebuild(v: Value, inputs: tuple[Value, ...]) -> Value:
+    """``v`` with new inputs of the same types (so its own type stands), or ``v`` if unchanged."""
+    if all(a is b for a, b in zip(inputs, v.inputs)):
+        return v
+    for a, b in zip(inputs, v.inputs):
+        if a.type != b.type:
+            raise AssertionError(f"rewrite replaced a {b.type} input of {v.op} by a {a.type}")
+    return Value(v.op, inputs, v.type, v.attrs, v.loc)
+
+
+def count_ops(func: Func) -> int:
+    """Number of values other than the function's arguments (what --time-passes reports)."""
+    return sum(1 for v in func.values() if v.op != "arg")

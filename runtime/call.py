@@ -1,0 +1,105 @@
+"""The calling convention: check and convert the caller's arrays (SPEC section 5), bind the
+symbolic dims, allocate fresh outputs, pack one pointer block and make one native call with the
+GIL released; error codes from the native side become GraphCallError / NumericsError."""
+from __future__ import annotations
+
+import ctypes
+from typing import Any, Mapping
+
+import numpy as np
+
+from ir.errors import GraphCallError, GraphError, NumericsError
+from ir.interp import bind_dims
+from ir.ops.registry import suggest
+from ir.types import dim_str
+from runtime.plan import (ERR_ALLOC, ERR_ARG_NUMERICS, ERR_BOUNDS, ERR_INDEX, ERR_NUMERICS, Plan)
+
+ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)   # CFUNCTYPE drops the GIL
+
+
+def prepare_args(plan: Plan, args: Mapping[str, Any]) -> tuple[list[np.ndarray], dict[str, int]]:
+    """Arrays for every param, in order (contiguous, declared dtype), and the dim bindings."""
+    func = plan.func
+    names = [p.attrs["name"] for p in func.params]
+    for given in args:
+        if given not in names:
+            raise GraphCallError(f"unexpected argument '{given}' to {func.name}"
+                                 + suggest(given, names))
+    arrays, named = [], []
+    for p, name in zip(func.params, names):
+        if name not in args:
+            raise GraphCallError(f"missing argument '{name}' ({p.type}) to {func.name}")
+        a = np.asarray(args[name])
+        want = p.dtype.np
+        if a.dtype != want:
+            if not np.can_cast(a.dtype, want, "same_kind"):
+                raise GraphCallError(f"argument '{name}' must be {p.type}, got dtype {a.dtype} "
+                                     f"(which does not convert safely to {p.dtype})")
+            a = a.astype(want)
+        named.append((name, p.type, a.shape))
+        arrays.append(np.ascontiguousarray(a))
+    env = bind_dims(named)
+    return arrays, env
+
+
+def check_inplace(plan: Plan, inplace: Mapping[int, str], args: Mapping[str, Any],
+                  shapes: list[tuple[int, ...]]) -> dict[int, np.ndarray]:
+    """Result index -> the caller's own array that receives it (must fit exactly)."""
+    out: dict[int, np.ndarray] = {}
+    for r, name in inplace.items():
+        if not 0 <= r < len(plan.func.results):
+            raise GraphCallError(f"{plan.func.name} has no result {r} to write in place")
+        a = args.get(name)
+        res = plan.func.results[r]
+        if not isinstance(a, np.ndarray) or a.dtype != res.dtype.np or a.shape != shapes[r] \
+                or not a.flags.c_contiguous or not a.flags.writeable:
+            raise GraphCallError(f"argument '{name}' cannot be updated in place: it must be a "
+                                 f"writeable C-contiguous {res.type} array")
+        out[r] = a
+    return out
+
+
+def invoke(plan: Plan, address: int, args: Mapping[str, Any],
+           inplace: Mapping[int, str] | None = None) -> list[np.ndarray]:
+    arrays, env = prepare_args(plan, args)
+    func = plan.func
+    shapes = [r.type.concrete(env) for r in func.results]
+    targets = check_inplace(plan, inplace or {}, args, shapes)
+    outs = [targets.get(r, None) for r in range(len(shapes))]
+    mask = 0
+    for r, shape in enumerate(shapes):
+        if outs[r] is None:
+            outs[r] = np.empty(shape, func.results[r].dtype.np)
+            mask |= 1 << r
+    dims = np.array([env[s] for s in plan.symbols] or [0], np.int64)
+    block = (ctypes.c_void_p * (len(arrays) + len(outs) + 2))(
+        *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs],
+        dims.ctypes.data, mask)
+    rc = ENTRY_TYPE(address)(ctypes.addressof(block))
+    if rc:
+        raise error_for(plan, rc, env)
+    return outs   # type: ignore[return-value]
+
+
+def error_for(plan: Plan, rc: int, env: Mapping[str, int]) -> GraphError:
+    kind, index = rc >> 24, rc & 0xFFFFFF
+    if kind == ERR_BOUNDS:
+        c = plan.checks[index]
+        v = c.value
+        return GraphCallError(
+            f"{v.op} is out of range at run time: needs {dim_str(c.lo)} <= {dim_str(c.x)}"
+            + (f" <= {dim_str(c.hi)}" if c.hi is not None else "") + f" with "
+            + ", ".join(f"{k} = {n}" for k, n in sorted(env.items())), v.loc)
+    if kind == ERR_INDEX:
+        v = plan.step_of[index]
+        return GraphCallError(f"{v.op}: an index is out of range for an axis of "
+                              f"{v.inputs[0].type}", v.loc)
+    if kind == ERR_NUMERICS:
+        v = plan.step_of[index]
+        return NumericsError(f"{v.op} produced NaN or Inf (result {v.type})", v.loc)
+    if kind == ERR_ARG_NUMERICS:
+        p = plan.func.params[index]
+        return NumericsError(f"argument '{p.attrs['name']}' contains NaN or Inf", p.loc)
+    if kind == ERR_ALLOC:
+        return GraphCallError("out of memory for the workspace of this call")
+    return GraphError(f"native code returned unknown error code {rc}")

@@ -1,0 +1,253 @@
+"""Func -> LLVM module: one internal function per step (its buffers ``noalias``, so loops
+vectorise without run-time alias checks) and one exported driver that checks slice bounds, takes
+a workspace, runs every step in order and writes the results: one native call per entry point.
+
+Driver ABI: ``i32 graphc_entry(ptr args)``, ``args`` = [param ptrs.., output ptrs.., dims ptr,
+direct mask]; bit k of the mask says output k is a fresh array that may be written directly."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import llvmlite.ir as ir
+
+from ir.ops import registry
+from ir.types import DimLike, DType
+from runtime.emit import I1, I32, I64, PTR, Emitter, mem_type
+from runtime.plan import (ERR_ALLOC, ERR_BOUNDS, ERR_NUMERICS, ERR_ARG_NUMERICS, Lazy, Operand,
+                          Plan, View, buffers_read, contiguous)
+
+ENTRY = "graphc_entry"
+ALIGN = 64
+
+
+class DimEval:
+    """Dim polynomials as i64 values, each computed once in a function's entry block (which
+    dominates every loop) from the run-time ``dims`` array (one i64 per symbol, sorted)."""
+
+    def __init__(self, entry: ir.Block, dims_ptr: ir.Value, symbols: Sequence[str]):
+        self.entry = entry
+        self.dims_ptr = dims_ptr
+        self.symbols = list(symbols)
+        self.cache: dict[Any, ir.Value] = {}
+
+    def get(self, d: DimLike) -> ir.Value:
+        if isinstance(d, int):
+            return ir.Constant(I64, d)
+        if d not in self.cache:
+            eb = ir.IRBuilder(self.entry)
+            total: ir.Value | None = None
+            for mono, coef in d.terms:
+                term: ir.Value = ir.Constant(I64, coef)
+                for s in mono:
+                    term = eb.mul(term, self.sym(eb, s))
+                total = term if total is None else eb.add(total, term)
+            self.cache[d] = total
+        return self.cache[d]
+
+    def sym(self, eb: ir.IRBuilder, s: str) -> ir.Value:
+        if s not in self.cache:
+            p = eb.gep(self.dims_ptr, [ir.Constant(I64, self.symbols.index(s))],
+                       source_etype=I64)
+            self.cache[s] = eb.load(p, name=f"dim.{s}", typ=I64)
+        return self.cache[s]
+
+
+class Kernel:
+    """An LLVM function ``i32 (ptr dims, ptr buf0, ...)`` being built; buf0 is the output."""
+
+    def __init__(self, cg: Codegen, name: str, bufs: Sequence[int]):
+        self.cg = cg
+        self.bufs = list(dict.fromkeys(bufs))
+        fnty = ir.FunctionType(I32, [PTR] * (1 + len(self.bufs)))
+        self.fn = ir.Function(cg.module, fnty, name)
+        self.fn.linkage = "internal"
+        for a in self.fn.args[1:]:
+            a.add_attribute("noalias")
+        self.entry = self.fn.append_basic_block("entry")
+        start = self.fn.append_basic_block("start")
+        self.b = ir.IRBuilder(start)
+        self.em = Emitter(self.b)
+        self.ptrs: dict[int, ir.Value] = {b: a for b, a in zip(self.bufs, self.fn.args[1:])}
+        self.dims = DimEval(self.entry, self.fn.args[0], cg.plan.symbols)
+        self.code: ir.Value | None = None      # an error code a kernel body may set
+
+    def dim(self, d: DimLike) -> ir.Value:
+        return self.dims.get(d)
+
+    def ptr(self, buf: int) -> ir.Value:
+        if buf in self.ptrs:
+            return self.ptrs[buf]
+        return self.cg.const_global(buf)
+
+    def index(self, v: View, idx: Sequence[ir.Value]) -> ir.Value:
+        """Element index ``offset + sum(idx[k] * strides[k])`` (zero strides cost nothing)."""
+        b = self.b
+        acc: ir.Value | None = None if v.offset == 0 else self.dim(v.offset)
+        for i, s in zip(idx, v.strides):
+            if s == 0:
+                continue
+            t = i if s == 1 else b.mul(i, self.dim(s))
+            acc = t if acc is None else b.add(acc, t)
+        return acc if acc is not None else ir.Constant(I64, 0)
+
+    def load(self, op: Operand, idx: Sequence[ir.Value]) -> ir.Value:
+        if isinstance(op, View):
+            return self.em.load(self.ptr(op.buf), self.index(op, idx), op.dtype)
+        xs = [self.load(a, idx) for a in op.args]
+        return lower_elementwise(self.em, op.value, xs)
+
+    def store(self, value: ir.Value, out: View, idx: Sequence[ir.Value]) -> None:
+        self.em.store(value, self.ptr(out.buf), self.index(out, idx), out.dtype)
+
+    def finish(self, code: ir.Value | None = None) -> None:
+        self.b.ret(code if code is not None else ir.Constant(I32, 0))
+        ir.IRBuilder(self.entry).branch(self.fn.blocks[1])
+
+
+def lower_elementwise(em: Emitter, v: Any, xs: list[ir.Value]) -> ir.Value:
+    opdef = registry.get(v.op)
+    return opdef.lower(em, *xs, **v.attrs.as_dict())
+
+
+def coalesce(shape: Sequence[DimLike], views: list[View]) -> tuple[list[DimLike], list[View]]:
+    """Merge neighbouring axes that every view walks as one (fewer, longer loops vectorise)."""
+    from ir.types import dim_mul
+    keep = [k for k, d in enumerate(shape) if d != 1]
+    groups: list[list[int]] = []
+    for k in keep:
+        if groups and all(v.strides[groups[-1][-1]] == dim_mul(v.strides[k], shape[k])
+                          for v in views):
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    from ir.types import dim_prod
+    new_shape = [dim_prod(tuple(shape[k] for k in g)) for g in groups]
+    out = [View(v.buf, v.dtype, tuple(new_shape), tuple(v.strides[g[-1]] for g in groups),
+                v.offset) for v in views]
+    return new_shape, out
+
+
+def map_views(op: Operand, views: dict[int, View], order: list[Operand]) -> Operand:
+    if isinstance(op, View):
+        return views[id(op)]
+    return Lazy(op.value, tuple(map_views(a, views, order) for a in op.args))
+
+
+def leaves(op: Operand) -> list[View]:
+    if isinstance(op, View):
+        return [op]
+    return [x for a in op.args for x in leaves(a)]
+
+
+def emit_map(k: Kernel, out: View, expr: Operand) -> None:
+    """out[i] = expr[i] over out's shape (expr's views aligned to it), axes coalesced."""
+    vs = [out] + leaves(expr)
+    shape, merged = coalesce(out.shape, vs)
+    table = {id(a): m for a, m in zip(vs, merged)}
+    expr2 = map_views(expr, table, [])
+    with k.em.loop_nest([k.dim(d) for d in shape], "e") as idx:
+        k.store(k.load(expr2, idx), table[id(out)], idx)
+
+
+def emit_copy(k: Kernel, out: View, src: Operand, shape: Sequence[DimLike]) -> None:
+    """Copy ``src`` (any layout, shape ``shape``) in row-major order into contiguous ``out``."""
+    flat = contiguous(out.buf, out.dtype, tuple(shape), out.offset)
+    emit_map(k, flat, src)
+
+
+class Codegen:
+    def __init__(self, plan: Plan, check_numerics: bool = False):
+        self.plan = plan
+        self.check = check_numerics
+        self.module = ir.Module(name=plan.func.name)
+        self._consts: dict[int, ir.GlobalVariable] = {}
+
+    def const_global(self, buf: int) -> ir.GlobalVariable:
+        if buf not in self._consts:
+            b = self.plan.buffers[buf]
+            value = b.value.attrs["value"]
+            vals = value if isinstance(value, tuple) else (value,)
+            mt = mem_type(b.dtype)
+            conv = (lambda x: int(bool(x))) if b.dtype is DType.bool else \
+                (float if b.dtype.is_float else int)
+            ty = ir.ArrayType(mt, len(vals))
+            g = ir.GlobalVariable(self.module, ty, f"const{buf}")
+            g.global_constant = True
+            g.linkage = "internal"
+            g.initializer = ir.Constant(ty, [ir.Constant(mt, conv(x)) for x in vals])
+            self._consts[buf] = g
+        return self._consts[buf]
+
+    def kernel_bufs(self, out: int, args: Sequence[Operand]) -> list[int]:
+        bufs = [out] + [b for a in args for b in buffers_read(a)]
+        return [b for b in dict.fromkeys(bufs) if self.plan.buffers[b].kind != "const"]
+
+    def build(self) -> ir.Module:
+        from runtime import kernels
+        names = []
+        for s in self.plan.steps:
+            k = Kernel(self, f"k{s.index}.{s.value.op}", self.kernel_bufs(s.out.buf, s.args))
+            kernels.emit_step(k, s)
+            code = k.code
+            if self.check:
+                num = self.numerics(k, s.out, (ERR_NUMERICS << 24) | s.index)
+                if num is not None:
+                    code = num if code is None else k.b.select(
+                        k.b.icmp_signed("!=", code, ir.Constant(I32, 0)), code, num)
+            k.finish(code)
+            names.append(k)
+        copies = []
+        for r, (src, own) in enumerate(self.plan.results):
+            if own is not None:
+                copies.append(None)
+                continue
+            out_buf = self.output_buf(r)
+            k = Kernel(self, f"result{r}.copy", self.kernel_bufs(out_buf, [src]))
+            emit_copy(k, contiguous(out_buf, src.dtype if isinstance(src, View)
+                                    else src.value.dtype, ()), src, self.result_shape(r))
+            k.finish()
+            copies.append(k)
+        arg_checks = []
+        if self.check:
+            for b, buf in enumerate(self.plan.buffers):
+                if buf.kind == "param" and buf.dtype.is_float:
+                    k = Kernel(self, f"arg{buf.index}.check", [b])
+                    k.finish(self.numerics(k, contiguous(b, buf.dtype, buf.value.shape),
+                                           (ERR_ARG_NUMERICS << 24) | buf.index))
+                    arg_checks.append(k)
+        from runtime.driver import emit_driver
+        emit_driver(self, names, copies, arg_checks)
+        return self.module
+
+    def output_buf(self, r: int) -> int:
+        return next(i for i, b in enumerate(self.plan.buffers) if b.kind == "output"
+                    and b.index == r)
+
+    def result_shape(self, r: int) -> tuple[DimLike, ...]:
+        return self.plan.func.results[r].shape
+
+    def numerics(self, k: Kernel, out: View, code: int) -> ir.Value | None:
+        """OR of ``not isfinite`` over a float output; returns ``code`` if any."""
+        if not out.dtype.is_float:
+            return None
+        em = k.em
+        flag = em.alloca_entry(I1, "bad")
+        k.b.store(ir.Constant(I1, 0), flag)
+        n = k.dim(_size(out.shape))
+        with em.loop(n, "chk") as i:
+            x = em.load(k.ptr(out.buf), i, out.dtype)
+            k.b.store(k.b.or_(k.b.load(flag, typ=I1), em.not_(em.isfinite(x))), flag)
+        return k.b.select(k.b.load(flag, typ=I1), ir.Constant(I32, code), ir.Constant(I32, 0))
+
+
+def _size(shape: Sequence[DimLike]) -> DimLike:
+    from ir.types import dim_prod
+    return dim_prod(tuple(shape))
+
+
+def build_module(plan: Plan, check_numerics: bool = False) -> ir.Module:
+    return Codegen(plan, check_numerics).build()
+
+
+__all__ = ["ENTRY", "ALIGN", "ERR_ALLOC", "ERR_BOUNDS", "build_module", "Kernel", "emit_map",
+           "emit_copy", "Codegen"]

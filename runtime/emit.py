@@ -1,0 +1,335 @@
+"""The emitter: a thin layer over llvmlite's IRBuilder with loop nests, entry-block allocas and
+the scalar math that op lowerings (``OpDef.lower``) call, dispatched on the LLVM type so one
+lowering serves f32/f64/i32/i64/bool. Transcendentals are inline polynomials (runtime.vmath)."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+import llvmlite.ir as ir
+
+from ir.types import DType
+
+I1 = ir.IntType(1)
+I8 = ir.IntType(8)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+F32 = ir.FloatType()
+F64 = ir.DoubleType()
+PTR = ir.PointerType()
+
+_REG = {DType.f32: F32, DType.f64: F64, DType.i32: I32, DType.i64: I64, DType.bool: I1}
+_MEM = {**_REG, DType.bool: I8}
+_FLT_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}
+
+
+def reg_type(dtype: DType) -> ir.Type:
+    """The type a value of ``dtype`` has in registers (bool is i1)."""
+    return _REG[dtype]
+
+
+def mem_type(dtype: DType) -> ir.Type:
+    """The type a value of ``dtype`` has in memory (bool is one byte, as in NumPy)."""
+    return _MEM[dtype]
+
+
+def scalar_of(t: ir.Type) -> ir.Type:
+    return t.element if isinstance(t, ir.VectorType) else t
+
+
+def is_float(t: ir.Type) -> bool:
+    return isinstance(scalar_of(t), (ir.FloatType, ir.DoubleType))
+
+
+def _mangle(t: ir.Type) -> str:
+    if isinstance(t, ir.PointerType):
+        return "p0"
+    if isinstance(t, ir.VectorType):
+        return f"v{t.count}{_mangle(t.element)}"
+    if isinstance(t, ir.FloatType):
+        return "f32"
+    if isinstance(t, ir.DoubleType):
+        return "f64"
+    return f"i{t.width}"
+
+
+class Emitter:
+    """Builds code at the builder's position. Values are plain llvmlite values."""
+
+    def __init__(self, builder: ir.IRBuilder):
+        self.b = builder
+        self.module: ir.Module = builder.module
+        self._n = 0
+
+    # -- structure -------------------------------------------------------------------------
+    def fresh(self, name: str) -> str:
+        self._n += 1
+        return f"{name}{self._n}"
+
+    def intrinsic(self, name: str, args: Sequence[ir.Value], ret: ir.Type | None = None,
+                  over: Sequence[ir.Type] | None = None) -> ir.Value:
+        """Call ``llvm.<name>`` mangled on the types in ``over`` (default: the first arg's)."""
+        over = list(over) if over is not None else [args[0].type]
+        full = "llvm." + name + "".join("." + _mangle(t) for t in over)
+        fn = self.module.globals.get(full)
+        if fn is None:
+            fnty = ir.FunctionType(ret if ret is not None else args[0].type,
+                                   [a.type for a in args])
+            fn = ir.Function(self.module, fnty, full)
+        return self.b.call(fn, list(args))
+
+    def alloca_entry(self, ty: ir.Type, name: str = "") -> ir.Value:
+        """An alloca in the function's entry block, so mem2reg promotes it."""
+        b = self.b
+        here = b.block
+        entry = b.function.entry_basic_block
+        with b.goto_block(entry):
+            if entry.instructions:
+                b.position_before(entry.instructions[0])
+            slot = b.alloca(ty, name=name)
+        b.position_at_end(here)
+        return slot
+
+    @contextlib.contextmanager
+    def loop(self, n: ir.Value, name: str = "i", start: ir.Value | None = None
+             ) -> Iterator[ir.Value]:
+        """``for i in range(start, n)``; the body is the with-block. ``n`` is an i64."""
+        b = self.b
+        tag = self.fresh(name)
+        pre = b.block
+        head = b.append_basic_block(f"{tag}.head")
+        body = b.append_basic_block(f"{tag}.body")
+        end = b.append_basic_block(f"{tag}.end")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64, name=tag)
+        i.add_incoming(start if start is not None else ir.Constant(I64, 0), pre)
+        b.cbranch(b.icmp_signed("<", i, n), body, end)
+        b.position_at_end(body)
+        yield i
+        nxt = b.add(i, ir.Constant(I64, 1), name=f"{tag}.next", flags=("nsw",))
+        i.add_incoming(nxt, b.block)
+        b.branch(head)
+        b.position_at_end(end)
+
+    @contextlib.contextmanager
+    def loop_nest(self, shape: Sequence[ir.Value], name: str = "i") -> Iterator[list[ir.Value]]:
+        """Nested loops over ``shape`` (outermost first); yields the index list."""
+        with contextlib.ExitStack() as stack:
+            idx = [stack.enter_context(self.loop(n, f"{name}{k}.")) for k, n in enumerate(shape)]
+            yield idx
+
+    @contextlib.contextmanager
+    def if_(self, cond: ir.Value) -> Iterator[None]:
+        with self.b.if_then(cond):
+            yield
+
+    def i64(self, v: int) -> ir.Constant:
+        return ir.Constant(I64, v)
+
+    # -- constants and generic helpers ---------------------------------------------------------
+    def const(self, value: Any, like: ir.Value | ir.Type) -> ir.Value:
+        t = like if isinstance(like, ir.Type) else like.type
+        s = scalar_of(t)
+        if is_float(s):
+            c = ir.Constant(s, float(value))
+        elif s.width == 1:
+            c = ir.Constant(s, int(bool(value)))
+        else:
+            c = ir.Constant(s, int(value))
+        if isinstance(t, ir.VectorType):
+            return ir.Constant(t, [c] * t.count)
+        return c
+
+    def _fl(self, a: ir.Value) -> bool:
+        return is_float(a.type)
+
+    # -- arithmetic ------------------------------------------------------------------------------
+    def add(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        return self.b.fadd(a, b) if self._fl(a) else self.b.add(a, b)
+
+    def sub(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        return self.b.fsub(a, b) if self._fl(a) else self.b.sub(a, b)
+
+    def mul(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        return self.b.fmul(a, b) if self._fl(a) else self.b.mul(a, b)
+
+    def div(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        if self._fl(a):
+            return self.b.fdiv(a, b)
+        # integers: C division with the two undefined cases (x/0, MIN/-1) made total (-> 0)
+        zero, one = self.const(0, a), self.const(1, a)
+        bad = self.or_(self.b.icmp_signed("==", b, zero),
+                       self.and_(self.b.icmp_signed("==", b, self.const(-1, a)),
+                                 self.b.icmp_signed("==", a, self.const(
+                                     -(1 << (scalar_of(a.type).width - 1)), a))))
+        q = self.b.sdiv(a, self.select(bad, one, b))
+        return self.select(bad, zero, q)
+
+    def fma(self, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
+        return self.intrinsic("fma", [a, b, c])
+
+    def neg(self, a: ir.Value) -> ir.Value:
+        return self.b.fneg(a) if self._fl(a) else self.b.sub(self.const(0, a), a)
+
+    def abs(self, a: ir.Value) -> ir.Value:
+        if self._fl(a):
+            return self.intrinsic("fabs", [a])
+        return self.select(self.b.icmp_signed("<", a, self.const(0, a)), self.neg(a), a)
+
+    def maximum(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        if not self._fl(a):
+            return self.select(self.b.icmp_signed(">", a, b), a, b)
+        # NumPy: a NaN in either operand gives NaN
+        return self.select(self.or_(self.gt(a, b), self.isnan(a)), a, b)
+
+    def minimum(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        if not self._fl(a):
+            return self.select(self.b.icmp_signed("<", a, b), a, b)
+        return self.select(self.or_(self.lt(a, b), self.isnan(a)), a, b)
+
+    def sqrt(self, a: ir.Value) -> ir.Value:
+        return self.intrinsic("sqrt", [self._as_float(a)])
+
+    def rint(self, a: ir.Value) -> ir.Value:
+        return self.intrinsic("rint", [a])
+
+    def floor(self, a: ir.Value) -> ir.Value:
+        return self.intrinsic("floor", [a])
+
+    def copysign(self, mag: ir.Value, sign: ir.Value) -> ir.Value:
+        return self.intrinsic("copysign", [mag, sign])
+
+    def maxnum(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        """IEEE maxNum: a NaN operand yields the other one (used for poison-free clamps)."""
+        return self.intrinsic("maxnum", [a, b])
+
+    def minnum(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        return self.intrinsic("minnum", [a, b])
+
+    def _as_float(self, a: ir.Value) -> ir.Value:
+        return a if self._fl(a) else self.cast(a, DType.f64)
+
+    # -- transcendentals (inline polynomials; see runtime.vmath) ----------------------------------
+    def exp(self, a: ir.Value) -> ir.Value:
+        from runtime import vmath
+        return vmath.exp(self, self._as_float(a))
+
+    def expm1(self, a: ir.Value) -> ir.Value:
+        from runtime import vmath
+        return vmath.expm1(self, self._as_float(a))
+
+    def log(self, a: ir.Value) -> ir.Value:
+        from runtime import vmath
+        return vmath.log(self, self._as_float(a))
+
+    def log1p(self, a: ir.Value) -> ir.Value:
+        from runtime import vmath
+        return vmath.log1p(self, self._as_float(a))
+
+    def tanh(self, a: ir.Value) -> ir.Value:
+        from runtime import vmath
+        return vmath.tanh(self, self._as_float(a))
+
+    def sin(self, a: ir.Value) -> ir.Value:
+        from runtime import vmath
+        return vmath.sincos(self, self._as_float(a), 0)
+
+    def cos(self, a: ir.Value) -> ir.Value:
+        from runtime import vmath
+        return vmath.sincos(self, self._as_float(a), 1)
+
+    def pow(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        from runtime import vmath
+        if self._fl(a):
+            return vmath.pow(self, a, b)
+        return vmath.ipow(self, a, b)
+
+    # -- comparisons and logic (results are i1) -----------------------------------------------
+    def _cmp(self, op: str, a: ir.Value, b: ir.Value) -> ir.Value:
+        if self._fl(a):
+            if op == "ne":
+                return self.b.fcmp_unordered("!=", a, b)   # NaN != NaN is true, as in NumPy
+            return self.b.fcmp_ordered(_FLT_CMP[op], a, b)
+        sym = {**_FLT_CMP, "ne": "!="}[op]
+        if scalar_of(a.type).width == 1:
+            return self.b.icmp_unsigned(sym, a, b)
+        return self.b.icmp_signed(sym, a, b)
+
+    def lt(self, a: ir.Value, b: ir.Value) -> ir.Value: return self._cmp("lt", a, b)
+    def le(self, a: ir.Value, b: ir.Value) -> ir.Value: return self._cmp("le", a, b)
+    def gt(self, a: ir.Value, b: ir.Value) -> ir.Value: return self._cmp("gt", a, b)
+    def ge(self, a: ir.Value, b: ir.Value) -> ir.Value: return self._cmp("ge", a, b)
+    def eq(self, a: ir.Value, b: ir.Value) -> ir.Value: return self._cmp("eq", a, b)
+    def ne(self, a: ir.Value, b: ir.Value) -> ir.Value: return self._cmp("ne", a, b)
+
+    def select(self, c: ir.Value, a: ir.Value, b: ir.Value) -> ir.Value:
+        return self.b.select(c, a, b)
+
+    def and_(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        return self.b.and_(a, b)
+
+    def or_(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        return self.b.or_(a, b)
+
+    def not_(self, a: ir.Value) -> ir.Value:
+        return self.b.xor(a, self.const(1, a))
+
+    def isnan(self, a: ir.Value) -> ir.Value:
+        if not self._fl(a):
+            return self.const(0, ir.VectorType(I1, a.type.count)
+                              if isinstance(a.type, ir.VectorType) else I1)
+        return self.b.fcmp_unordered("uno", a, a)
+
+    def isfinite(self, a: ir.Value) -> ir.Value:
+        if not self._fl(a):
+            return self.const(1, ir.VectorType(I1, a.type.count)
+                              if isinstance(a.type, ir.VectorType) else I1)
+        return self.b.fcmp_ordered("<", self.abs(a), self.const(float("inf"), a))
+
+    # -- conversions -----------------------------------------------------------------------------
+    def cast(self, a: ir.Value, dtype: DType) -> ir.Value:
+        """NumPy ``astype`` semantics, made total: float -> int saturates (NaN -> 0)."""
+        dst = reg_type(dtype)
+        if isinstance(a.type, ir.VectorType):
+            dst = ir.VectorType(dst, a.type.count)
+        src = a.type
+        if src == dst:
+            return a
+        b = self.b
+        sf, df = is_float(src), is_float(dst)
+        dwidth = 0 if df else scalar_of(dst).width
+        if dwidth == 1:
+            return self.ne(a, self.const(0, a))
+        if sf and df:
+            return b.fpext(a, dst) if isinstance(scalar_of(dst), ir.DoubleType) \
+                else b.fptrunc(a, dst)
+        if sf:
+            return self.cast_raw_fptosi(a, dst)
+        swidth = scalar_of(src).width
+        if df:
+            return b.uitofp(a, dst) if swidth == 1 else b.sitofp(a, dst)
+        if swidth == 1:
+            return b.zext(a, dst)
+        return b.sext(a, dst) if dwidth > swidth else b.trunc(a, dst)
+
+    def cast_raw_fptosi(self, a: ir.Value, ty: ir.Type) -> ir.Value:
+        """Float to integer type ``ty``, saturating (no poison for NaN or out-of-range)."""
+        return self.intrinsic("fptosi.sat", [a], ret=ty, over=[ty, a.type])
+
+    def bitcast(self, a: ir.Value, ty: ir.Type) -> ir.Value:
+        return self.b.bitcast(a, ty)
+
+    # -- memory ------------------------------------------------------------------------------------
+    def load(self, ptr: ir.Value, index: ir.Value, dtype: DType, name: str = "") -> ir.Value:
+        """Element ``index`` of a ``dtype`` buffer, as a register value (bool -> i1)."""
+        mt = mem_type(dtype)
+        p = self.b.gep(ptr, [index], inbounds=True, source_etype=mt)
+        v = self.b.load(p, name=name, typ=mt)
+        return self.b.trunc(v, I1) if dtype is DType.bool else v
+
+    def store(self, value: ir.Value, ptr: ir.Value, index: ir.Value, dtype: DType) -> None:
+        mt = mem_type(dtype)
+        if dtype is DType.bool:
+            value = self.b.zext(value, I8)
+        self.b.store(value, self.b.gep(ptr, [index], inbounds=True, source_etype=mt))

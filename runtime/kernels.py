@@ -1,0 +1,274 @@
+"""The body of each step's kernel, by op kind: elementwise maps, reductions over any axes
+(register accumulators for trailing reduced axes, in-memory ones otherwise so the inner loop
+stays unit-stride), matmul, and the layout ops that must write data (pad, concat, take,
+scatter_add), plus dim and one_hot."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import llvmlite.ir as ir
+
+from ir.ops import registry
+from ir.ops.rules import reduce_identity
+from ir.types import DimLike, DType, dim_add, dim_mul, dim_prod
+from runtime.codegen import Kernel, emit_copy, emit_map
+from runtime.emit import I64, is_float, reg_type
+from runtime.plan import ERR_INDEX, Lazy, Operand, Step, View, broadcast_view, contiguous
+
+RFLAGS = ("reassoc", "contract")   # lets the vectoriser reorder float sums
+
+
+def emit_step(k: Kernel, s: Step) -> None:
+    opdef = registry.get(s.value.op)
+    if s.kind == "copy":
+        emit_copy(k, s.out, s.args[0], _shape(s.args[0]))
+    elif s.kind == registry.ELEMENTWISE:
+        emit_map(k, s.out, Lazy(s.value, s.args))
+    elif s.kind == registry.REDUCE:
+        if opdef.combine in ("argmax", "argmin"):
+            emit_argreduce(k, s, opdef.combine)
+        else:
+            emit_reduce(k, s, opdef.combine, opdef.identity)
+    elif s.kind == registry.MATMUL:
+        emit_matmul(k, s)
+    else:
+        EMITTERS[s.value.op](k, s)
+
+
+def _shape(op: Operand) -> tuple[DimLike, ...]:
+    return op.shape if isinstance(op, View) else op.value.shape
+
+
+def _fill(k: Kernel, out: View, value: ir.Value) -> None:
+    with k.em.loop(k.dim(dim_prod(out.shape)), "fill") as i:
+        k.em.store(value, k.ptr(out.buf), i, out.dtype)
+
+
+def _combine(k: Kernel, how: str, acc: ir.Value, x: ir.Value) -> ir.Value:
+    em = k.em
+    if how == "add":
+        return k.b.fadd(acc, x, flags=RFLAGS) if is_float(x.type) else k.b.add(acc, x)
+    if not is_float(x.type):
+        return em.maximum(acc, x) if how == "max" else em.minimum(acc, x)
+    # IEEE maximum/minimum propagate NaN, as NumPy's max/min do, and vectorise as reductions
+    return em.intrinsic("maximum" if how == "max" else "minimum", [acc, x])
+
+
+def _keep_shape(v: Step) -> tuple[DimLike, ...]:
+    x = v.value.inputs[0]
+    axes = v.value.attrs["axis"]
+    return tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+
+
+def emit_reduce(k: Kernel, s: Step, how: str, identity: float) -> None:
+    """Loop over the input in its own order; the output (seen with the reduced axes at stride 0)
+    accumulates, in a register over the trailing run of reduced axes."""
+    x = s.args[0]
+    xshape = _shape(x)
+    axes = s.value.attrs["axis"]
+    start = k.em.const(reduce_identity(identity, s.value.dtype), reg_type(s.value.dtype))
+    _fill(k, s.out, start)
+    out = broadcast_view(contiguous(s.out.buf, s.out.dtype, _keep_shape(s)), xshape)
+    out = View(out.buf, out.dtype, xshape, tuple(0 if i in axes else st
+                                                 for i, st in enumerate(out.strides)))
+    r = len(xshape)
+    split = r
+    while split > 0 and (split - 1) in axes:
+        split -= 1
+    em = k.em
+    with em.loop_nest([k.dim(d) for d in xshape[:split]], "r") as outer:
+        acc_slot = em.alloca_entry(reg_type(s.value.dtype), "acc")
+        pad = [ir.Constant(I64, 0)] * (r - split)
+        k.b.store(k.load(out, list(outer) + pad), acc_slot)
+        with em.loop_nest([k.dim(d) for d in xshape[split:]], "q") as inner:
+            v = k.load(x, list(outer) + list(inner))
+            k.b.store(_combine(k, how, k.b.load(acc_slot, typ=v.type), v), acc_slot)
+        k.store(k.b.load(acc_slot, typ=start.type), out, list(outer) + pad)
+
+
+def emit_argreduce(k: Kernel, s: Step, how: str) -> None:
+    """First index of the extreme over the reduced axes (row-major); the first NaN wins."""
+    x = s.args[0]
+    xshape = _shape(x)
+    axes = s.value.attrs["axis"]
+    kept = [i for i in range(len(xshape)) if i not in axes]
+    em, b = k.em, k.b
+    dt = x.dtype if isinstance(x, View) else x.value.dtype
+    out = contiguous(s.out.buf, s.out.dtype, tuple(xshape[i] for i in kept))
+    with em.loop_nest([k.dim(xshape[i]) for i in kept], "a") as oi:
+        best = em.alloca_entry(reg_type(dt), "best")
+        where = em.alloca_entry(I64, "where")
+        count = em.alloca_entry(I64, "count")
+        ident = registry.get(s.value.op).identity
+        b.store(em.const(reduce_identity(ident, dt), reg_type(dt)), best)
+        b.store(ir.Constant(I64, 0), where)
+        b.store(ir.Constant(I64, 0), count)
+        with em.loop_nest([k.dim(xshape[i]) for i in axes], "b") as ri:
+            full: list[ir.Value] = [ir.Constant(I64, 0)] * len(xshape)
+            for i, v in zip(kept, oi):
+                full[i] = v
+            for i, v in zip(axes, ri):
+                full[i] = v
+            v = k.load(x, full)
+            cur = b.load(best, typ=v.type)
+            better = em.gt(v, cur) if how == "argmax" else em.lt(v, cur)
+            better = em.or_(better, em.and_(em.isnan(v), em.not_(em.isnan(cur))))
+            n = b.load(count, typ=I64)
+            b.store(em.select(better, v, cur), best)
+            b.store(em.select(better, n, b.load(where, typ=I64)), where)
+            b.store(b.add(n, ir.Constant(I64, 1)), count)
+        k.store(b.load(where, typ=I64), out, oi)
+
+
+def emit_matmul(k: Kernel, s: Step) -> None:
+    """C = A @ B with NumPy's rules. Row-axpy order (i, k, j) keeps the inner loop unit-stride
+    on B and C; when B is unit-stride along k instead (a transposed view), dot products."""
+    a, bv = (_as_matrix(x, first) for x, first in zip(s.args, (True, False)))
+    m, kk, n = a.shape[-2], a.shape[-1], bv.shape[-1]
+    batch = _batch_shape(a, bv)
+    a, bv = _lift_batch(a, batch), _lift_batch(bv, batch)
+    c = contiguous(s.out.buf, s.out.dtype, batch + (m, n))
+    em, b = k.em, k.b
+    fl = s.value.dtype.is_float
+    zero = em.const(0, reg_type(s.value.dtype))
+    dot = bv.strides[-1] != 1 and (bv.strides[-2] == 1 or n == 1)
+    with em.loop_nest([k.dim(d) for d in batch], "mb") as bi:
+        with em.loop(k.dim(m), "mi") as i:
+            if dot:
+                with em.loop(k.dim(n), "mj") as j:
+                    acc = em.alloca_entry(zero.type, "dot")
+                    b.store(zero, acc)
+                    with em.loop(k.dim(kk), "mk") as kx:
+                        p = em.mul(k.load(a, bi + [i, kx]), k.load(bv, bi + [kx, j]))
+                        cur = b.load(acc, typ=zero.type)
+                        b.store(b.fadd(cur, p, flags=RFLAGS) if fl else b.add(cur, p), acc)
+                    k.store(b.load(acc, typ=zero.type), c, bi + [i, j])
+            else:
+                with em.loop(k.dim(n), "mz") as j:
+                    k.store(zero, c, bi + [i, j])
+                with em.loop(k.dim(kk), "mk") as kx:
+                    aik = k.load(a, bi + [i, kx])
+                    with em.loop(k.dim(n), "mj") as j:
+                        bkj = k.load(bv, bi + [kx, j])
+                        p = b.fmul(aik, bkj, flags=("contract",)) if fl else b.mul(aik, bkj)
+                        cur = k.load(c, bi + [i, j])
+                        k.store(b.fadd(cur, p, flags=("contract",)) if fl else b.add(cur, p),
+                                c, bi + [i, j])
+
+
+def _as_matrix(x: Operand, first: bool) -> View:
+    """A 1-D operand as NumPy's matmul sees it: a row (first operand) or a column."""
+    assert isinstance(x, View)
+    if len(x.shape) > 1:
+        return x
+    if first:
+        return View(x.buf, x.dtype, (1,) + x.shape, (0,) + x.strides, x.offset)
+    return View(x.buf, x.dtype, x.shape + (1,), x.strides + (0,), x.offset)
+
+
+def _lift_batch(x: View, batch: tuple[DimLike, ...]) -> View:
+    lead = broadcast_view(View(x.buf, x.dtype, x.shape[:-2], x.strides[:-2], x.offset), batch)
+    return View(x.buf, x.dtype, batch + x.shape[-2:], lead.strides + x.strides[-2:], x.offset)
+
+
+def _batch_shape(a: View, bv: View) -> tuple[DimLike, ...]:
+    sa, sb = a.shape[:-2], bv.shape[:-2]
+    r = max(len(sa), len(sb))
+    sa, sb = (1,) * (r - len(sa)) + sa, (1,) * (r - len(sb)) + sb
+    return tuple(y if x == 1 else x for x, y in zip(sa, sb))
+
+
+def emit_pad(k: Kernel, s: Step) -> None:
+    x = s.args[0]
+    lo, interior = s.value.attrs["lo"], s.value.attrs["interior"]
+    _fill(k, s.out, k.em.const(0, reg_type(s.out.dtype)))
+    strides = tuple(dim_mul(st, dim_add(i, 1)) for st, i in zip(s.out.strides, interior))
+    offset: DimLike = 0
+    for a, st in zip(lo, s.out.strides):
+        offset = dim_add(offset, dim_mul(a, st))
+    dst = View(s.out.buf, s.out.dtype, _shape(x), strides, offset)
+    emit_map(k, dst, x)
+
+
+def emit_concat(k: Kernel, s: Step) -> None:
+    axis = s.value.attrs["axis"]
+    offset: DimLike = 0
+    for x in s.args:
+        shape = _shape(x)
+        dst = View(s.out.buf, s.out.dtype, shape, s.out.strides,
+                   dim_mul(offset, s.out.strides[axis]))
+        emit_map(k, dst, _aligned(x, shape))
+        offset = dim_add(offset, shape[axis])
+
+
+def _aligned(x: Operand, shape: Sequence[DimLike]) -> Operand:
+    return broadcast_view(x, tuple(shape)) if isinstance(x, View) else x
+
+
+def _wrapped_index(k: Kernel, idx_val: ir.Value, n: ir.Value, code: int, bad: ir.Value
+                   ) -> ir.Value:
+    """NumPy's indexing: one wrap of negative indices; out of range sets the ``bad`` flag."""
+    b = k.b
+    i = b.sext(idx_val, I64) if idx_val.type.width < 64 else idx_val
+    i = b.select(b.icmp_signed("<", i, ir.Constant(I64, 0)), b.add(i, n), i)
+    oob = b.or_(b.icmp_signed("<", i, ir.Constant(I64, 0)), b.icmp_signed(">=", i, n))
+    b.store(b.or_(b.load(bad, typ=oob.type), oob), bad)
+    return b.select(oob, ir.Constant(I64, 0), i)
+
+
+def _gather_loop(k: Kernel, s: Step, x: View, idx: View, axis: int, body) -> ir.Value:
+    """Loop over x.shape[:axis] + idx.shape + x.shape[axis+1:], calling body(out_idx, src_idx).
+    Returns the kernel's error code (bad index -> ERR_INDEX)."""
+    em = k.em
+    bad = em.alloca_entry(ir.IntType(1), "badidx")
+    k.b.store(ir.Constant(ir.IntType(1), 0), bad)
+    ir_ = len(idx.shape)
+    shape = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
+    n = k.dim(x.shape[axis])
+    with em.loop_nest([k.dim(d) for d in shape], "g") as oi:
+        j = _wrapped_index(k, k.load(idx, oi[axis:axis + ir_]), n,
+                           (ERR_INDEX << 24) | s.index, bad)
+        src = list(oi[:axis]) + [j] + list(oi[axis + ir_:])
+        body(oi, src)
+    return k.b.select(k.b.load(bad, typ=ir.IntType(1)),
+                      ir.Constant(ir.IntType(32), (ERR_INDEX << 24) | s.index),
+                      ir.Constant(ir.IntType(32), 0))
+
+
+def emit_take(k: Kernel, s: Step) -> None:
+    x, idx = s.args
+    axis = s.value.attrs["axis"]
+    k.code = _gather_loop(k, s, x, idx, axis,
+                          lambda oi, src: k.store(k.load(x, src), s.out, oi))
+
+
+def emit_scatter_add(k: Kernel, s: Step) -> None:
+    x, idx, upd = s.args
+    axis = s.value.attrs["axis"]
+    emit_map(k, s.out, _aligned(x, s.out.shape))
+
+    def body(oi: list, dst: list) -> None:
+        cur = k.load(s.out, dst)
+        k.store(k.em.add(cur, k.load(upd, oi)), s.out, dst)
+    k.code = _gather_loop(k, s, x, idx, axis, body)
+
+
+def emit_dim(k: Kernel, s: Step) -> None:
+    v = k.dim(s.value.attrs["value"])
+    k.em.store(k.em.cast(v, s.value.dtype), k.ptr(s.out.buf), ir.Constant(I64, 0), s.out.dtype)
+
+
+def emit_one_hot(k: Kernel, s: Step) -> None:
+    labels = s.args[0]
+    depth = s.value.attrs["depth"]
+    em = k.em
+    with em.loop_nest([k.dim(d) for d in s.out.shape], "h") as oi:
+        lab = k.load(labels, oi[:-1])
+        lab = em.cast(lab, DType.i64) if lab.type != I64 else lab
+        hit = em.eq(lab, oi[-1])
+        k.store(em.cast(hit, s.out.dtype), s.out, oi)
+    del depth
+
+
+EMITTERS = {"pad": emit_pad, "concat": emit_concat, "take": emit_take,
+            "scatter_add": emit_scatter_add, "dim": emit_dim, "one_hot": emit_one_hot}

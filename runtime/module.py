@@ -1,0 +1,125 @@
+"""``compile_module``: plan each Func, then per Func either load its object code from the disk
+cache or build LLVM IR, optimise and emit it (counted in ``stats``), and link it into the JIT.
+Inspection (``llvm_ir``, ``asm``, ``object_code``) rebuilds what it needs on demand."""
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+import llvmlite
+from ir.core import Func
+from ir.errors import GraphCallError
+from ir.ops.registry import suggest
+from runtime import call, jit
+from runtime.codegen import ENTRY, build_module
+from runtime.plan import Plan, make_plan
+
+_VERSION_CACHE: list[str] = []
+
+
+def graphc_version() -> str:
+    """The package version plus a hash of the backend's own sources, so editing the code
+    generator never reuses stale cached objects."""
+    if not _VERSION_CACHE:
+        h = hashlib.sha256()
+        for p in sorted(Path(__file__).parent.glob("*.py")):
+            h.update(p.read_bytes())
+        try:
+            from importlib.metadata import version
+            v = version("graphc")
+        except Exception:   # not installed: the source hash alone identifies the code
+            v = "dev"
+        _VERSION_CACHE.append(f"{v}+{h.hexdigest()[:16]}")
+    return _VERSION_CACHE[0]
+
+
+def func_text(func: Func) -> str:
+    """Canonical text of a Func for the cache key: the IR printer's output plus a structural
+    dump with exact attribute reprs (so a printer that rounds cannot alias two programs)."""
+    try:
+        from ir.text import print_func
+        printed = print_func(func)
+    except ImportError:
+        printed = ""
+    ids: dict[int, int] = {}
+    lines = [func.name, repr(func.result_names)]
+    for k, v in enumerate(func.values()):
+        ids[id(v)] = k
+        lines.append(f"{v.op}({','.join(str(ids[id(i)]) for i in v.inputs)}) "
+                     f"{v.attrs.items!r} {v.type}")
+    lines.append("ret " + ",".join(str(ids[id(r)]) for r in func.results))
+    return printed + "\n" + "\n".join(lines)
+
+
+@dataclass
+class Entry:
+    func: Func
+    plan: Plan
+    key: str
+    address: int = 0
+    loaded: Any = None
+    obj: bytes = b""
+
+
+@dataclass
+class CompiledModule:
+    entries: dict[str, Entry]
+    opt_level: int
+    check_numerics: bool
+    stats: dict[str, int] = field(default_factory=lambda: {"llvm_compiles": 0, "cache_hits": 0})
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def entry(self, name: str) -> Entry:
+        if name not in self.entries:
+            raise GraphCallError(f"no function '{name}'" + suggest(name, list(self.entries)))
+        return self.entries[name]
+
+    def call(self, name: str, args: Mapping[str, Any],
+             inplace: Mapping[int, str] | None = None) -> list[np.ndarray]:
+        e = self.entry(name)
+        return call.invoke(e.plan, e.address, args, inplace)
+
+    def _ir_text(self, name: str) -> str:
+        e = self.entry(name)
+        return str(build_module(e.plan, self.check_numerics))
+
+    def llvm_ir(self, name: str, optimized: bool = True) -> str:
+        text = self._ir_text(name)
+        return jit.optimized_ir(text, self.opt_level) if optimized else text
+
+    def asm(self, name: str) -> str:
+        return jit.assembly(self._ir_text(name), self.opt_level)
+
+    def object_code(self, name: str | None = None) -> bytes:
+        """The object file of one entry point (default: the first)."""
+        return self.entry(name or next(iter(self.entries))).obj
+
+
+def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool = True,
+                   check_numerics: bool = False) -> CompiledModule:
+    mod = CompiledModule({}, opt_level, check_numerics)
+    host = jit.host_id()
+    for name, func in funcs.items():
+        plan = make_plan(func, fuse=not check_numerics)
+        key = jit.cache_key(func_text(func), f"O{opt_level}", f"numerics={check_numerics}",
+                            graphc_version(), llvmlite.__version__, host)
+        e = Entry(func, plan, key)
+        obj = jit.cache_get(key) if cache else None
+        if obj is not None:
+            mod.stats["cache_hits"] += 1
+        else:
+            text = str(build_module(plan, check_numerics))
+            obj = jit.compile_object(text, opt_level)
+            mod.stats["llvm_compiles"] += 1
+            if cache:
+                jit.cache_put(key, obj)
+        e.obj = obj
+        e.loaded = jit.link(obj, [ENTRY])
+        e.address = e.loaded.addresses[ENTRY]
+        mod.entries[name] = e
+    return mod

@@ -1,0 +1,235 @@
+"""Branch-free polynomial transcendentals, emitted inline so the loop vectoriser can widen them
+(libm calls would stay scalar). Range reduction uses FMA with constants split in two or three
+parts; polynomials are Taylor series long enough for < 1 ulp truncation error in f32 and f64."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from math import factorial
+from typing import TYPE_CHECKING, Sequence
+
+import llvmlite.ir as ir
+
+from runtime.emit import F64, I32, I64, scalar_of
+
+if TYPE_CHECKING:
+    from runtime.emit import Emitter
+
+PI = Fraction("3.14159265358979323846264338327950288419716939937510582097494459230781640628")
+LN2 = Fraction("0.693147180559945309417232121458176568075500134360255254120680009493393621969")
+
+
+@dataclass(frozen=True)
+class _Fmt:
+    mant: int          # explicit mantissa bits
+    bias: int
+    int_ty: ir.IntType
+    exp_deg: int       # Taylor degree for e^r, |r| <= ln2/2
+    log_terms: int     # atanh-series terms for log
+    trig_deg: int      # highest power in the sin/cos series, |r| <= pi/4
+
+
+_F32 = _Fmt(23, 127, I32, 7, 4, 12)
+_F64 = _Fmt(52, 1023, I64, 13, 10, 20)
+
+
+def _fmt(x: ir.Value) -> _Fmt:
+    return _F64 if isinstance(scalar_of(x.type), ir.DoubleType) else _F32
+
+
+def _int_like(em: Emitter, x: ir.Value, f: _Fmt) -> ir.Type:
+    return ir.VectorType(f.int_ty, x.type.count) if isinstance(x.type, ir.VectorType) else f.int_ty
+
+
+def _split(value: Fraction, n: int, f: _Fmt) -> list[float]:
+    """``value`` as ``n`` floats of the format, each the rounded remainder of the previous."""
+    parts = []
+    rest = value
+    for _ in range(n):
+        p = float(rest) if f is _F64 else _round_f32(float(rest))
+        parts.append(p)
+        rest -= Fraction(p)
+    return parts
+
+
+def _round_f32(v: float) -> float:
+    import struct
+    return struct.unpack("f", struct.pack("f", v))[0]
+
+
+def _horner(em: Emitter, x: ir.Value, coeffs: Sequence[float]) -> ir.Value:
+    """coeffs[0] + x*(coeffs[1] + x*(...)) with FMAs."""
+    acc = em.const(coeffs[-1], x)
+    for c in reversed(coeffs[:-1]):
+        acc = em.fma(acc, x, em.const(c, x))
+    return acc
+
+
+def _pow2(em: Emitter, n_int: ir.Value, x: ir.Value, f: _Fmt) -> ir.Value:
+    """2**n as a float, for n in the normal exponent range."""
+    it = n_int.type
+    bits = em.b.shl(em.b.add(n_int, em.const(f.bias, n_int)), em.const(f.mant, n_int))
+    return em.bitcast(bits, x.type) if it != x.type else bits
+
+
+def _reduce_ln2(em: Emitter, x: ir.Value, f: _Fmt) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """x = n*ln2 + r with |r| <= ln2/2; returns (n as float, n as int, r)."""
+    log2e = float(1 / LN2)
+    n = em.rint(em.mul(x, em.const(log2e, x)))
+    hi, lo = _split(LN2, 2, f)
+    r = em.fma(em.neg(n), em.const(hi, x), x)
+    r = em.fma(em.neg(n), em.const(lo, x), r)
+    n_int = em.cast_raw_fptosi(n, _int_like(em, x, f))
+    return n, n_int, r
+
+
+def _scale(em: Emitter, p: ir.Value, n_int: ir.Value, x: ir.Value, f: _Fmt) -> ir.Value:
+    """p * 2**n in two steps so that subnormal results and overflow come out right."""
+    h = em.b.ashr(n_int, em.const(1, n_int))
+    return em.mul(em.mul(p, _pow2(em, h, x, f)), _pow2(em, em.b.sub(n_int, h), x, f))
+
+
+def _clamp(em: Emitter, x: ir.Value, lo: float, hi: float) -> ir.Value:
+    """Clamp with maxNum/minNum: a NaN becomes ``hi`` (never poison); callers restore NaN."""
+    return em.maxnum(em.minnum(x, em.const(hi, x)), em.const(lo, x))
+
+
+def exp(em: Emitter, x: ir.Value) -> ir.Value:
+    f = _fmt(x)
+    ln2 = float(LN2)
+    xc = _clamp(em, x, -(f.bias + f.mant + 3) * ln2, (f.bias + 2) * ln2)
+    _, n_int, r = _reduce_ln2(em, xc, f)
+    p = _horner(em, r, [1 / factorial(k) for k in range(f.exp_deg + 1)])
+    return em.select(em.isnan(x), x, _scale(em, p, n_int, x, f))
+
+
+def expm1(em: Emitter, x: ir.Value) -> ir.Value:
+    f = _fmt(x)
+    ln2 = float(LN2)
+    xc = _clamp(em, x, -(f.mant + 3) * ln2, (f.bias + 2) * ln2)
+    _, n_int, r = _reduce_ln2(em, xc, f)
+    # q = e^r - 1 = r*(1 + r/2 + r^2/6 + ...), accurate for tiny r
+    q = em.mul(r, _horner(em, r, [1 / factorial(k + 1) for k in range(f.exp_deg + 1)]))
+    one = em.const(1.0, x)
+    t = _scale(em, one, n_int, x, f)
+    small = em.fma(t, q, em.sub(t, one))                  # 2^n*q + (2^n - 1)
+    big = _scale(em, em.add(q, one), n_int, x, f)          # 2^n may overflow alone here
+    y = em.select(em.b.icmp_signed(">", n_int, em.const(f.mant + 2, n_int)), big, small)
+    return em.select(em.isnan(x), x, y)
+
+
+def log(em: Emitter, x: ir.Value) -> ir.Value:
+    f = _fmt(x)
+    it = _int_like(em, x, f)
+    b = em.b
+    # subnormals: scale into the normal range first
+    tiny = em.lt(x, em.const(2.0 ** (1 - f.bias), x))
+    xs = em.select(tiny, em.mul(x, em.const(2.0 ** (f.mant + 1), x)), x)
+    eadj = em.select(tiny, em.const(-(f.mant + 1), it), em.const(0, it))
+    bits = em.bitcast(xs, it)
+    e = b.and_(b.lshr(bits, em.const(f.mant, it)), em.const(2 * f.bias + 1, it))
+    e = b.add(b.sub(e, em.const(f.bias, it)), eadj)
+    mbits = b.or_(b.and_(bits, em.const((1 << f.mant) - 1, it)), em.const(f.bias << f.mant, it))
+    m = em.bitcast(mbits, x.type)                          # in [1, 2)
+    big = em.gt(m, em.const(2 ** 0.5, x))
+    m = em.select(big, em.mul(m, em.const(0.5, x)), m)     # in [sqrt(1/2), sqrt(2))
+    e = em.select(big, b.add(e, em.const(1, it)), e)
+    fr = em.sub(m, em.const(1.0, x))                       # exact (Sterbenz)
+    s = em.div(fr, em.add(fr, em.const(2.0, x)))
+    z = em.mul(s, s)
+    rr = em.mul(z, _horner(em, z, [2 / (2 * k + 3) for k in range(f.log_terms)]))
+    hfsq = em.mul(em.const(0.5, x), em.mul(fr, fr))
+    # log(1+f) = f - (hfsq - s*(hfsq + R))   (fdlibm's arrangement)
+    l1p = em.sub(fr, em.sub(hfsq, em.mul(s, em.add(hfsq, rr))))
+    ef = b.sitofp(e, x.type)
+    hi, lo = _split(LN2, 2, f)
+    y = em.fma(ef, em.const(hi, x), em.fma(ef, em.const(lo, x), l1p))
+    inf = em.const(float("inf"), x)
+    y = em.select(em.eq(x, inf), inf, y)
+    y = em.select(em.eq(x, em.const(0.0, x)), em.const(float("-inf"), x), y)
+    bad = em.or_(em.lt(x, em.const(0.0, x)), em.isnan(x))
+    return em.select(bad, em.const(float("nan"), x), y)
+
+
+def log1p(em: Emitter, x: ir.Value) -> ir.Value:
+    u = em.add(em.const(1.0, x), x)
+    lu = log(em, u)
+    # u = 1 + x rounded; add back what the rounding lost: (x - (u - 1)) / u
+    c = em.div(em.sub(x, em.sub(u, em.const(1.0, x))), u)
+    c = em.select(em.isfinite(c), c, em.const(0.0, x))
+    return em.add(lu, c)
+
+
+def tanh(em: Emitter, x: ir.Value) -> ir.Value:
+    a = em.abs(x)
+    t = expm1(em, em.mul(a, em.const(-2.0, x)))           # in (-1, 0]: never overflows
+    y = em.div(em.neg(t), em.add(t, em.const(2.0, x)))
+    return em.copysign(y, x)
+
+
+def sincos(em: Emitter, x: ir.Value, shift: int) -> ir.Value:
+    """sin(x) (shift 0) or cos(x) (shift 1) by reduction modulo pi/2 and a quadrant switch."""
+    f = _fmt(x)
+    k = em.rint(em.mul(x, em.const(float(2 / PI), x)))
+    r = x
+    for part in _split(PI / 2, 3, f):
+        r = em.fma(em.neg(k), em.const(part, x), r)
+    # quadrant = k mod 4, computed in float (exact for |k| < 2^mant), then a poison-free convert
+    kq = em.sub(k, em.mul(em.floor(em.mul(k, em.const(0.25, x))), em.const(4.0, x)))
+    q = em.cast_raw_fptosi(kq, _int_like(em, x, f))
+    q = em.b.add(q, em.const(shift, q))
+    z = em.mul(r, r)
+    sin_c = [(-1) ** j / factorial(2 * j + 1) for j in range(f.trig_deg // 2)]
+    cos_c = [(-1) ** j / factorial(2 * j) for j in range(f.trig_deg // 2 + 1)]
+    s = em.mul(r, _horner(em, z, sin_c))
+    c = _horner(em, z, cos_c)
+    odd = em.b.trunc(q, ir.VectorType(ir.IntType(1), q.type.count)
+                     if isinstance(q.type, ir.VectorType) else ir.IntType(1))
+    v = em.select(odd, c, s)
+    flip = em.ne(em.b.and_(q, em.const(2, q)), em.const(0, q))
+    return em.select(flip, em.neg(v), v)
+
+
+def pow(em: Emitter, x: ir.Value, y: ir.Value) -> ir.Value:
+    """C ``pow``: exp(y*log|x|) with the sign and special cases of C99 Annex F.
+
+    f32 is computed through f64 (correctly rounded in practice); f64 loses about
+    |y*log(x)| ulp to the range reduction of exp."""
+    if not isinstance(scalar_of(x.type), ir.DoubleType):
+        t = ir.VectorType(F64, x.type.count) if isinstance(x.type, ir.VectorType) else F64
+        r = pow(em, em.b.fpext(x, t), em.b.fpext(y, t))
+        return em.b.fptrunc(r, x.type)
+    one = em.const(1.0, x)
+    p = exp(em, em.mul(y, log(em, em.abs(x))))
+    yint = em.eq(em.rint(y), y)
+    half = em.mul(y, em.const(0.5, y))
+    yodd = em.and_(yint, em.ne(em.rint(half), half))
+    signbit = em.b.icmp_signed("<", em.bitcast(x, _int_like(em, x, _F64)),
+                               em.const(0, _int_like(em, x, _F64)))
+    r = em.select(em.and_(signbit, yodd), em.neg(p), p)
+    neg_finite = em.and_(em.lt(x, em.const(0.0, x)), em.isfinite(x))
+    r = em.select(em.and_(neg_finite, em.not_(yint)), em.const(float("nan"), x), r)
+    r = em.select(em.and_(em.eq(x, em.const(-1.0, x)), em.not_(em.isfinite(y))), one, r)
+    r = em.select(em.or_(em.eq(y, em.const(0.0, y)), em.eq(x, one)), one, r)
+    # exact fast paths (folded away when y is a constant): x**2 is x*x, x**1 is x, x**-1 is 1/x
+    r = em.select(em.eq(y, em.const(-1.0, y)), em.div(one, x), r)
+    r = em.select(em.eq(y, one), x, r)
+    return em.select(em.eq(y, em.const(2.0, y)), em.mul(x, x), r)
+
+
+def ipow(em: Emitter, x: ir.Value, y: ir.Value) -> ir.Value:
+    """Integer power by square-and-multiply over every exponent bit (branch-free).
+    A negative exponent gives 1/x**|y| truncated: 1 for x == 1, +-1 for x == -1, else 0."""
+    width = scalar_of(x.type).width
+    one, zero = em.const(1, x), em.const(0, x)
+    acc, base, e = one, x, y
+    for _ in range(width - 1):
+        bit = em.b.trunc(e, ir.IntType(1))
+        acc = em.select(bit, em.mul(acc, base), acc)
+        base = em.mul(base, base)
+        e = em.b.lshr(e, em.const(1, e))
+    neg = em.lt(y, zero)
+    odd = em.b.trunc(y, ir.IntType(1))
+    inv = em.select(em.eq(x, one), one,
+                    em.select(em.eq(x, em.const(-1, x)), em.select(odd, em.neg(one), one), zero))
+    return em.select(neg, inv, acc)

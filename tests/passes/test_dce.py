@@ -1,0 +1,12 @@
+"""dce as IR text in and out (cases/dce/*.ir), each case also checked with the interpreter on
+random, NaN and Inf inputs."""
+from __future__ import annotations
+
+import pytest
+
+from tests.passes import cases
+
+
+@pytest.mark.parametrize("case", cases.load("dce"), ids=str)
+def test_dce_case(case: cases.Case) -> None:
+    cases.check(case)

@@ -1,0 +1,12 @@
+"""simplify: every rule as IR text in and out (cases/simplify/*.ir), each case also checked with
+the interpreter on random, NaN and Inf inputs."""
+from __future__ import annotations
+
+import pytest
+
+from tests.passes import cases
+
+
+@pytest.mark.parametrize("case", cases.load("simplify"), ids=str)
+def test_simplify_case(case: cases.Case) -> None:
+    cases.check(case)
