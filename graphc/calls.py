@@ -115,7 +115,11 @@ def _names_in(e: Any) -> Iterator[A.Name]:
 
 def check_fn_names(fn: A.FnDef, defs: dict[str, Any]) -> None:
     """A fn sees only its parameters, the names it assigns, consts and dtypes."""
-    known = {p.id for p in fn.params}
+    known: set[str] = set()
+    for p in fn.params:
+        if p.id in known:
+            raise GraphTypeError(f"fn '{fn.name.id}' has two parameters named '{p.id}'", p.loc)
+        known.add(p.id)
 
     def visit(body: tuple) -> None:
         for s in body:
@@ -124,9 +128,9 @@ def check_fn_names(fn: A.FnDef, defs: dict[str, Any]) -> None:
             for name in _names_in(exprs):
                 if name.id not in known and not isinstance(defs.get(name.id), A.ConstDef) \
                         and name.id not in DTYPES:
-                    hint = registry.suggest(name.id, sorted(known)) or \
-                        " (a fn sees only its parameters, consts and other fns)"
-                    raise GraphTypeError(f"unknown name '{name.id}'" + hint, name.loc)
+                    raise GraphTypeError(f"unknown name '{name.id}' (a fn sees only its "
+                                         f"parameters, consts and other fns)"
+                                         + registry.suggest(name.id, sorted(known)), name.loc)
             if isinstance(s, A.For):
                 known.add(s.var.id)
                 visit(s.body)

@@ -51,7 +51,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         for name, f in model.funcs.items():
             stats: list[Any] = []
             passes.run_pipeline(f, args.O, stats=stats)
-            print(passes.format_stats(name, stats), file=sys.stderr)
+            print(f"=== {model.name}.{name} (-O{args.O})\n{passes.format_stats(stats)}",
+                  file=sys.stderr)
     if args.dump_after:
         names = [n for n, _ in passes.describe_pipeline(args.O)]
         chosen = names if args.dump_after == "all" else [args.dump_after]

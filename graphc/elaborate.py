@@ -17,9 +17,10 @@ from graphc.values import (DTYPES, Multi, describe, static_binary, static_neg, t
                            to_tensor)
 from ir.core import Func, Value, make
 from ir.ops import registry
-from ir.types import Dim, DType, TensorType
+from ir.types import Dim, TensorType
 
 MAX_UNROLL = 100_000
+_UNSET = object()
 
 
 def elaborate_source(text: str, filename: str) -> dict[str, GraphDef]:
@@ -80,13 +81,6 @@ class Elaborator:
         if registry.lookup(name.id) is not None or name.id in DTYPES:
             what = "an op" if name.id not in DTYPES else "a dtype"
             raise GraphTypeError(f"'{name.id}' is {what} and cannot be redefined", name.loc)
-        if isinstance(d, A.FnDef):
-            seen: set[str] = set()
-            for p in d.params:
-                if p.id in seen:
-                    raise GraphTypeError(f"fn '{name.id}' has two parameters named '{p.id}'",
-                                         p.loc)
-                seen.add(p.id)
         self.defs[name.id] = d
 
     # ---- consts ---------------------------------------------------------------------------
@@ -145,18 +139,22 @@ class Elaborator:
         self.check_free(name, scope)
         scope.names[name.id] = value
 
-    def check_free(self, name: A.Name, scope: Scope) -> None:
+    def check_free(self, name: A.Name, scope: Scope, verb: str = "assign to") -> None:
         """Inputs, params, consts, fns, op names, dtypes and dims cannot be (re)bound."""
-        gs = scope.graph
-        what = ("an input" if gs and any(d.name == name.id for d in gs.inputs) else
-                "a param" if gs and name.id in gs.args else
-                "a symbolic dim" if gs and name.id in gs.dims else
-                f"a {type(self.defs[name.id]).__name__.removesuffix('Def').lower()}"
-                if name.id in self.defs and not isinstance(self.defs[name.id], A.GraphBlock)
-                else "an op" if registry.lookup(name.id) is not None
-                else "a dtype" if name.id in DTYPES else None)
+        what = self.reserved(name.id, scope)
         if what is not None:
-            raise GraphTypeError(f"cannot assign to '{name.id}': it is {what}", name.loc)
+            raise GraphTypeError(f"cannot {verb} '{name.id}': it is {what}", name.loc)
+
+    def reserved(self, n: str, scope: Scope) -> str | None:
+        gs = scope.graph
+        d = self.defs.get(n)
+        return ("an input" if gs and any(i.name == n for i in gs.inputs) else
+                "a param" if gs and n in gs.args else
+                "a symbolic dim" if gs and n in gs.dims else
+                "a const" if isinstance(d, A.ConstDef) else
+                "a fn" if isinstance(d, A.FnDef) else
+                "an op" if registry.lookup(n) is not None else
+                "a dtype" if n in DTYPES else None)
 
     def exec_Assign(self, s: A.Assign, scope: Scope) -> None:
         value = self.eval(s.value, scope)
@@ -204,11 +202,11 @@ class Elaborator:
             first = next(d.loc for d in gs.inputs + gs.params if d.name == name.id)
             raise GraphTypeError(f"'{name.id}' is already declared at {first.line}:{first.col}",
                                  name.loc)
-        self.check_free(name, scope)
         if name.id in scope.names:
             raise GraphTypeError(f"'{name.id}' is already assigned; declare it before use",
                                  name.loc)
         ty = self.tensor_type(texpr, scope, allow_symbols=not is_param)
+        self.check_free(name, scope, "declare")
         if is_param and not ty.dtype.is_float:
             raise GraphTypeError(f"param '{name.id}' must be float (f32 or f64), got {ty}",
                                  texpr.loc)
@@ -232,7 +230,9 @@ class Elaborator:
             if not allow_symbols:
                 raise GraphTypeError(f"a param's shape must be static; '{e.id}' is not a "
                                      f"const", e.loc)
-            self.check_free(e, Scope({}))
+            what = self.reserved(e.id, Scope({}))
+            if what is not None:
+                raise GraphTypeError(f"'{e.id}' cannot name a dim: it is {what}", e.loc)
             return gs.dims.setdefault(e.id, Dim.sym(e.id))
         if isinstance(e, A.Binary) and e.op in ("add", "sub", "mul"):
             return static_binary(e.op, self.dim(e.left, scope, allow_symbols),
@@ -301,17 +301,10 @@ class Elaborator:
     def eval(self, e: A.Expr, scope: Scope) -> Any:
         return getattr(self, "eval_" + type(e).__name__)(e, scope)
 
-    def eval_Int(self, e: A.Int, scope: Scope) -> int:
+    def eval_literal(self, e: A.Int | A.Float | A.Bool | A.Str, scope: Scope) -> Any:
         return e.value
 
-    def eval_Float(self, e: A.Float, scope: Scope) -> float:
-        return e.value
-
-    def eval_Bool(self, e: A.Bool, scope: Scope) -> bool:
-        return e.value
-
-    def eval_Str(self, e: A.Str, scope: Scope) -> str:
-        return e.value
+    eval_Int = eval_Float = eval_Bool = eval_Str = eval_literal
 
     def eval_List(self, e: A.List, scope: Scope) -> tuple:
         return tuple(self.eval(i, scope) for i in e.items)
@@ -332,16 +325,16 @@ class Elaborator:
             return DTYPES[n]
         if isinstance(d, A.FnDef) or registry.lookup(n) is not None:
             kind = "fn" if isinstance(d, A.FnDef) else "op"
-            raise GraphTypeError(f"'{n}' is a {kind}; call it: {n}(...)", name.loc)
+            raise GraphTypeError(f"'{n}' is a {kind}; call it: {n}(...)",
+                                 self.here(name.loc, scope))
         known = list(scope.names) + [k for k, v in self.defs.items()
                                      if isinstance(v, A.ConstDef)]
         if scope.graph is not None:
             known += list(scope.graph.dims)
         known += list(DTYPES)
-        hint = registry.suggest(n, known)
-        if not hint and scope.via is not None:
-            hint = " (a fn sees only its parameters, consts and other fns)"
-        raise GraphTypeError(f"unknown name '{n}'" + hint, self.here(name.loc, scope))
+        note = " (a fn sees only its parameters, consts and other fns)" if scope.via else ""
+        raise GraphTypeError(f"unknown name '{n}'{note}" + registry.suggest(n, known),
+                             self.here(name.loc, scope))
 
     def eval_Unary(self, e: A.Unary, scope: Scope) -> Any:
         x = self.eval(e.operand, scope)
@@ -351,12 +344,21 @@ class Elaborator:
         return static_neg(x, loc)
 
     def eval_Binary(self, e: A.Binary, scope: Scope) -> Any:
-        x, y = self.eval(e.left, scope), self.eval(e.right, scope)
-        loc = self.here(e.loc, scope)
-        if not isinstance(x, Value) and not isinstance(y, Value):
-            return static_binary(e.op, x, y, loc)
-        x, y = tensors_like([x, y], loc)
-        return make(e.op, x, y, loc=loc)
+        # walk the left spine without recursion, so a sum of a thousand terms elaborates
+        spine: list[A.Binary] = []
+        left: A.Expr = e
+        while isinstance(left, A.Binary):
+            spine.append(left)
+            left = left.left
+        x = self.eval(left, scope)
+        for node in reversed(spine):
+            y = self.eval(node.right, scope)
+            loc = self.here(node.loc, scope)
+            if not isinstance(x, Value) and not isinstance(y, Value):
+                x = static_binary(node.op, x, y, loc)
+            else:
+                x = make(node.op, *tensors_like([x, y], loc), loc=loc)
+        return x
 
     def eval_Attr(self, e: A.Attr, scope: Scope) -> Value:
         x = self.tensor(e.value, scope, f"'.{e.name}'")
@@ -438,5 +440,3 @@ class Elaborator:
         values = tuple(self.eval(v, inner) for v in ret.values)
         return values[0] if len(values) == 1 else Multi(values)
 
-
-_UNSET = object()

@@ -86,6 +86,8 @@ _WORDS = {"NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": 
           "_SEP": "the end of the statement", "CMP": "a comparison", "$END": "the end of the file"}
 _EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "MINUS", "TRUE", "FALSE",
                "GRAD"}
+_STMT_START = {"NAME", "CONST", "FN", "FOR", "GRAD", "GRAPH", "INPUT", "OUTPUT", "PARAM",
+               "RETURN"}
 _OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "AT", "POW", "CMP", "DOT", "LSQB"}
 
 
@@ -99,6 +101,9 @@ def _terminal_words(lark: Any) -> dict[str, str]:
 def _expected_words(expected: set[str], words: dict[str, str]) -> list[str]:
     out: list[str] = []
     rest = set(expected)
+    if {"NAME", "OUTPUT", "INPUT"} <= rest:
+        out.append("a statement")
+        rest -= _STMT_START
     if {"NAME", "INT", "LPAR"} <= rest:
         out.append("an expression")
         rest -= _EXPR_START

@@ -6,7 +6,8 @@ import functools
 from pathlib import Path
 from typing import Any, Iterator
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, v_args
+from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedInput, VisitError
 
 from graphc import ast as A
@@ -62,7 +63,7 @@ BINARY = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "**": "
 
 
 @v_args(meta=True, inline=True)
-class _ToAst(Transformer):  # type: ignore[type-arg]
+class _ToAst(Transformer_NonRecursive):  # type: ignore[misc]
     """Parse tree -> AST; method names are the grammar's ``-> alias`` names."""
 
     def __init__(self, filename: str):
@@ -254,6 +255,8 @@ def parse(text: str, filename: str = "<string>") -> A.Module:
                 raise e.orig_exc from None
             raise
         check_placement(defs)
+    except RecursionError:
+        raise GraphSyntaxError("the program nests too deeply", Loc(filename, 1, 1)) from None
     except GraphSyntaxError as e:
         raise attach_snippet(e, text)
     return A.Module(defs, filename)

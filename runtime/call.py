@@ -17,7 +17,8 @@ from runtime.plan import (ERR_ALLOC, ERR_ARG_NUMERICS, ERR_BOUNDS, ERR_INDEX, ER
 ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)   # CFUNCTYPE drops the GIL
 
 
-def prepare_args(plan: Plan, args: Mapping[str, Any]) -> tuple[list[np.ndarray], dict[str, int]]:
+def prepare_args(plan: Plan, args: Mapping[str, Any], dims: Mapping[str, int] | None = None
+                 ) -> tuple[list[np.ndarray], dict[str, int]]:
     """Arrays for every param, in order (contiguous, declared dtype), and the dim bindings."""
     func = plan.func
     names = [p.attrs["name"] for p in func.params]
@@ -39,6 +40,14 @@ def prepare_args(plan: Plan, args: Mapping[str, Any]) -> tuple[list[np.ndarray],
         named.append((name, p.type, a.shape))
         arrays.append(np.ascontiguousarray(a))
     env = bind_dims(named)
+    for s, n in (dims or {}).items():
+        if env.setdefault(s, int(n)) != n:
+            raise GraphCallError(f"dim {s} bound two ways: {s} = {env[s]} (arguments) vs {n}")
+    for s in plan.symbols:
+        if s not in env:
+            raise GraphCallError(f"dim {s} of {func.name} is not bound by any argument")
+        if env[s] < 0:
+            raise GraphCallError(f"dim {s} = {env[s]} is negative")
     return arrays, env
 
 
@@ -60,10 +69,12 @@ def check_inplace(plan: Plan, inplace: Mapping[int, str], args: Mapping[str, Any
 
 
 def invoke(plan: Plan, address: int, args: Mapping[str, Any],
-           inplace: Mapping[int, str] | None = None) -> list[np.ndarray]:
-    arrays, env = prepare_args(plan, args)
+           inplace: Mapping[int, str] | None = None, dims: Mapping[str, int] | None = None
+           ) -> list[np.ndarray]:
+    arrays, env = prepare_args(plan, args, dims)
     func = plan.func
-    shapes = [r.type.concrete(env) for r in func.results]
+    # a negative extent means a bounds check will fail natively, before anything is written
+    shapes = [tuple(max(d, 0) for d in r.type.concrete(env)) for r in func.results]
     targets = check_inplace(plan, inplace or {}, args, shapes)
     outs = [targets.get(r, None) for r in range(len(shapes))]
     mask = 0

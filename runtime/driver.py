@@ -109,13 +109,15 @@ def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | 
 
     for k in list(arg_checks) + list(steps):
         run(k)
-    for r, ((src, own), k) in enumerate(zip(plan.results, copies)):
+    # copies out of views and params first: an in-place result may overwrite a param they read
+    for k in copies:
         if k is not None:
             run(k)
-            continue
-        with b.if_then(b.not_(bit(r))):
-            em.intrinsic("memcpy", [outs[r], ptrs[own], nbytes(own), ir.Constant(I1, 0)],
-                         ret=ir.VoidType(), over=[PTR, PTR, I64])
+    for r, ((src, own), k) in enumerate(zip(plan.results, copies)):
+        if k is None:
+            with b.if_then(b.not_(bit(r))):
+                em.intrinsic("memcpy", [outs[r], ptrs[own], nbytes(own), ir.Constant(I1, 0)],
+                             ret=ir.VoidType(), over=[PTR, PTR, I64])
     b.call(free, [ws])
     b.ret(ir.Constant(I32, 0))
     ir.IRBuilder(entry).branch(start)

@@ -128,32 +128,101 @@ def emit_matmul(k: Kernel, s: Step) -> None:
     batch = _batch_shape(a, bv)
     a, bv = _lift_batch(a, batch), _lift_batch(bv, batch)
     c = contiguous(s.out.buf, s.out.dtype, batch + (m, n))
-    em, b = k.em, k.b
-    fl = s.value.dtype.is_float
-    zero = em.const(0, reg_type(s.value.dtype))
+    em = k.em
     dot = bv.strides[-1] != 1 and (bv.strides[-2] == 1 or n == 1)
+    tiled = bv.strides[-1] == 1 and s.value.dtype.is_float
+    zero = ir.Constant(I64, 0)
     with em.loop_nest([k.dim(d) for d in batch], "mb") as bi:
-        with em.loop(k.dim(m), "mi") as i:
-            if dot:
-                with em.loop(k.dim(n), "mj") as j:
-                    acc = em.alloca_entry(zero.type, "dot")
-                    b.store(zero, acc)
-                    with em.loop(k.dim(kk), "mk") as kx:
-                        p = em.mul(k.load(a, bi + [i, kx]), k.load(bv, bi + [kx, j]))
-                        cur = b.load(acc, typ=zero.type)
-                        b.store(b.fadd(cur, p, flags=RFLAGS) if fl else b.add(cur, p), acc)
-                    k.store(b.load(acc, typ=zero.type), c, bi + [i, j])
-            else:
-                with em.loop(k.dim(n), "mz") as j:
-                    k.store(zero, c, bi + [i, j])
-                with em.loop(k.dim(kk), "mk") as kx:
-                    aik = k.load(a, bi + [i, kx])
-                    with em.loop(k.dim(n), "mj") as j:
-                        bkj = k.load(bv, bi + [kx, j])
-                        p = b.fmul(aik, bkj, flags=("contract",)) if fl else b.mul(aik, bkj)
-                        cur = k.load(c, bi + [i, j])
-                        k.store(b.fadd(cur, p, flags=("contract",)) if fl else b.add(cur, p),
-                                c, bi + [i, j])
+        M, K, Nn = k.dim(m), k.dim(kk), k.dim(n)
+        if dot:
+            _matmul_dot(k, a, bv, c, bi, M, K, Nn)
+        elif not tiled:
+            _matmul_axpy(k, a, bv, c, bi, (zero, M), (zero, Nn), K)
+        else:
+            lanes = 64 // s.value.dtype.itemsize
+            mfull = k.b.mul(k.b.sdiv(M, ir.Constant(I64, MR)), ir.Constant(I64, MR))
+            nfull = k.b.mul(k.b.sdiv(Nn, ir.Constant(I64, NV * lanes)),
+                            ir.Constant(I64, NV * lanes))
+            _matmul_tiles(k, a, bv, c, bi, mfull, nfull, K, lanes)
+            _matmul_axpy(k, a, bv, c, bi, (zero, mfull), (nfull, Nn), K)
+            _matmul_axpy(k, a, bv, c, bi, (mfull, M), (zero, Nn), K)
+
+
+MR, NV = 4, 2      # micro-tile: MR rows x NV vectors of C held in registers over the k loop
+
+
+def _matmul_tiles(k: Kernel, a: View, bv: View, c: View, bi: list, mfull: ir.Value,
+                  nfull: ir.Value, K: ir.Value, lanes: int) -> None:
+    """Full MR x (NV*lanes) tiles: vector loads of B rows, A broadcast, FMAs into registers."""
+    em, b = k.em, k.b
+    et = reg_type(c.dtype)
+    vt = ir.VectorType(et, lanes)
+    zeros = ir.Constant(vt, [ir.Constant(et, 0.0)] * lanes)
+    splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    with em.loop(b.sdiv(mfull, ir.Constant(I64, MR)), "ti") as ti:
+        i0 = b.mul(ti, ir.Constant(I64, MR))
+        with em.loop(b.sdiv(nfull, ir.Constant(I64, NV * lanes)), "tj") as tj:
+            j0 = b.mul(tj, ir.Constant(I64, NV * lanes))
+            accs = [[em.alloca_entry(vt, f"acc{r}.{v}") for v in range(NV)] for r in range(MR)]
+            for row in accs:
+                for slot in row:
+                    b.store(zeros, slot)
+            with em.loop(K, "tk") as kx:
+                bvecs = []
+                for v in range(NV):
+                    j = b.add(j0, ir.Constant(I64, v * lanes))
+                    p = b.gep(k.ptr(bv.buf), [k.index(bv, bi + [kx, j])], source_etype=et)
+                    bvecs.append(b.load(p, typ=vt, align=c.dtype.itemsize))
+                for r in range(MR):
+                    x = k.load(a, bi + [b.add(i0, ir.Constant(I64, r)), kx])
+                    xs = b.shuffle_vector(b.insert_element(ir.Constant(vt, ir.Undefined), x,
+                                                           ir.Constant(ir.IntType(32), 0)),
+                                          ir.Constant(vt, ir.Undefined), splat_mask)
+                    for v in range(NV):
+                        slot = accs[r][v]
+                        b.store(em.intrinsic("fma", [xs, bvecs[v], b.load(slot, typ=vt)]), slot)
+            for r in range(MR):
+                for v in range(NV):
+                    j = b.add(j0, ir.Constant(I64, v * lanes))
+                    idx = k.index(c, bi + [b.add(i0, ir.Constant(I64, r)), j])
+                    p = b.gep(k.ptr(c.buf), [idx], source_etype=et)
+                    b.store(b.load(accs[r][v], typ=vt), p, align=c.dtype.itemsize)
+
+
+def _matmul_axpy(k: Kernel, a: View, bv: View, c: View, bi: list, rows: tuple, cols: tuple,
+                 K: ir.Value) -> None:
+    """C[rows, cols] = A[rows] @ B[:, cols], row by row as axpys (inner loop over columns)."""
+    em, b = k.em, k.b
+    fl = c.dtype.is_float
+    zero = em.const(0, reg_type(c.dtype))
+    with em.loop(rows[1], "mi", start=rows[0]) as i:
+        with em.loop(cols[1], "mz", start=cols[0]) as j:
+            k.store(zero, c, bi + [i, j])
+        with em.loop(K, "mk") as kx:
+            aik = k.load(a, bi + [i, kx])
+            with em.loop(cols[1], "mj", start=cols[0]) as j:
+                bkj = k.load(bv, bi + [kx, j])
+                p = b.fmul(aik, bkj, flags=("contract",)) if fl else b.mul(aik, bkj)
+                cur = k.load(c, bi + [i, j])
+                k.store(b.fadd(cur, p, flags=("contract",)) if fl else b.add(cur, p),
+                        c, bi + [i, j])
+
+
+def _matmul_dot(k: Kernel, a: View, bv: View, c: View, bi: list, M: ir.Value, K: ir.Value,
+                Nn: ir.Value) -> None:
+    """C[i, j] = dot(A[i, :], B[:, j]) for B unit-stride along k (a transposed view)."""
+    em, b = k.em, k.b
+    fl = c.dtype.is_float
+    zero = em.const(0, reg_type(c.dtype))
+    with em.loop(M, "mi") as i:
+        with em.loop(Nn, "mj") as j:
+            acc = em.alloca_entry(zero.type, "dot")
+            b.store(zero, acc)
+            with em.loop(K, "mk") as kx:
+                p = em.mul(k.load(a, bi + [i, kx]), k.load(bv, bi + [kx, j]))
+                cur = b.load(acc, typ=zero.type)
+                b.store(b.fadd(cur, p, flags=RFLAGS) if fl else b.add(cur, p), acc)
+            k.store(b.load(acc, typ=zero.type), c, bi + [i, j])
 
 
 def _as_matrix(x: Operand, first: bool) -> View:

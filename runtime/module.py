@@ -80,9 +80,12 @@ class CompiledModule:
         return self.entries[name]
 
     def call(self, name: str, args: Mapping[str, Any],
-             inplace: Mapping[int, str] | None = None) -> list[np.ndarray]:
+             inplace: Mapping[int, str] | None = None,
+             dims: Mapping[str, int] | None = None) -> list[np.ndarray]:
+        """Run entry ``name``: fresh result arrays, or result i written into the caller's array
+        ``args[inplace[i]]``; ``dims`` binds symbolic dims that no argument binds."""
         e = self.entry(name)
-        return call.invoke(e.plan, e.address, args, inplace)
+        return call.invoke(e.plan, e.address, args, inplace, dims)
 
     def _ir_text(self, name: str) -> str:
         e = self.entry(name)

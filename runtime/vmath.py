@@ -157,7 +157,7 @@ def log1p(em: Emitter, x: ir.Value) -> ir.Value:
     # u = 1 + x rounded; add back what the rounding lost: (x - (u - 1)) / u
     c = em.div(em.sub(x, em.sub(u, em.const(1.0, x))), u)
     c = em.select(em.isfinite(c), c, em.const(0.0, x))
-    return em.add(lu, c)
+    return em.select(em.eq(u, em.const(1.0, x)), x, em.add(lu, c))   # keeps log1p(-0) = -0
 
 
 def tanh(em: Emitter, x: ir.Value) -> ir.Value:
@@ -167,9 +167,17 @@ def tanh(em: Emitter, x: ir.Value) -> ir.Value:
     return em.copysign(y, x)
 
 
+TRIG_LIMIT = 2.0 ** 50     # beyond this the 3-part reduction is meaningless: the result is NaN
+
+
 def sincos(em: Emitter, x: ir.Value, shift: int) -> ir.Value:
-    """sin(x) (shift 0) or cos(x) (shift 1) by reduction modulo pi/2 and a quadrant switch."""
+    """sin(x) (shift 0) or cos(x) (shift 1) by reduction modulo pi/2 and a quadrant switch.
+    f32 goes through f64, so it stays accurate far beyond f32's own reduction range; for
+    |x| >= 2**50 (where no Payne-Hanek reduction is implemented) the result is NaN."""
     f = _fmt(x)
+    if f is _F32:
+        t = ir.VectorType(F64, x.type.count) if isinstance(x.type, ir.VectorType) else F64
+        return em.b.fptrunc(sincos(em, em.b.fpext(x, t), shift), x.type)
     k = em.rint(em.mul(x, em.const(float(2 / PI), x)))
     r = x
     for part in _split(PI / 2, 3, f):
@@ -187,7 +195,9 @@ def sincos(em: Emitter, x: ir.Value, shift: int) -> ir.Value:
                      if isinstance(q.type, ir.VectorType) else ir.IntType(1))
     v = em.select(odd, c, s)
     flip = em.ne(em.b.and_(q, em.const(2, q)), em.const(0, q))
-    return em.select(flip, em.neg(v), v)
+    out = em.select(flip, em.neg(v), v)
+    out = em.select(em.lt(em.abs(x), em.const(TRIG_LIMIT, x)), out, em.const(float("nan"), x))
+    return out if shift else em.select(em.eq(x, em.const(0.0, x)), x, out)   # sin(-0) = -0
 
 
 def pow(em: Emitter, x: ir.Value, y: ir.Value) -> ir.Value:
@@ -209,7 +219,8 @@ def pow(em: Emitter, x: ir.Value, y: ir.Value) -> ir.Value:
     r = em.select(em.and_(signbit, yodd), em.neg(p), p)
     neg_finite = em.and_(em.lt(x, em.const(0.0, x)), em.isfinite(x))
     r = em.select(em.and_(neg_finite, em.not_(yint)), em.const(float("nan"), x), r)
-    r = em.select(em.and_(em.eq(x, em.const(-1.0, x)), em.not_(em.isfinite(y))), one, r)
+    yinf = em.eq(em.abs(y), em.const(float("inf"), y))
+    r = em.select(em.and_(em.eq(x, em.const(-1.0, x)), yinf), one, r)
     r = em.select(em.or_(em.eq(y, em.const(0.0, y)), em.eq(x, one)), one, r)
     # exact fast paths (folded away when y is a constant): x**2 is x*x, x**1 is x, x**-1 is 1/x
     r = em.select(em.eq(y, em.const(-1.0, y)), em.div(one, x), r)

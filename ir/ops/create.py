@@ -54,17 +54,19 @@ defop("zeros", COMPOSITE, (), attrs=(("shape", REQUIRED), ("dtype", DType.f32)),
       canon=_canon_fill,
       decompose=lambda *, shape, dtype: _fill(False if dtype is DType.bool else 0, shape=shape,
                                               dtype=dtype),
-      ref=lambda *, shape, dtype: np.zeros(shape, dtype.np), samples=CREATE_SAMPLES)
+      ref=lambda *, shape, dtype: np.zeros(shape, dtype.np), samples=CREATE_SAMPLES,
+      differentiable=False)
 defop("ones", COMPOSITE, (), attrs=(("shape", REQUIRED), ("dtype", DType.f32)),
       canon=_canon_fill,
       decompose=lambda *, shape, dtype: _fill(True if dtype is DType.bool else 1, shape=shape,
                                               dtype=dtype),
-      ref=lambda *, shape, dtype: np.ones(shape, dtype.np), samples=CREATE_SAMPLES)
+      ref=lambda *, shape, dtype: np.ones(shape, dtype.np), samples=CREATE_SAMPLES,
+      differentiable=False)
 defop("full", COMPOSITE, (), attrs=(("shape", REQUIRED), ("value", REQUIRED),
                                     ("dtype", DType.f32)),
       canon=_canon_fill, decompose=lambda *, shape, value, dtype: _fill(value, shape=shape,
                                                                         dtype=dtype),
-      ref=lambda *, shape, value, dtype: np.full(shape, value, dtype.np),
+      ref=lambda *, shape, value, dtype: np.full(shape, value, dtype.np), differentiable=False,
       samples=(sample(shape=(N, 3), value=2.5), sample(shape=(), value=-1, dtype=DType.i64),
                sample(shape=(N,), value=True, dtype=DType.bool),
                sample(shape=(2, N), value=3.0, dtype=DType.i32)))

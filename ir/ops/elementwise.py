@@ -220,12 +220,18 @@ binary_op("minimum", NUMERIC, np.minimum, lambda g, out, x, y: _share(g, x, y, "
 COMPARE_SAMPLES = (sample("f32[N,3]", "f32[3]"), sample("i64[N]", "i64[]"),
                    sample("bool[N,2]", "bool[N,2]"), sample("i32[4]", "i32[4]",
                                                             domain=((0, 2), (0, 2))))
-for _name, _np, _traits in (("lt", np.less, ()), ("le", np.less_equal, ()),
-                            ("gt", np.greater, ()), ("ge", np.greater_equal, ()),
-                            ("eq", np.equal, (COMMUTATIVE,)),
-                            ("ne", np.not_equal, (COMMUTATIVE,))):
-    binary_op(_name, ANY, _np, no_grad, partial(lambda m, em, x, y: getattr(em, m)(x, y), _name),
-              out=DType.bool, differentiable=False, traits=_traits, samples=COMPARE_SAMPLES)
+binary_op("lt", ANY, np.less, no_grad, lambda em, x, y: em.lt(x, y), out=DType.bool,
+          differentiable=False, samples=COMPARE_SAMPLES)
+binary_op("le", ANY, np.less_equal, no_grad, lambda em, x, y: em.le(x, y), out=DType.bool,
+          differentiable=False, samples=COMPARE_SAMPLES)
+binary_op("gt", ANY, np.greater, no_grad, lambda em, x, y: em.gt(x, y), out=DType.bool,
+          differentiable=False, samples=COMPARE_SAMPLES)
+binary_op("ge", ANY, np.greater_equal, no_grad, lambda em, x, y: em.ge(x, y), out=DType.bool,
+          differentiable=False, samples=COMPARE_SAMPLES)
+binary_op("eq", ANY, np.equal, no_grad, lambda em, x, y: em.eq(x, y), out=DType.bool,
+          differentiable=False, samples=COMPARE_SAMPLES, traits=(COMMUTATIVE,))
+binary_op("ne", ANY, np.not_equal, no_grad, lambda em, x, y: em.ne(x, y), out=DType.bool,
+          differentiable=False, samples=COMPARE_SAMPLES, traits=(COMMUTATIVE,))
 
 LOGICAL_SAMPLES = (sample("bool[N,3]", "bool[3]"), sample("bool[]", "bool[N]"))
 binary_op("logical_and", BOOL, np.logical_and, no_grad, lambda em, x, y: em.and_(x, y),
@@ -246,6 +252,6 @@ def _where_type(c: TensorType, x: TensorType, y: TensorType) -> TensorType:
 defop("where", ELEMENTWISE, ("c", "x", "y"), infer=_where_type, ref=np.where,
       vjp=lambda g, out, c, x, y: [None, call("where", c, g, 0), call("where", c, 0, g)],
       lower=lambda em, c, x, y: em.select(c, x, y), domain=(None, REALS, REALS),
-      samples=(sample("bool[N,3]", "f32[N,3]", "f32[N,3]"), 
+      samples=(sample("bool[N,3]", "f32[N,3]", "f32[N,3]"),
                sample("bool[N,1]", "f32[3]", "f32[]"),
                sample("bool[]", "i32[N]", "i32[N]")))

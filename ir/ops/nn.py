@@ -11,7 +11,7 @@ from ir.core import Value, lift, make
 from ir.errors import GraphTypeError
 from ir.ops.reduce import shift_by_max
 from ir.ops.registry import COMPOSITE, defop, suggest
-from ir.ops.rules import FLOAT, call, fail, norm_axes, require, sample
+from ir.ops.rules import FLOAT, NUMERIC, call, fail, norm_axes, require, sample
 from ir.types import DType, TensorType
 
 # ---------------------------------------------------------------------------- softmax
@@ -168,8 +168,10 @@ loss_op("mse", _mse, lambda x, y: np.square(x - y), "mean",
 
 
 def _clip(x: Value, lo: Any, hi: Any) -> Value:
+    lo, hi = lift(lo, x), lift(hi, x)
+    require("clip", NUMERIC, x.type, lo.type, hi.type)
     # maximum/minimum keep NaN; at lo or hi the gradient is shared, as jnp.clip's
-    return make("minimum", make("maximum", x, lift(lo, x)), lift(hi, x))
+    return make("minimum", make("maximum", x, lo), hi)
 
 
 defop("clip", COMPOSITE, ("x", "lo", "hi"), decompose=_clip,

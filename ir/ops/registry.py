@@ -2,7 +2,6 @@
 how it lowers, so adding an op is one ``defop`` call in one file."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -100,5 +99,22 @@ def all() -> list[OpDef]:  # noqa: A001 - the registry's natural verb
 
 
 def suggest(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    """"; did you mean 'x'?" for the closest candidate by edit distance (typos of one or two
+    letters), preferring one of the same length: ``exq`` suggests ``exp``, not ``eq``."""
+    limit = max(1, len(name) // 3)
+    best = min(((_edits(name, c), abs(len(c) - len(name)), c) for c in candidates
+                if c != name), default=None)
+    return f"; did you mean '{best[2]}'?" if best is not None and best[0] <= limit else ""
+
+
+def _edits(a: str, b: str) -> int:
+    """Edit distance counting a swap of neighbours as one edit (``grda`` -> ``grad``), ignoring
+    case (``Relu`` suggests ``relu``)."""
+    a, b = a.lower(), b.lower()
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[-1][-1]

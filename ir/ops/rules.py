@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -131,21 +130,6 @@ def binary(kind: str, name: str, x: TensorType, y: TensorType, *, out: DType | N
     return TensorType(out or dt, broadcast_shapes(name, x, y, sep=sep))
 
 
-def float_unary(name: str) -> Callable[..., TensorType]:
-    return partial(unary, FLOAT, name)
-
-
-def numeric_unary(name: str) -> Callable[..., TensorType]:
-    return partial(unary, NUMERIC, name)
-
-
-def broadcast_binary(name: str, kind: str = NUMERIC) -> Callable[..., TensorType]:
-    return partial(binary, kind, name)
-
-
-def compare(name: str, kind: str = ANY) -> Callable[..., TensorType]:
-    return partial(binary, kind, name, out=DType.bool)
-
 # ---------------------------------------------------------------------------- attributes
 
 
@@ -200,8 +184,11 @@ def reduced_shape(shape: Shape, axes: tuple[int, ...], keepdims: bool) -> Shape:
 
 def canon_reduce(name: str, types: tuple[TensorType, ...], attrs: dict[str, Any]
                  ) -> dict[str, Any]:
+    keepdims = attrs["keepdims"]
+    if not isinstance(keepdims, (bool, np.bool_)):
+        raise GraphTypeError(f"{name}: keepdims must be true or false, got {keepdims!r}")
     return dict(attrs, axis=norm_axes(name, attrs["axis"], types[0].rank),
-                keepdims=bool(attrs["keepdims"]))
+                keepdims=bool(keepdims))
 
 
 def count(shape: Shape, axes: tuple[int, ...]) -> DimLike:

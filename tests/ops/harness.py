@@ -114,3 +114,21 @@ def numeric_grads(func: Func, arrays: list[np.ndarray], wrt: list[int], env: dic
             g[j] = (vals[0] - vals[1]) / (2 * h)
         grads.append(g)
     return grads
+
+
+def evaluate(build: Any, *arrays: Any, env: dict[str, int] | None = None) -> np.ndarray:
+    """``build(*args)`` on concrete arrays (their dtypes and shapes become the args' types)."""
+    arrays = tuple(np.asarray(a) for a in arrays)
+    args = args_of([TensorType(DType.from_np(a.dtype), a.shape) for a in arrays])
+    return interp.run(Func("f", tuple(args), (build(*args),)), arrays, env)[0]
+
+
+def gradient(build: Any, *arrays: Any) -> list[np.ndarray]:
+    """d sum(build(*args)) / d arg, through the autodiff pass, for every float argument."""
+    from passes.autodiff import grad_of
+    arrays = tuple(np.asarray(a) for a in arrays)
+    args = args_of([TensorType(DType.from_np(a.dtype), a.shape) for a in arrays])
+    floats = [a for a in args if a.dtype.is_float]
+    grads = grad_of(make("sum", build(*args)), floats)
+    assert all(g is not None for g in grads)
+    return interp.run(Func("g", tuple(args), tuple(grads)), arrays)

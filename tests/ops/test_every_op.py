@@ -4,6 +4,8 @@ VJPs vs float64 central differences, and IR print -> parse -> print. A new op is
 declaring it with samples; no test needs writing."""
 from __future__ import annotations
 
+import functools
+import operator
 import warnings
 
 import numpy as np
@@ -16,6 +18,7 @@ from ir.ops.registry import COMPOSITE, ELEMENTWISE, REDUCE, SPECIAL
 from ir.ops.rules import reduce_identity
 from ir.text import parse_funcs, print_func
 from ir.types import DType
+from ir.verify import verify
 from passes.autodiff import grad_of
 from tests.ops.harness import Case, apply, args_of, cases, draw, numeric_grads, one_op, run
 
@@ -94,8 +97,10 @@ def canonical_attrs(case: Case) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("case", **by_id(CASES))
-def test_print_parse_print(case: Case) -> None:
-    text = print_func(one_op(case))
+def test_verify_print_parse_print(case: Case) -> None:
+    func = one_op(case)
+    verify(func)
+    text = print_func(func)
     (back,) = parse_funcs(text)
     assert print_func(back) == text
 
@@ -226,6 +231,7 @@ def grad_funcs(case: Case) -> tuple[Func, Func, list[int]]:
 @pytest.mark.parametrize("case", **by_id(grad_cases()))
 def test_vjp_matches_finite_differences(case: Case) -> None:
     loss, grads, wrt = grad_funcs(case)
+    verify(grads)
     env = dict(case.env)
     arrays = draw(case, case.types(f64=True))
     w_shape = loss.params[-1].type.concrete(env)
@@ -238,3 +244,36 @@ def test_vjp_matches_finite_differences(case: Case) -> None:
         if not defined:
             continue
         np.testing.assert_allclose(g, n, rtol=1e-5, atol=1e-6, err_msg=f"d/d x{i}: {case.id}")
+
+
+@pytest.mark.parametrize("case", **by_id([c for c in grad_cases() if c.env != (("N", 0),)]))
+def test_second_order_matches_finite_differences_of_the_vjp(case: Case) -> None:
+    """Nested autodiff: the Hessian-vector product (VJP rules differentiated again) equals the
+    central difference of the first gradient along a random direction."""
+    loss, grads, wrt = grad_funcs(case)
+    env = dict(case.env)
+    arrays = draw(case, case.types(f64=True))
+    arrays.append(case.rng().uniform(0.5, 1.5, size=loss.params[-1].type.concrete(env)))
+    dirs = [case.rng().standard_normal(arrays[i].shape) for i in wrt]
+    vs = [make("arg", name=f"v{i}", dtype=DType.f64, shape=grads.params[i].shape) for i in wrt]
+    inner = functools.reduce(operator.add, [make("sum", g * v) for g, v in zip(grads.results, vs)])
+    hvp = grad_of(inner, [grads.params[i] for i in wrt])
+    hvp = [h if h is not None else make("const", value=0.0, dtype=DType.f64,
+                                        shape=grads.params[i].shape) for h, i in zip(hvp, wrt)]
+    hvp_func = Func("hvp", grads.params + tuple(vs), tuple(hvp))
+    verify(hvp_func)
+    got = run(hvp_func, arrays + dirs, env)
+    h = 1e-5
+
+    def moved(step: float) -> list[np.ndarray]:
+        out = list(arrays)
+        for i, d in zip(wrt, dirs):
+            out[i] = arrays[i] + step * d
+        return out
+
+    plus, minus = run(grads, moved(h), env), run(grads, moved(-h), env)
+    if not np.isfinite(run(loss, arrays, env)[0]):
+        return
+    for i, g, p, m in zip(wrt, got, plus, minus):
+        np.testing.assert_allclose(g, (p - m) / (2 * h), rtol=1e-4, atol=1e-5,
+                                   err_msg=f"d2/d x{i}: {case.id}")
