@@ -57,6 +57,8 @@ class Scope:
 
 
 class Elaborator:
+    """Walks one module: consts are evaluated once, fns are inlined at each call."""
+
     def __init__(self, module: A.Module, source: str):
         self.source = source
         self.defs: dict[str, A.Definition] = {}
@@ -364,6 +366,8 @@ class Elaborator:
         x = self.tensor(e.value, scope, f"'.{e.name}'")
         loc = self.here(e.loc, scope)
         perm = list(reversed(range(x.type.rank)))
+        if e.name == "T" and x.type.rank < 2:
+            return x                                  # as NumPy: .T of a vector is itself
         if e.name == "mT":
             if x.type.rank < 2:
                 raise GraphTypeError(f"'.mT' needs at least 2 axes, got {x.type}", loc)

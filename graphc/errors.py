@@ -7,6 +7,7 @@ from typing import Any
 
 from ir.errors import (GraphCallError, GraphError, GraphFileError, GraphSyntaxError,
                        GraphTypeError, GraphWarning, Loc, NumericsError)
+from ir.ops.registry import suggest
 
 __all__ = ["GraphCallError", "GraphError", "GraphFileError", "GraphSyntaxError",
            "GraphTypeError", "GraphWarning", "Loc", "NumericsError", "attach_snippet",
@@ -81,6 +82,8 @@ FOREIGN = {
     "let": "assign with 'name = expr' (no 'let')", "var": "assign with 'name = expr'",
     "import": "a .graph file has no imports",
 }
+
+KEYWORDS = ("const", "fn", "graph", "input", "param", "output", "grad", "for", "return")
 
 _WORDS = {"NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
           "_SEP": "the end of the statement", "CMP": "a comparison", "$END": "the end of the file"}
@@ -192,7 +195,8 @@ def describe_parse_error(e: Any, text: str, filename: str, lark: Any) -> GraphSy
                 "%": "there is no '%' operator"}.get(c, "")
     else:
         tok = e.token
-        at_end = tok.type == "$END" or (tok.type == "_SEP" and str(tok) == "")
+        at_end = tok.type in ("$END", "<EOF>") or getattr(tok, "line", None) is None or (
+            tok.type == "_SEP" and str(tok) == "")
         if at_end:
             line = max((i + 1 for i, s in enumerate(lines) if s.strip()), default=1)
             line, col = line, len(lines[line - 1].rstrip()) + 1
@@ -207,6 +211,8 @@ def describe_parse_error(e: Any, text: str, filename: str, lark: Any) -> GraphSy
             hint = _mistake_table(lark).get((_state(e), tok.type), "")
         first = lines[line - 1].split(None, 1)[0] if lines[line - 1].strip() else ""
         hint = hint or FOREIGN.get(first.split("(")[0], "")
+        if not hint and first.isidentifier() and col > lines[line - 1].index(first) + 1:
+            hint = suggest(first, list(KEYWORDS)).removeprefix("; ")
     opened = _unclosed(text, _offset(text, line, col))
     if opened is not None and (at_end or opened[0] != "{" and opened[1] < line):
         hint = (hint + "; " if hint else "") + \

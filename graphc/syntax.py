@@ -13,8 +13,7 @@ from lark.exceptions import UnexpectedInput, VisitError
 from graphc import ast as A
 from graphc.errors import GraphSyntaxError, Loc, attach_snippet, describe_parse_error
 
-OPEN = {"(": ")", "[": "]", "{": "}"}
-CLOSE = {v: k for k, v in OPEN.items()}
+OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 
 
 class SepPostLexer:
@@ -24,26 +23,24 @@ class SepPostLexer:
     always_accept = ("NEWLINE", "SEMI")
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        stack: list[str] = []
+        stack: list[str] = []               # the closers of the brackets now open
         prev: Token | None = None
         for tok in stream:
-            value = str(tok)
-            if tok.type in ("NEWLINE", "SEMI"):
-                if tok.type == "NEWLINE" and stack and stack[-1] in "([":
-                    continue
-                if prev is None or prev.type == "_SEP" or str(prev) == "{":
-                    continue
-                prev = Token.new_borrow_pos("_SEP", ";" if tok.type == "SEMI" else "\n", tok)
-                yield prev
+            kind = tok.type
+            in_parens = bool(stack) and stack[-1] != "RBRACE"
+            if kind in ("NEWLINE", "SEMI"):
+                if kind == "SEMI" or not in_parens:
+                    if prev is not None and prev.type not in ("_SEP", "LBRACE"):
+                        prev = Token.new_borrow_pos("_SEP", ";" if kind == "SEMI" else "\n",
+                                                    tok)
+                        yield prev
                 continue
-            if value == "}" and not (stack and stack[-1] in "(["):
-                if prev is not None and prev.type != "_SEP" and str(prev) != "{":
-                    yield Token.new_borrow_pos("_SEP", "}", tok)
-            elif prev is not None and str(prev) == "}" and prev.type == "RBRACE":
-                yield Token.new_borrow_pos("_SEP", str(tok), tok)
-            if value in OPEN and tok.type in ("LPAR", "LSQB", "LBRACE"):
-                stack.append(value)
-            elif value in CLOSE and stack and stack[-1] == CLOSE[value]:
+            if prev is not None and prev.type not in ("_SEP", "LBRACE") and (
+                    kind == "RBRACE" and not in_parens or prev.type == "RBRACE"):
+                yield Token.new_borrow_pos("_SEP", "}", tok)
+            if kind in OPENERS:
+                stack.append(OPENERS[kind])
+            elif stack and kind == stack[-1]:
                 stack.pop()
             prev = tok
             yield tok

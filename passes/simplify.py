@@ -167,7 +167,7 @@ def fold_mul_zero(v: Value, facts: Facts) -> Value | None:
     """x * 0 -> 0 only when x is provably finite (NaN * 0 and Inf * 0 are NaN)."""
     x, y = v.inputs
     for a, b in ((x, y), (y, x)):
-        if is_value(b, 0):
+        if is_value(b, 0) and is_finite(a, facts):
             return const(0, v.dtype, v.shape)
     return None
 

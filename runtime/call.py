@@ -68,7 +68,7 @@ def check_inplace(plan: Plan, inplace: Mapping[int, str], args: Mapping[str, Any
     return out
 
 
-def invoke(plan: Plan, address: int, args: Mapping[str, Any],
+def invoke(plan: Plan, native: Any, args: Mapping[str, Any],
            inplace: Mapping[int, str] | None = None, dims: Mapping[str, int] | None = None
            ) -> list[np.ndarray]:
     arrays, env = prepare_args(plan, args, dims)
@@ -86,7 +86,7 @@ def invoke(plan: Plan, address: int, args: Mapping[str, Any],
     block = (ctypes.c_void_p * (len(arrays) + len(outs) + 2))(
         *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs],
         dims.ctypes.data, mask)
-    rc = ENTRY_TYPE(address)(ctypes.addressof(block))
+    rc = native(ctypes.addressof(block))
     if rc:
         raise error_for(plan, rc, env)
     return outs   # type: ignore[return-value]

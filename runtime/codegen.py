@@ -13,11 +13,10 @@ import llvmlite.ir as ir
 from ir.ops import registry
 from ir.types import DimLike, DType
 from runtime.emit import I1, I32, I64, PTR, Emitter, mem_type
-from runtime.plan import (ERR_ALLOC, ERR_BOUNDS, ERR_NUMERICS, ERR_ARG_NUMERICS, Lazy, Operand,
-                          Plan, View, buffers_read, contiguous)
+from runtime.plan import (ERR_ARG_NUMERICS, ERR_NUMERICS, Lazy, Operand, Plan, View,
+                          buffers_read, contiguous)
 
 ENTRY = "graphc_entry"
-ALIGN = 64
 
 
 class DimEval:
@@ -127,10 +126,10 @@ def coalesce(shape: Sequence[DimLike], views: list[View]) -> tuple[list[DimLike]
     return new_shape, out
 
 
-def map_views(op: Operand, views: dict[int, View], order: list[Operand]) -> Operand:
+def map_views(op: Operand, views: dict[int, View]) -> Operand:
     if isinstance(op, View):
         return views[id(op)]
-    return Lazy(op.value, tuple(map_views(a, views, order) for a in op.args))
+    return Lazy(op.value, tuple(map_views(a, views) for a in op.args))
 
 
 def leaves(op: Operand) -> list[View]:
@@ -144,7 +143,7 @@ def emit_map(k: Kernel, out: View, expr: Operand) -> None:
     vs = [out] + leaves(expr)
     shape, merged = coalesce(out.shape, vs)
     table = {id(a): m for a, m in zip(vs, merged)}
-    expr2 = map_views(expr, table, [])
+    expr2 = map_views(expr, table)
     with k.em.loop_nest([k.dim(d) for d in shape], "e") as idx:
         k.store(k.load(expr2, idx), table[id(out)], idx)
 
@@ -248,6 +247,3 @@ def _size(shape: Sequence[DimLike]) -> DimLike:
 def build_module(plan: Plan, check_numerics: bool = False) -> ir.Module:
     return Codegen(plan, check_numerics).build()
 
-
-__all__ = ["ENTRY", "ALIGN", "ERR_ALLOC", "ERR_BOUNDS", "build_module", "Kernel", "emit_map",
-           "emit_copy", "Codegen"]

@@ -274,8 +274,7 @@ def _aligned(x: Operand, shape: Sequence[DimLike]) -> Operand:
     return broadcast_view(x, tuple(shape)) if isinstance(x, View) else x
 
 
-def _wrapped_index(k: Kernel, idx_val: ir.Value, n: ir.Value, code: int, bad: ir.Value
-                   ) -> ir.Value:
+def _wrapped_index(k: Kernel, idx_val: ir.Value, n: ir.Value, bad: ir.Value) -> ir.Value:
     """NumPy's indexing: one wrap of negative indices; out of range sets the ``bad`` flag."""
     b = k.b
     i = b.sext(idx_val, I64) if idx_val.type.width < 64 else idx_val
@@ -295,8 +294,7 @@ def _gather_loop(k: Kernel, s: Step, x: View, idx: View, axis: int, body) -> ir.
     shape = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
     n = k.dim(x.shape[axis])
     with em.loop_nest([k.dim(d) for d in shape], "g") as oi:
-        j = _wrapped_index(k, k.load(idx, oi[axis:axis + ir_]), n,
-                           (ERR_INDEX << 24) | s.index, bad)
+        j = _wrapped_index(k, k.load(idx, oi[axis:axis + ir_]), n, bad)
         src = list(oi[:axis]) + [j] + list(oi[axis + ir_:])
         body(oi, src)
     return k.b.select(k.b.load(bad, typ=ir.IntType(1)),
@@ -329,14 +327,12 @@ def emit_dim(k: Kernel, s: Step) -> None:
 
 def emit_one_hot(k: Kernel, s: Step) -> None:
     labels = s.args[0]
-    depth = s.value.attrs["depth"]
     em = k.em
     with em.loop_nest([k.dim(d) for d in s.out.shape], "h") as oi:
         lab = k.load(labels, oi[:-1])
         lab = em.cast(lab, DType.i64) if lab.type != I64 else lab
         hit = em.eq(lab, oi[-1])
         k.store(em.cast(hit, s.out.dtype), s.out, oi)
-    del depth
 
 
 EMITTERS = {"pad": emit_pad, "concat": emit_concat, "take": emit_take,

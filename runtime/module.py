@@ -23,12 +23,14 @@ _VERSION_CACHE: list[str] = []
 
 
 def graphc_version() -> str:
-    """The package version plus a hash of the backend's own sources, so editing the code
-    generator never reuses stale cached objects."""
+    """The package version plus a hash of the sources that shape generated code (this backend
+    and the op table's lowerings), so editing either never reuses stale cached objects."""
     if not _VERSION_CACHE:
+        import ir.ops
         h = hashlib.sha256()
-        for p in sorted(Path(__file__).parent.glob("*.py")):
-            h.update(p.read_bytes())
+        for folder in (Path(__file__).parent, Path(ir.ops.__file__).parent):
+            for p in sorted(folder.glob("*.py")):
+                h.update(p.read_bytes())
         try:
             from importlib.metadata import version
             v = version("graphc")
@@ -62,6 +64,7 @@ class Entry:
     plan: Plan
     key: str
     address: int = 0
+    native: Any = None          # the driver as a ctypes function (releases the GIL)
     loaded: Any = None
     obj: bytes = b""
 
@@ -85,7 +88,7 @@ class CompiledModule:
         """Run entry ``name``: fresh result arrays, or result i written into the caller's array
         ``args[inplace[i]]``; ``dims`` binds symbolic dims that no argument binds."""
         e = self.entry(name)
-        return call.invoke(e.plan, e.address, args, inplace, dims)
+        return call.invoke(e.plan, e.native, args, inplace, dims)
 
     def _ir_text(self, name: str) -> str:
         e = self.entry(name)
@@ -124,5 +127,6 @@ def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool
         e.obj = obj
         e.loaded = jit.link(obj, [ENTRY])
         e.address = e.loaded.addresses[ENTRY]
+        e.native = call.ENTRY_TYPE(e.address)
         mod.entries[name] = e
     return mod

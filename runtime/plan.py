@@ -9,7 +9,7 @@ from typing import Any, Union
 
 from ir.core import Func, Value
 from ir.ops import registry
-from ir.types import Dim, DimLike, DType, Shape, dim_add, dim_mul, dim_prod
+from ir.types import Dim, DimLike, DType, Shape, dim_mul
 
 # error codes returned by generated code: kind << 24 | index
 ERR_BOUNDS = 1
@@ -17,8 +17,6 @@ ERR_NUMERICS = 2
 ERR_ARG_NUMERICS = 3
 ERR_ALLOC = 4
 ERR_INDEX = 5
-
-LAZY_CONSUMERS = (registry.ELEMENTWISE, registry.REDUCE)
 
 
 @dataclass(frozen=True)
@@ -253,13 +251,3 @@ def assign_slots(plan: Plan) -> None:
             free.append(slot_of.pop(done))
             del last[done]
 
-
-def view_elems(v: View) -> DimLike:
-    return dim_prod(v.shape)
-
-
-def linear_offset(offset: DimLike, idx: tuple[DimLike, ...], strides: Shape) -> DimLike:
-    out = offset
-    for i, s in zip(idx, strides):
-        out = dim_add(out, dim_mul(i, s))
-    return out

@@ -4,7 +4,7 @@ one element with all strides 0). Slice bounds on symbolic axes become run-time c
 from __future__ import annotations
 
 from ir.core import Value
-from ir.types import Dim, DimLike, dim_add, dim_mul, dim_prod
+from ir.types import Dim, DimLike, dim_add, dim_mul
 from runtime.plan import (Buffer, Check, Plan, View, broadcast_view, contiguous, is_contiguous)
 
 VIEW_OPS = ("reshape", "transpose", "broadcast_to", "slice")
@@ -60,6 +60,3 @@ def nonneg_checks(plan: Plan, v: Value, dims: tuple[DimLike, ...]) -> None:
         if isinstance(d, Dim):
             plan.checks.append(Check(v, d, 0, None))
 
-
-def size(shape: tuple[DimLike, ...]) -> DimLike:
-    return dim_prod(shape)

@@ -209,10 +209,11 @@ def test_symbolic_dims_bind_to_different_sizes_and_read_as_values() -> None:
     output avg = sum(v) / M
     output last = x[N - 1]
     output tail = v[1:]
+    output count = N * M + 0.5              # a dim used as a value is read at run time
 }"""
     f = graph(src).forward
     assert [str(r.type) for r in f.results] == ["f32[N,12]", "f32[12*N]", "f32[]", "f32[4,3]",
-                                                "f32[M-1]"]
+                                                "f32[M-1]", "f32[]"]
     for n, m in [(1, 5), (3, 2)]:
         x = np.arange(n * 12, dtype=np.float32).reshape(n, 4, 3)
         v = np.arange(m, dtype=np.float32)
@@ -222,6 +223,7 @@ def test_symbolic_dims_bind_to_different_sizes_and_read_as_values() -> None:
         np.testing.assert_allclose(out["avg"], v.mean())
         np.testing.assert_array_equal(out["last"], x[-1])
         np.testing.assert_array_equal(out["tail"], v[1:])
+        assert out["count"] == n * m + 0.5
 
 
 def test_indexing_and_transposes_match_numpy() -> None:
@@ -333,3 +335,17 @@ def test_several_graphs_in_one_file_share_consts_and_fns() -> None:
     from ir import interp
     (y,) = interp.run(graphs["b"].forward, {"x": np.float64(3)})
     assert y == 12
+
+
+def test_semicolons_comments_and_multi_line_arguments() -> None:
+    src = """graph g {  # a comment after the brace
+    input x: f32[2, 3]; input w: f32[3]      # two declarations on one line
+    y = sum(
+        x * w,          # the product
+        axis=1,
+    ); z = y.T        # .T of a vector is the vector itself
+    output z
+}"""
+    x, w = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1., 2, 3], np.float32)
+    np.testing.assert_array_equal(run(src, x=x, w=w)["z"], (x * w).sum(axis=1))
+    assert not any(v.op == "transpose" for v in graph(src).forward.values())

@@ -148,6 +148,8 @@ def test_every_node_has_a_location() -> None:
     ("y = 1\n", 1, 1, "at the top level"),
     ("graph g {\n  y = a < b < c\n}", 2, 13, "logical_and"),
     ("graph g { y = [1, 2; ] }", 1, 20, "unexpected ';'"),
+    ("graph g {\n  paam W: f32[3]\n}", 2, 8, "did you mean 'param'"),
+    ("graph g {\n  y = 1 @ $\n}", 2, 11, "unexpected character '$'"),
 ])
 def test_syntax_errors_say_where_and_what(src: str, line: int, col: int, words: str) -> None:
     with pytest.raises(GraphSyntaxError) as info:

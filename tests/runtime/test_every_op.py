@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
 import pytest
 
 from ir.core import Func, make

@@ -178,3 +178,21 @@ def test_exp_loop_uses_vector_registers(dtype: DType) -> None:
     assert not re.search(r"call.*\bexpf?\b", asm), "exp must not call libm"
     text = mod.llvm_ir("f", optimized=False)
     assert "graphc_entry" in text and "llvm.fma" in text
+
+
+def test_layout_ops_are_views_and_chains_fuse() -> None:
+    from runtime.plan import Lazy, View, make_plan
+    x = arg("x", (N, 4))
+    t = make("transpose", x, perm=(1, 0))
+    e = make("exp", make("tanh", t) * 2.0)
+    s = make("sum", e, axis=(1,), keepdims=False)
+    f = Func("f", (x,), (s, make("slice", t, start=(1, 0), stop=(3, N), step=(1, 1))))
+    plan = make_plan(f)
+    assert [st.value.op for st in plan.steps] == ["sum"]      # one loop nest in all
+    assert isinstance(plan.steps[0].args[0], Lazy)
+    assert isinstance(plan.operands[id(t)], View) and plan.operands[id(t)].strides == (1, 4)
+    unfused = make_plan(f, fuse=False)
+    assert [st.value.op for st in unfused.steps] == ["tanh", "mul", "exp", "sum"]
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal((5, 4)).astype(np.float32)]
+    assert_matches(compile_module({"f": f}).call("f", {"x": arrays[0]}), reference(f, arrays))

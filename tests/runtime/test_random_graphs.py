@@ -16,7 +16,8 @@ UNARY = ("tanh", "neg", "abs", "sin", "relu", "sigmoid", "exp", "square")
 BINARY = ("add", "sub", "mul", "maximum", "minimum")
 
 
-def grow(draw: st.DrawFn, dtype: DType) -> Func:
+@st.composite
+def graphs(draw: st.DrawFn, dtype: DType) -> Func:
     x = make("arg", name="x", dtype=dtype, shape=(N, 3))
     w = make("arg", name="w", dtype=dtype, shape=(3, 3))
     b = make("arg", name="b", dtype=dtype, shape=(3,))
@@ -27,7 +28,9 @@ def grow(draw: st.DrawFn, dtype: DType) -> Func:
         if kind == "unary":
             new = make(draw(st.sampled_from(UNARY)), make("tanh", v))   # tanh keeps values tame
         elif kind == "binary":
-            u = draw(st.sampled_from([p for p in pool if p.shape in ((3,), (), v.shape)] or [v]))
+            fits = [p for p in pool if p.shape in ((), v.shape)
+                    or (p.shape == (3,) and v.shape[-1:] == (3,))]
+            u = draw(st.sampled_from(fits))
             new = make(draw(st.sampled_from(BINARY)), v, u)
         elif kind == "reduce" and v.type.rank:
             axis = draw(st.sampled_from(range(v.type.rank)))
@@ -47,8 +50,7 @@ def grow(draw: st.DrawFn, dtype: DType) -> Func:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data(), st.sampled_from([DType.f32, DType.f64]))
 def test_random_graph_matches_interpreter(data: st.DataObject, dtype: DType) -> None:
-    func = data.draw(st.builds(lambda: None).flatmap(lambda _: st.composite(
-        lambda draw: grow(draw, dtype))()))
+    func = data.draw(graphs(dtype))
     mod = compile_module({"g": func}, cache=False)
     rng = np.random.default_rng(0)
     for n in (0, 1, 4):
