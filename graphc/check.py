@@ -39,19 +39,19 @@ def freeze_stop_gradients(func: Func, args: dict[str, np.ndarray], env: dict[str
     return Func(out.name, func.params + new_params, out.results), {**args, **extra}
 
 
-def random_args(func: Func, env: dict[str, int], rng: np.random.Generator
+def random_args(types: dict[str, TensorType], env: dict[str, int], rng: np.random.Generator
                 ) -> dict[str, np.ndarray]:
-    """Normal floats; integers in [0, 3) so that they index the default dims (3) safely."""
+    """Normal floats; integers in [0, 2) so that they index any dim of 2 or more (labels);
+    random bools."""
     out = {}
-    for p in func.params:
-        ty: TensorType = p.type
+    for name, ty in types.items():
         shape = ty.concrete(env)
         if ty.dtype.is_float:
-            out[p.attrs["name"]] = rng.normal(size=shape).astype(ty.dtype.np)
+            out[name] = rng.normal(size=shape).astype(ty.dtype.np)
         elif ty.dtype.is_int:
-            out[p.attrs["name"]] = rng.integers(0, 3, size=shape).astype(ty.dtype.np)
+            out[name] = rng.integers(0, 2, size=shape).astype(ty.dtype.np)
         else:
-            out[p.attrs["name"]] = rng.random(size=shape) < 0.5
+            out[name] = rng.random(size=shape) < 0.5
     return out
 
 
@@ -78,7 +78,7 @@ def check_gradients(g: GraphDef, bind: dict[str, int] | None = None, seed: int =
     symbols = sorted({s for p in fwd.params for s in p.type.symbols})
     env = {s: (bind or {}).get(s, 3) for s in symbols}
     rng = np.random.default_rng(seed)
-    args = random_args(fwd, env, rng)
+    args = random_args({p.attrs["name"]: p.type for p in fwd.params}, env, rng)
     n_out = len(g.forward.results)
     grads = interp.run(bwd, args, env)[n_out:]
     fwd, args = freeze_stop_gradients(fwd, args, env)

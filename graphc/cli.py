@@ -115,21 +115,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _random_inputs(model: graphc.Model, bind: dict[str, int], seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, ty in model.inputs.items():
-        env = {s: bind.get(s, 32) for s in ty.symbols}
-        shape = ty.concrete(env)
-        if ty.dtype.is_float:
-            out[name] = rng.normal(size=shape).astype(ty.dtype.np)
-        elif ty.dtype.is_int:
-            out[name] = rng.integers(0, 2, size=shape).astype(ty.dtype.np)
-        else:
-            out[name] = rng.random(size=shape) < 0.5
-    return out
-
-
 def _time(fn: Any, repeat: int = 20) -> float:
     fn()
     best = float("inf")
@@ -142,7 +127,10 @@ def _time(fn: Any, repeat: int = 20) -> float:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     model = _compile(args)
-    inputs = _random_inputs(model, _bindings(args.bind), args.seed)
+    from graphc.check import random_args
+    bind = _bindings(args.bind)
+    env = {s: bind.get(s, 32) for ty in model.inputs.values() for s in ty.symbols}
+    inputs = random_args(model.inputs, env, np.random.default_rng(args.seed))
     params = model.init_params(args.seed)
     print(f"{'entry':<16} {'best of 20':>12}")
     print(f"{'forward':<16} {_time(lambda: model(**inputs, **params)) * 1e3:>10.3f}ms")

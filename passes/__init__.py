@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from ir.core import Func
 
@@ -32,7 +33,7 @@ PIPELINES: tuple[tuple[str, ...], ...] = (
     REQUIRED,                                        # -O0
     REQUIRED + ("simplify", "cse", "dce"),           # -O1
     REQUIRED + _ROUND + ("dce",),                    # -O2 (default)
-    REQUIRED + _ROUND + _ROUND + ("dce",),           # -O3: a second round finds what the first exposed
+    REQUIRED + _ROUND + _ROUND + ("dce",),           # -O3: a 2nd round finds what the 1st exposed
 )
 
-from passes.manager import describe_pipeline, format_stats, run_pipeline  # noqa: E402,F401
+from passes.manager import describe_pipeline, format_stats, run_pipeline  # noqa: F401

@@ -39,9 +39,7 @@ def fold(v: Value) -> Value:
             return const(v.inputs[0].attrs["value"], v.dtype, v.shape)
         if opdef.kind == registry.ELEMENTWISE:
             return splat_elementwise(v)
-    if not is_static(v) or v.type.size > MAX_ELEMENTS:
-        return v
-    if any(not is_static(i) or i.type.size > MAX_INPUT_ELEMENTS for i in v.inputs):
+    if not fits(v, MAX_ELEMENTS) or not all(fits(i, MAX_INPUT_ELEMENTS) for i in v.inputs):
         return v
     try:
         out = eval_value(v, [eval_value(i, [], {}) for i in v.inputs], {})
@@ -73,8 +71,10 @@ def is_splat(v: Value) -> bool:
     return v.op == "const" and not isinstance(v.attrs["value"], tuple)
 
 
-def is_static(v: Value) -> bool:
-    return v.type.is_static and not any(has_dim(a) for _, a in v.attrs.items)
+def fits(v: Value, cap: int) -> bool:
+    """Static shape and attributes, and at most ``cap`` elements."""
+    size = v.type.size
+    return isinstance(size, int) and size <= cap and not any(has_dim(a) for _, a in v.attrs.items)
 
 
 def has_dim(a: Any) -> bool:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ir.core import Func
 from ir.errors import GraphCallError, GraphError

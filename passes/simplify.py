@@ -11,8 +11,9 @@ exact (rounding, overflow, NaN for x < 0), so they are left alone.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -258,8 +259,8 @@ def fold_where_const(v: Value, facts: Facts) -> Value | None:
     return None if s is None else fit(a if s else b, v.type)
 
 
-def fold_cast_noop(v: Value, facts: Facts) -> Value | None:
-    """cast(x, dtype of x) -> x."""
+def fold_noop(v: Value, facts: Facts) -> Value | None:
+    """cast, reshape or broadcast_to of x to x's own type -> x."""
     x, = v.inputs
     return x if x.type == v.type else None
 
@@ -293,28 +294,11 @@ def fold_transpose_transpose(v: Value, facts: Facts) -> Value | None:
     return make("transpose", x.inputs[0], perm=tuple(inner[i] for i in outer))
 
 
-def fold_reshape_noop(v: Value, facts: Facts) -> Value | None:
-    """reshape(x, shape of x) -> x."""
+def fold_chain(v: Value, facts: Facts) -> Value | None:
+    """reshape(reshape(x)) -> reshape(x) and broadcast_to(broadcast_to(x)) -> broadcast_to(x)."""
     x, = v.inputs
-    return x if x.type == v.type else None
+    return make(v.op, x.inputs[0], shape=v.shape) if x.op == v.op else None
 
-
-def fold_reshape_chain(v: Value, facts: Facts) -> Value | None:
-    """reshape(reshape(x, a), b) -> reshape(x, b)."""
-    x, = v.inputs
-    return make("reshape", x.inputs[0], shape=v.shape) if x.op == "reshape" else None
-
-
-def fold_broadcast_noop(v: Value, facts: Facts) -> Value | None:
-    """broadcast_to(x, shape of x) -> x."""
-    x, = v.inputs
-    return x if x.type == v.type else None
-
-
-def fold_broadcast_chain(v: Value, facts: Facts) -> Value | None:
-    """broadcast_to(broadcast_to(x, a), b) -> broadcast_to(x, b)."""
-    x, = v.inputs
-    return make("broadcast_to", x.inputs[0], shape=v.shape) if x.op == "broadcast_to" else None
 
 def fold_broadcast_of_reshape(v: Value, facts: Facts) -> Value | None:
     """broadcast_to(reshape(x, a), s) -> broadcast_to(x, s) when the reshape only adds or drops
@@ -438,10 +422,10 @@ RULES: dict[str, tuple[RuleFn, ...]] = {
     "logical_not": (fold_not_not,),
     "stop_gradient": (fold_stop_gradient,),
     "where": (fold_where_same, fold_where_const),
-    "cast": (fold_cast_noop, fold_cast_roundtrip),
+    "cast": (fold_noop, fold_cast_roundtrip),
     "transpose": (fold_transpose_identity, fold_transpose_transpose),
-    "reshape": (fold_reshape_noop, fold_reshape_chain, fold_reshape_of_broadcast),
-    "broadcast_to": (fold_broadcast_noop, fold_broadcast_chain, fold_broadcast_of_reshape),
+    "reshape": (fold_noop, fold_chain, fold_reshape_of_broadcast),
+    "broadcast_to": (fold_noop, fold_chain, fold_broadcast_of_reshape),
     "slice": (fold_slice_identity,),
     "sum": (fold_reduce_unit, fold_reduce_broadcast),
     "max": (fold_reduce_unit, fold_reduce_broadcast),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import textwrap
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""constant_fold as IR text in and out (cases/constant_fold/*.ir), each case also checked with the interpreter on
+"""constant_fold as IR text in and out (cases/constant_fold/*.ir), each case also checked with
 random, NaN and Inf inputs."""
 from __future__ import annotations
 
