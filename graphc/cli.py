@@ -72,7 +72,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     elif args.emit == "obj":
         if args.o is None:
             return _usage("--emit obj needs -o FILE")
-        _write(model._need_native().object_code(), args.o)
+        # one object file per entry point: OUT.o -> OUT.forward.o, OUT.backward.o, ...
+        stem = args.o[:-2] if args.o.endswith(".o") else args.o
+        for name in model.funcs:
+            _write(model._need_native().object_code(name), f"{stem}.{name}.o")
+            print(f"wrote {stem}.{name}.o", file=sys.stderr)
     elif args.emit == "dot":
         from graphc.dot import to_dot
         _write(to_dot(model.optimized["forward"]), args.o)

@@ -8,14 +8,19 @@ import numpy as np
 
 import passes
 from graphc import init as initializers
+from graphc.errors import attach_snippet
 from graphc.program import GraphDef
 from ir import interp
 from ir.core import Func, Value, make
-from ir.errors import GraphCallError
+from ir.errors import GraphCallError, GraphError
 from ir.ops.registry import suggest
 from ir.types import DType, TensorType
 
 BACKENDS = ("native", "interp")
+
+# Verify (and print/read back) the IR after every pass. The test suite turns this on for every
+# model (tests/conftest.py); otherwise only -O0 does, as its job is to be the trustworthy build.
+VERIFY_EACH_PASS = False
 
 
 def grad_name(name: str) -> str:
@@ -51,7 +56,8 @@ class Model:
     """A compiled ``.graph`` graph. Call it with NumPy arrays by name."""
 
     def __init__(self, graph: GraphDef, *, opt_level: int = 2, backend: str = "native",
-                 cache: bool = True, check_numerics: bool = False) -> None:
+                 cache: bool = True, check_numerics: bool = False,
+                 verify_each: bool | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if opt_level not in (0, 1, 2, 3):
@@ -66,7 +72,10 @@ class Model:
                                                        (r.type for r in graph.forward.results)))
         self.grad_wrt: tuple[str, ...] = graph.grad.wrt if graph.grad else ()
         self.funcs = build_funcs(graph)
-        self.optimized = {k: passes.run_pipeline(f, opt_level) for k, f in self.funcs.items()}
+        self.verify_each = (VERIFY_EACH_PASS or opt_level == 0) if verify_each is None \
+            else verify_each
+        self.optimized = {k: passes.run_pipeline(f, opt_level, verify_each=self.verify_each)
+                          for k, f in self.funcs.items()}
         self._native = None
         if backend == "native":
             from runtime import compile_module
@@ -104,6 +113,14 @@ class Model:
 
     def _run(self, entry: str, args: dict[str, np.ndarray],
              inplace: dict[int, str] | None = None) -> list[np.ndarray]:
+        try:
+            return self._run_on_backend(entry, args, inplace)
+        except GraphError as e:           # run-time errors point at the .graph line, with a caret
+            raise attach_snippet(e, self.graph.source) if e.loc and \
+                e.loc.file == self.graph.filename else e
+
+    def _run_on_backend(self, entry: str, args: dict[str, np.ndarray],
+                        inplace: dict[int, str] | None) -> list[np.ndarray]:
         if self._native is not None:
             return self._native.call(entry, args, inplace=inplace) if inplace else \
                 self._native.call(entry, args)
@@ -158,7 +175,8 @@ class Model:
             elif after == "ir-unopt":
                 f = self.funcs[name]
             else:
-                f = passes.run_pipeline(self.funcs[name], self.opt_level, after=after)
+                f = passes.run_pipeline(self.funcs[name], self.opt_level, after=after,
+                                        verify_each=self.verify_each)
             texts.append(print_func(f))
         return "\n\n".join(texts) + "\n"
 

@@ -52,7 +52,7 @@ class SepPostLexer:
 def parser() -> Lark:
     return Lark((Path(__file__).parent / "grammar.lark").read_text(), parser="lalr",
                 lexer="basic", postlex=SepPostLexer(), propagate_positions=True,
-                maybe_placeholders=True)
+                maybe_placeholders=True, cache=True)   # grammar analysis cached on disk
 
 
 BINARY = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "**": "pow",

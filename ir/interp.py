@@ -82,8 +82,11 @@ def eval_value(v: Value, ins: list[np.ndarray], env: Mapping[str, int]) -> np.nd
     shape = v.type.concrete(env)
     if opdef.wants_out:
         attrs.update(out_shape=shape, out_dtype=v.dtype.np)
-    with np.errstate(all="ignore"):
-        out = np.asarray(opdef.ref(*ins, **attrs))
+    try:
+        with np.errstate(all="ignore"):
+            out = np.asarray(opdef.ref(*ins, **attrs))
+    except GraphError as e:
+        raise e.with_loc(v.loc)
     if out.shape != shape:
         raise AssertionError(f"{v.op} produced shape {out.shape}, its type says {v.type} = {shape}")
     if out.dtype != v.dtype.np:

@@ -11,13 +11,14 @@ from ir.core import Func
 
 class Pass(NamedTuple):
     run: Callable[[Func], Func]
-    doc: str                        # one line: what it does and what it keeps
+    doc: str                        # one line: what it does
 
 
 def _load(name: str) -> Pass:
+    """The pass in ``passes/<name>.py``; its doc is the first sentence of the module docstring."""
     mod = importlib.import_module(f"passes.{name}")
-    first_paragraph = (mod.__doc__ or name).strip().split("\n\n")[0]
-    return Pass(mod.run, " ".join(first_paragraph.split()))
+    text = " ".join((mod.__doc__ or name).replace("``", "").split())
+    return Pass(mod.run, text.split(". ")[0].rstrip(".") + ".")
 
 
 # Ordered as in the -O3 pipeline; the file name is the pass name (``--dump-after``, ``graphc

@@ -1,5 +1,5 @@
-"""Drop every value that no result needs, including the operands a slice does not read (the other
-pieces of a concat, the padding of a pad). Keeps: types, locs, the signature (unused params stay).
+"""Drop every value no result needs, and the concat pieces and padding that a slice never reads.
+Keeps: types, locs, the signature (unused params stay).
 
 A ``Func`` holds exactly the values reachable from its results, so gradients nobody asked for,
 and forward values only they needed, vanish as soon as nothing refers to them (and after

@@ -1,5 +1,5 @@
-"""Algebraic simplification by a table of exact rewrites (x*1, x+0, --x, transpose and reshape
-chains, sum of a broadcast, ...). Keeps: types, locs, results up to float rounding, every NaN.
+"""Exact algebraic rewrites from a table: x*1, x+0, --x, layout-op chains, sum of a broadcast.
+Keeps: types, locs, results up to float rounding, every NaN and Inf.
 
 The rule for NaN and Inf: a rewrite may change only the rounding of a result or the sign of a zero
 result (x + 0.0 gives +0.0 for x = -0.0); it never turns a NaN or an Inf into a number, nor a

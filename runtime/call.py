@@ -103,6 +103,8 @@ def error_for(plan: Plan, rc: int, env: Mapping[str, int]) -> GraphError:
             + ", ".join(f"{k} = {n}" for k, n in sorted(env.items())), v.loc)
     if kind == ERR_INDEX:
         v = plan.step_of[index]
+        if v.op == "one_hot":
+            return GraphCallError(f"a label is out of range [0, {dim_str(v.shape[-1])})", v.loc)
         return GraphCallError(f"{v.op}: an index is out of range for an axis of "
                               f"{v.inputs[0].type}", v.loc)
     if kind == ERR_NUMERICS:

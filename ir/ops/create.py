@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ir.core import Value, const
-from ir.errors import GraphTypeError
+from ir.errors import GraphCallError, GraphTypeError
 from ir.ops.registry import COMPOSITE, CREATE, REQUIRED, defop
 from ir.ops.rules import N, as_dim, as_dtype, as_shape, fail, no_grad, sample
 from ir.types import DType, TensorType
@@ -17,22 +17,33 @@ def _canon_one_hot(types: tuple[TensorType, ...], attrs: dict[str, Any]) -> dict
     depth = as_dim("one_hot", "depth", attrs["depth"])
     if isinstance(depth, int) and depth < 0:
         raise GraphTypeError(f"one_hot: negative depth {depth}")
-    return dict(depth=depth, dtype=as_dtype(attrs["dtype"]))
+    return dict(depth=depth, dtype=as_dtype(attrs["dtype"]), strict=bool(attrs["strict"]))
 
 
-def _one_hot_type(labels: TensorType, *, depth: Any, dtype: DType) -> TensorType:
+def _one_hot_type(labels: TensorType, *, depth: Any, dtype: DType, strict: bool) -> TensorType:
     if not labels.dtype.is_int:
         raise fail("one_hot", (labels,), f"labels must be integers, got {labels.dtype}")
     return TensorType(dtype, labels.shape + (depth,))
 
 
-defop("one_hot", CREATE, ("labels",), attrs=(("depth", REQUIRED), ("dtype", DType.f32)),
+def _one_hot_ref(labels: np.ndarray, *, depth: int, dtype: DType, strict: bool) -> np.ndarray:
+    if strict and labels.size and (labels.min() < 0 or labels.max() >= depth):
+        raise GraphCallError(f"one_hot: label out of range [0, {depth}): "
+                             f"{labels.min() if labels.min() < 0 else labels.max()}")
+    return (labels[..., None] == np.arange(depth)).astype(dtype.np)
+
+
+defop("one_hot", CREATE, ("labels",),
+      attrs=(("depth", REQUIRED), ("dtype", DType.f32), ("strict", False)),
       canon=_canon_one_hot, infer=_one_hot_type, vjp=no_grad, differentiable=False,
-      # a label outside [0, depth) gives a row of zeros, as jax.nn.one_hot
-      ref=lambda labels, *, depth, dtype: (labels[..., None] == np.arange(depth)).astype(dtype.np),
+      # a label outside [0, depth) gives a row of zeros, as jax.nn.one_hot; with strict=true
+      # (what the sparse losses use, so a bad label is never a silently wrong loss) it is a
+      # GraphCallError
+      ref=_one_hot_ref,
       samples=(sample("i64[N]", depth=4, domain=((-1, 5),)),
                sample("i32[N,2]", depth=3, dtype=DType.f64, domain=((0, 3),)),
-               sample("i64[]", depth=N, dtype=DType.bool, domain=((0, 1),), sizes=(1, 3))))
+               sample("i64[]", depth=N, dtype=DType.bool, domain=((0, 1),), sizes=(1, 3)),
+               sample("i64[N]", depth=3, strict=True, domain=((0, 3),))))
 
 
 def _canon_fill(types: tuple[TensorType, ...], attrs: dict[str, Any]) -> dict[str, Any]:

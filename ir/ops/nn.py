@@ -104,7 +104,7 @@ def _sparse_ce(logits: Value, labels: Value) -> Value:
         raise fail("sparse_softmax_cross_entropy", (logits.type, labels.type),
                    "needs float logits [..., C] and integer labels [...]")
     last = logits.type.rank - 1
-    hit = make("one_hot", labels, depth=logits.shape[-1], dtype=DType.bool)
+    hit = make("one_hot", labels, depth=logits.shape[-1], dtype=DType.bool, strict=True)
     picked = make("sum", call("where", hit, logits, 0), axis=last)   # where: no 0 * -inf
     return make("logsumexp", logits, axis=last) - picked
 

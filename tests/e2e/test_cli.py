@@ -102,3 +102,16 @@ def test_console_entry_point_runs_as_a_module() -> None:
     r = subprocess.run([sys.executable, "-m", "graphc", "passes"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("autodiff")
+
+
+def test_compile_emits_llvm_asm_and_objects(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    mlp = str(EXAMPLES / "mlp.graph")
+    rc, out, _ = run_cli(capsys, "compile", mlp, "--emit", "llvm")
+    assert rc == 0 and "target triple" in out and "define" in out
+    rc, out, _ = run_cli(capsys, "compile", mlp, "--emit", "asm")
+    assert rc == 0 and ("ymm" in out or "zmm" in out)          # vectorised loops
+    rc, _, err = run_cli(capsys, "compile", mlp, "--emit", "obj", "-o", str(tmp_path / "m.o"))
+    assert rc == 0
+    for name in ("forward", "backward", "sgd_step"):
+        assert (tmp_path / f"m.{name}.o").read_bytes()[:4] == b"\x7fELF"
+    assert run_cli(capsys, "compile", mlp, "--emit", "obj")[0] == 2          # needs -o

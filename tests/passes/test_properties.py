@@ -1,19 +1,22 @@
 """Random graphs (hypothesis): chains and DAGs with fan-out of elementwise, reduce, matmul,
 broadcast and layout ops, with constants that trigger the folds. The interpreter must give the
 same results before and after the -O3 pipeline, forward and backward, on random inputs with and
-without NaN and Inf, with N bound to 3, 1 and 0."""
+without NaN and Inf, with N bound to 3, 1 and 0; and native code at -O0 and -O3 must agree."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ir import interp
 from ir.core import Func, Value, const, make
 from ir.errors import GraphTypeError
 from ir.types import Dim, DType
 from passes import run_pipeline
-from tests.conftest import same_results
+from tests.conftest import assert_same, bindings, random_args, same_results
 
 N = Dim.sym("N")
 F = DType.f64
@@ -111,10 +114,31 @@ def test_o3_preserves_forward_results(recipe: list[tuple[str, int, int, int]]) -
 @SETTINGS
 @given(recipes)
 def test_o3_preserves_gradients(recipe: list[tuple[str, int, int, int]]) -> None:
-    import warnings
     func = backward(recipe)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")         # zero gradients warn; that is not under test
         reference = run_pipeline(func, 0)
         optimized = run_pipeline(func, 3)
     same_results(reference, optimized, rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=15, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(recipes, st.booleans())
+def test_native_o0_and_o3_match_the_interpreter(recipe: list[tuple[str, int, int, int]],
+                                                grad: bool) -> None:
+    from runtime import compile_module
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = run_pipeline(backward(recipe) if grad else forward(recipe), 0)
+        optimized = run_pipeline(reference, 3)
+    module = compile_module({"O0": reference, "O3": optimized}, cache=False)
+    rng = np.random.default_rng(0)
+    for env in bindings(reference):
+        for special in (False, True):
+            args = random_args(reference, env, rng, special)
+            want = interp.run(reference, args, env)
+            for level in ("O0", "O3"):
+                for i, (w, g) in enumerate(zip(want, module.call(level, args))):
+                    assert_same(w, g, f"{level} result {i} with {env}, special={special}",
+                                rtol=1e-9, atol=1e-12)
