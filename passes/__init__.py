@@ -1,5 +1,6 @@
 """graphc's passes, each a pure ``Func -> Func`` named after its module, and the pipelines that
-``-O0`` .. ``-O3`` run. ``run_pipeline`` (passes/manager.py) runs one, verifying after each pass."""
+``-O0`` .. ``-O3`` run. ``run_pipeline`` (passes/manager.py) runs one, verifying after each pass.
+Autodiff runs first; the optimisations leave a function that still holds grad ops unchanged."""
 from __future__ import annotations
 
 import importlib

@@ -16,7 +16,7 @@ from ir.core import Func, Value, const
 from ir.interp import eval_value
 from ir.ops import registry
 from ir.types import Dim, TensorType
-from passes.rewrite import rewrite
+from passes.rewrite import has_grad, rewrite
 
 MAX_ELEMENTS = 1024
 MAX_INPUT_ELEMENTS = 1 << 16
@@ -25,7 +25,7 @@ NEVER = ("arg", "const", "grad")
 
 
 def run(func: Func) -> Func:
-    return rewrite(func, fold)
+    return func if has_grad(func) else rewrite(func, fold)
 
 
 def fold(v: Value) -> Value:

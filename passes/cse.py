@@ -10,10 +10,12 @@ from typing import Any
 
 from ir.core import Func, Value
 from ir.ops import registry
-from passes.rewrite import rewrite
+from passes.rewrite import has_grad, rewrite
 
 
 def run(func: Func) -> Func:
+    if has_grad(func):
+        return func
     seen: dict[tuple[Any, ...], Value] = {}
 
     def merge(v: Value) -> Value:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from ir.core import Func, Value, make
 from ir.types import DimLike
-from passes.rewrite import rewrite
+from passes.rewrite import has_grad, rewrite
 
 
 def run(func: Func) -> Func:
-    return rewrite(func, drop_unread)
+    return func if has_grad(func) else rewrite(func, drop_unread)
 
 
 def drop_unread(v: Value) -> Value:

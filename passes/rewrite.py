@@ -94,6 +94,13 @@ def rewrite(func: Func, fn: Rule) -> Func:
     return Func(func.name, func.params, results, func.result_names)
 
 
+def has_grad(func: Func) -> bool:
+    """Whether ``grad`` ops are still unexpanded. Optimisations leave such a function alone:
+    merging, folding or replacing a value that a grad differentiates changes the gradient
+    (grad(c1 * c2, c1) with equal constants c1, c2 is c2, but 2 * c once CSE merges them)."""
+    return any(v.op == "grad" for v in func.values())
+
+
 def rebuild(v: Value, inputs: tuple[Value, ...]) -> Value:
     """``v`` with new inputs of the same types (so its own type stands), or ``v`` if unchanged."""
     if all(a is b for a, b in zip(inputs, v.inputs)):

@@ -21,13 +21,12 @@ from ir.core import Func, Value, const, make
 from ir.ops import registry
 from ir.ops.rules import reduced_shape
 from ir.types import DimLike, DType, TensorType, dim_prod
-from passes.rewrite import rewrite
+from passes.rewrite import has_grad, rewrite
 
 
 @dataclass(slots=True)
 class Facts:
     """What rules may ask about the function beyond a value's inputs."""
-    has_grad: bool                  # a grad op is still unexpanded: stop_gradient still matters
     finite: dict[int, tuple[Value, bool]] = field(default_factory=dict)  # keeps keys alive
 
 
@@ -35,7 +34,9 @@ RuleFn = Callable[[Value, Facts], "Value | None"]
 
 
 def run(func: Func) -> Func:
-    facts = Facts(has_grad=any(v.op == "grad" for v in func.values()))
+    if has_grad(func):
+        return func
+    facts = Facts()
 
     def simplify(v: Value) -> Value:
         for rule in RULES.get(v.op, ()) + KIND_RULES.get(registry.get(v.op).kind, ()):
@@ -242,8 +243,8 @@ def fold_not_not(v: Value, facts: Facts) -> Value | None:
 
 
 def fold_stop_gradient(v: Value, facts: Facts) -> Value | None:
-    """stop_gradient(x) -> x once every grad op is expanded (it is the identity then)."""
-    return None if facts.has_grad else v.inputs[0]
+    """stop_gradient(x) -> x: the identity once every grad op is expanded."""
+    return v.inputs[0]
 
 
 def fold_where_same(v: Value, facts: Facts) -> Value | None:

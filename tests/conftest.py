@@ -132,3 +132,10 @@ def assert_same(want: np.ndarray, got: np.ndarray, what: str, rtol: float, atol:
                                    err_msg=what)
     else:
         np.testing.assert_array_equal(got, want, err_msg=what)
+
+
+@pytest.fixture(autouse=True)
+def _verify_every_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every model a test compiles verifies (and prints/reads back) its IR after each pass."""
+    import graphc.model
+    monkeypatch.setattr(graphc.model, "VERIFY_EACH_PASS", True)

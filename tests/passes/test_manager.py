@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,34 @@ def test_zero_gradient_warning_is_the_front_ends_not_ours() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         run_pipeline(PASSES["autodiff"].run(mlp()), 3)
+
+
+def test_accept_rewrites_an_expectation_on_purpose(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.passes import cases
+    case_file = tmp_path / "neg.ir"
+    case_file.write_text(canonical("""
+        // fold_neg_neg
+        func @f(%x: f32[4]) -> (f32[4]) {
+          %0 = neg %x : f32[4]
+          %1 = neg %0 : f32[4]
+          return %1
+        }
+        // unchanged
+        // -----
+        // a single neg stays
+        func @f(%x: f32[4]) -> (f32[4]) {
+          %0 = neg %x : f32[4]
+          return %0
+        }
+        // unchanged""") + "\n")
+    first, second = cases.read("simplify", case_file)
+    with pytest.raises(AssertionError, match="simplify gave"):
+        cases.check(first)
+    monkeypatch.setenv("GRAPHC_ACCEPT", "1")
+    cases.check(first)
+    cases.check(second)
+    monkeypatch.delenv("GRAPHC_ACCEPT")
+    first, second = cases.read("simplify", case_file)
+    assert first.after == "func @f(%x: f32[4]) -> (f32[4]) {\n  return %x\n}"
+    assert second.after is None and second.title == "// a single neg stays"
