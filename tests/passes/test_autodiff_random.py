@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -72,3 +73,10 @@ def test_autodiff_random_graphs_match_finite_differences(case: tuple[Func, dict]
     want = numeric_grads(Func("g", func.params, (y,)), y, args, list(args))
     for name, g in zip(args, got[1:]):
         np.testing.assert_allclose(g, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.slow
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs())
+def test_autodiff_many_random_graphs_match_finite_differences(case: tuple[Func, dict]) -> None:
+    test_autodiff_random_graphs_match_finite_differences.hypothesis.inner_test(case)

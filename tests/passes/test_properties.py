@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -142,3 +143,20 @@ def test_native_o0_and_o3_match_the_interpreter(recipe: list[tuple[str, int, int
                 for i, (w, g) in enumerate(zip(want, module.call(level, args))):
                     assert_same(w, g, f"{level} result {i} with {env}, special={special}",
                                 rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.slow
+@settings(max_examples=600, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(recipes)
+def test_o3_preserves_gradients_many_graphs(recipe: list[tuple[str, int, int, int]]) -> None:
+    test_o3_preserves_gradients.hypothesis.inner_test(recipe)
+
+
+@pytest.mark.slow
+@settings(max_examples=120, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(recipes, st.booleans())
+def test_native_matches_the_interpreter_many_graphs(recipe: list[tuple[str, int, int, int]],
+                                                    grad: bool) -> None:
+    test_native_o0_and_o3_match_the_interpreter.hypothesis.inner_test(recipe, grad)
