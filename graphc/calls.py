@@ -7,17 +7,17 @@ import dataclasses
 from typing import Any, Iterator
 
 from graphc import ast as A
+from graphc.init import INITIALIZERS
 from graphc.program import Init
-from graphc.values import DTYPES, describe, tensors_like, to_attr
+from graphc.values import DTYPES, Weak, describe, tensors_like, to_attr, weak
 from ir.core import Value, make
 from ir.errors import GraphError, GraphTypeError, Loc
 from ir.ops import registry
+from ir.types import Dim
 
 Arg = tuple[Any, Loc]                    # an evaluated argument and where it was written
 Kwarg = tuple[str, Any, Loc]
 
-INITIALIZERS = {"zeros": (), "ones": (), "normal": ("std",), "uniform": ("lo", "hi"),
-                "glorot_uniform": (), "glorot_normal": (), "he_normal": (), "he_uniform": ()}
 
 
 def _plural(n: int, word: str) -> str:
@@ -41,7 +41,7 @@ def bind(what: str, slots: list[str], pos: list[Arg], kws: list[Kwarg], loc: Loc
     return bound
 
 
-def call_op(opdef: registry.OpDef, pos: list[Arg], kws: list[Kwarg], loc: Loc) -> Value:
+def call_op(opdef: registry.OpDef, pos: list[Arg], kws: list[Kwarg], loc: Loc) -> Value | Weak:
     """``name(a, b, k=v)``: operands are ``OpDef.inputs`` (a ``*xs`` input takes one list),
     then ``OpDef.attrs`` in order; literals among the operands are weakly typed."""
     inputs = [n.lstrip("*") for n in opdef.inputs]
@@ -58,7 +58,15 @@ def call_op(opdef: registry.OpDef, pos: list[Arg], kws: list[Kwarg], loc: Loc) -
                                  f"got {describe(items)}", iloc)
         operands = tensors_like(list(items), iloc)
     else:
-        operands = tensors_like([bound[n][0] for n in inputs], loc)
+        values = [bound[n][0] for n in inputs]
+        if values and opdef.kind in (registry.ELEMENTWISE, registry.COMPOSITE) \
+                and all(isinstance(v, (int, float, Dim, Weak)) and not isinstance(v, bool)
+                        for v in values):
+            # exp(1.0), sqrt(2), clip(0.5, -1, 1): weakly typed, like the literals themselves
+            attrs = {k: to_attr(v, f"{what} argument '{k}'", kloc)
+                     for k, (v, kloc) in bound.items() if k not in inputs}
+            return weak(opdef.name, values, loc, **attrs)
+        operands = tensors_like(values, loc)
     attrs = {k: to_attr(v, f"{what} argument '{k}'", kloc)
              for k, (v, kloc) in bound.items() if k not in inputs}
     try:
@@ -85,7 +93,7 @@ def initializer(name: A.Name, pos: list[Arg], kws: list[Kwarg], loc: Loc) -> Ini
         raise GraphTypeError(f"unknown initializer '{name.id}'" +
                              (registry.suggest(name.id, list(INITIALIZERS))
                               or f"; use one of {', '.join(INITIALIZERS)}"), name.loc)
-    want = list(INITIALIZERS[name.id])
+    want = list(INITIALIZERS[name.id].params)
     what = f"initializer '{name.id}'"
     bound = bind(what, want, pos, kws, loc)
     if len(bound) != len(want):
@@ -95,7 +103,11 @@ def initializer(name: A.Name, pos: list[Arg], kws: list[Kwarg], loc: Loc) -> Ini
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise GraphTypeError(f"an initializer argument must be a number, got "
                                  f"{describe(v)}", vloc)
-    return Init(name.id, tuple(float(bound[k][0]) for k in want))
+    args = tuple(float(bound[k][0]) for k in want)
+    why = INITIALIZERS[name.id].check(args)
+    if why:
+        raise GraphTypeError(f"{what}: {why}", loc)
+    return Init(name.id, args)
 
 
 def _names_in(e: Any) -> Iterator[A.Name]:

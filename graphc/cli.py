@@ -5,21 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
 import graphc
 import passes
-from ir.errors import GraphError
+from ir.errors import GraphError, GraphWarning
 
 
 def _bindings(items: Sequence[str]) -> dict[str, int]:
     out = {}
     for item in items:
         name, eq, value = item.partition("=")
-        if not eq or not value.strip().lstrip("-").isdigit():
-            raise SystemExit(_usage(f"--bind takes NAME=INT, got {item!r}"))
+        if not eq or not name.strip().isidentifier() or not value.strip().isdigit():
+            raise SystemExit(_usage(f"--bind takes NAME=N with N >= 0, got {item!r}"))
         out[name.strip()] = int(value)
     return out
 
@@ -36,8 +37,11 @@ def _write(text: str | bytes, out: str | None) -> None:
         else:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
-    with open(out, "wb" if isinstance(text, bytes) else "w") as f:
-        f.write(text)
+    try:
+        with open(out, "wb" if isinstance(text, bytes) else "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise graphc.GraphFileError(f"cannot write {out}: {e.strerror or e}") from None
 
 
 def _compile(args: argparse.Namespace, **kw: Any) -> graphc.Model:
@@ -60,8 +64,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
             if p not in names:
                 return _usage(f"no pass '{p}' in the -O{args.O} pipeline (try: "
                               f"{', '.join(names)})")
-            print(f"// ----- after {p} -----")
-            print(model.dump_ir(after=p), end="")
+        _write("".join(f"// ----- after {p} -----\n{model.dump_ir(after=p)}\n"
+                       for p in chosen), args.o)
         return 0
     if args.emit in ("ir", "ir-unopt"):
         _write(model.dump_ir(after="ir-unopt" if args.emit == "ir-unopt" else None), args.o)
@@ -99,10 +103,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
+    """Arrays by name from an ``.npz`` file; anything else is a GraphFileError, not a crash."""
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+    except (AttributeError, TypeError):           # np.load gave a plain array (.npy)
+        raise graphc.GraphFileError(f"{path} is not an .npz archive of named arrays "
+                                    f"(save one with numpy.savez)") from None
+    except Exception as e:                        # corrupt zip, pickle, permissions, ...
         raise graphc.GraphFileError(f"cannot read {path}: {e}") from None
 
 
@@ -112,7 +120,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = _load_npz(args.params) if args.params else model.init_params(args.seed)
     out = model(**inputs, **params)
     if args.o:
-        np.savez(args.o, **out)
+        try:
+            np.savez(args.o, **out)
+        except OSError as e:
+            raise graphc.GraphFileError(f"cannot write {args.o}: {e.strerror or e}") from None
     else:
         for name, a in out.items():
             print(f"{name}: {a.dtype}{list(a.shape)}\n{a}")
@@ -202,15 +213,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """GraphWarnings read like errors (their text names the .graph line), not Python's
+    ``file.py:123: GraphWarning`` with a line of graphc's source."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except GraphError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", GraphWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args))
+        except GraphError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ def to_dot(func: Func) -> str:
             label, shape = f"{v.attrs['name']}\\n{v.type}", "ellipse"
         elif v.op == "const":
             label, shape = f"const {v.attrs['value']}\\n{v.type}", "plaintext"
+        elif v.op == "fused":                  # a kernel: its body's name says what it computes
+            label, shape = f"fused {v.attrs['body'].name}\\n{v.type}", "box3d"
         else:
             label, shape = f"{v.op}\\n{v.type}", "box"
         lines.append(f'  {ids[id(v)]} [label="{label}", shape={shape}];')

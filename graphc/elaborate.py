@@ -326,8 +326,8 @@ class Elaborator:
         if n in DTYPES:
             return DTYPES[n]
         if isinstance(d, A.FnDef) or registry.lookup(n) is not None:
-            kind = "fn" if isinstance(d, A.FnDef) else "op"
-            raise GraphTypeError(f"'{n}' is a {kind}; call it: {n}(...)",
+            kind = "a fn" if isinstance(d, A.FnDef) else "an op"
+            raise GraphTypeError(f"'{n}' is {kind}; call it: {n}(...)",
                                  self.here(name.loc, scope))
         known = list(scope.names) + [k for k, v in self.defs.items()
                                      if isinstance(v, A.ConstDef)]
@@ -410,11 +410,11 @@ class Elaborator:
         if name == "grad":
             self.check_grad_call(e, scope)
         opdef = registry.lookup(name)
-        if opdef is None or opdef.kind == registry.SPECIAL and name != "grad":
+        if opdef is None or not opdef.callable_from_dsl:
             what = f"'{name}' is not a fn" if name in scope.names or d is not None \
                 else f"unknown fn or op '{name}'"
             fns = [k for k, v in self.defs.items() if isinstance(v, A.FnDef)]
-            ops = [o.name for o in registry.all() if o.kind != registry.SPECIAL]
+            ops = [o.name for o in registry.all() if o.callable_from_dsl]
             raise GraphTypeError(what + registry.suggest(name, fns + ops),
                                  self.here(e.func.loc, scope))
         return call_op(opdef, *self.args(e, scope), self.here(e.loc, scope))

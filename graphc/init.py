@@ -3,6 +3,7 @@ declaration order so that a seed reproduces every param."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -30,15 +31,37 @@ def _he_limit(shape: tuple[int, ...], k: float) -> float:
     return math.sqrt(k / max(fans(shape)[0], 1))
 
 
-INITIALIZERS: dict[str, tuple[int, Draw]] = {
-    "zeros": (0, lambda rng, s, a: np.zeros(s)),
-    "ones": (0, lambda rng, s, a: np.ones(s)),
-    "normal": (1, lambda rng, s, a: rng.normal(0.0, a[0], s)),
-    "uniform": (2, lambda rng, s, a: rng.uniform(a[0], a[1], s)),
-    "glorot_uniform": (0, lambda rng, s, a: rng.uniform(-_glorot_limit(s, 6), _glorot_limit(s, 6), s)),
-    "glorot_normal": (0, lambda rng, s, a: rng.normal(0.0, _glorot_limit(s, 2), s)),
-    "he_uniform": (0, lambda rng, s, a: rng.uniform(-_he_limit(s, 6), _he_limit(s, 6), s)),
-    "he_normal": (0, lambda rng, s, a: rng.normal(0.0, _he_limit(s, 2), s)),
+@dataclass(frozen=True)
+class Initializer:
+    params: tuple[str, ...]                      # argument names, in order
+    draw: Draw
+    check: Callable[[tuple[float, ...]], str | None] = lambda args: None   # why args are bad
+
+
+def _check_std(a: tuple[float, ...]) -> str | None:
+    return None if math.isfinite(a[0]) and a[0] >= 0 else f"std must be finite and >= 0, " \
+        f"got {a[0]:g}"
+
+
+def _check_range(a: tuple[float, ...]) -> str | None:
+    lo, hi = a
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(hi - lo)):
+        return f"lo and hi must be finite numbers, got {lo:g} and {hi:g}"
+    return None if lo <= hi else f"lo must be <= hi, got {lo:g} > {hi:g}"
+
+
+INITIALIZERS: dict[str, Initializer] = {
+    "zeros": Initializer((), lambda rng, s, a: np.zeros(s)),
+    "ones": Initializer((), lambda rng, s, a: np.ones(s)),
+    "normal": Initializer(("std",), lambda rng, s, a: rng.normal(0.0, a[0], s), _check_std),
+    "uniform": Initializer(("lo", "hi"), lambda rng, s, a: rng.uniform(a[0], a[1], s),
+                           _check_range),
+    "glorot_uniform": Initializer((), lambda rng, s, a: rng.uniform(
+        -_glorot_limit(s, 6), _glorot_limit(s, 6), s)),
+    "glorot_normal": Initializer((), lambda rng, s, a: rng.normal(0.0, _glorot_limit(s, 2), s)),
+    "he_uniform": Initializer((), lambda rng, s, a: rng.uniform(
+        -_he_limit(s, 6), _he_limit(s, 6), s)),
+    "he_normal": Initializer((), lambda rng, s, a: rng.normal(0.0, _he_limit(s, 2), s)),
 }
 
 
@@ -52,7 +75,7 @@ def init_params(params: tuple[Decl, ...], seed: int) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for decl in params:
         init = decl.init or default_init(decl)
-        _, draw = INITIALIZERS[init.name]
         shape = tuple(int(d) for d in decl.type.shape)
-        out[decl.name] = np.array(draw(rng, shape, init.args), dtype=decl.type.dtype.np)
+        drawn = INITIALIZERS[init.name].draw(rng, shape, init.args)
+        out[decl.name] = np.array(drawn, dtype=decl.type.dtype.np)
     return out

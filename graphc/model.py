@@ -15,6 +15,7 @@ from ir.core import Func, Value, make
 from ir.errors import GraphCallError, GraphError
 from ir.ops.registry import suggest
 from ir.types import DType, TensorType
+from passes import checkpoint as checkpointing
 
 BACKENDS = ("native", "interp")
 
@@ -57,7 +58,7 @@ class Model:
 
     def __init__(self, graph: GraphDef, *, opt_level: int = 2, backend: str = "native",
                  cache: bool = True, check_numerics: bool = False,
-                 verify_each: bool | None = None) -> None:
+                 verify_each: bool | None = None, checkpoint: Any = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if opt_level not in (0, 1, 2, 3):
@@ -74,13 +75,25 @@ class Model:
         self.funcs = build_funcs(graph)
         self.verify_each = (VERIFY_EACH_PASS or opt_level == 0) if verify_each is None \
             else verify_each
-        self.optimized = {k: passes.run_pipeline(f, opt_level, verify_each=self.verify_each)
-                          for k, f in self.funcs.items()}
+        # checkpoint: None, "elementwise", "all", a byte budget or {"budget": b, "N": n, ...}
+        self.checkpoint = checkpointing.policy(checkpoint)
+        self.optimized = {k: self._pipeline(k) for k in self.funcs}
         self._native = None
         if backend == "native":
             from runtime import compile_module
             self._native = compile_module(self.optimized, opt_level=opt_level, cache=cache,
                                           check_numerics=check_numerics)
+
+    def _pipeline(self, name: str, after: str | None = None) -> Func:
+        """Run the pass pipeline on entry point ``name`` (up to pass ``after``)."""
+        with checkpointing.using(self.checkpoint, self._forward_results(name)):
+            return passes.run_pipeline(self.funcs[name], self.opt_level, after=after,
+                                       verify_each=self.verify_each)
+
+    def _forward_results(self, name: str) -> int:
+        """How many leading results of entry ``name`` the forward computes (the rest are the
+        backward's: gradients, updated params)."""
+        return 1 if name == "sgd_step" else len(self.outputs)
 
     # -- calling -------------------------------------------------------------------------------
     def _prepare(self, entry: str, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -175,10 +188,37 @@ class Model:
             elif after == "ir-unopt":
                 f = self.funcs[name]
             else:
-                f = passes.run_pipeline(self.funcs[name], self.opt_level, after=after,
-                                        verify_each=self.verify_each)
-            texts.append(print_func(f))
+                f = self._pipeline(name, after)
+            texts.append(print_func(f) + self._fusion_notes(name, after))
         return "\n\n".join(texts) + "\n"
+
+    def _fusion_notes(self, name: str, after: str | None) -> str:
+        """After the fusion pass, one comment line (which ``ir.parse`` skips) per value that
+        was kept out of a kernel that uses it, saying why."""
+        if after != "fusion":
+            return ""
+        from passes import fusion
+        names = [n for n, _ in passes.describe_pipeline(self.opt_level)]
+        before = self._pipeline(name, names[names.index("fusion") - 1])
+        return "".join(f"\n# {note}" for note in fusion.explain(before))
+
+    def memory_plan(self, func: str | None = None, **dims: int) -> Any:
+        """The memory plan of entry ``func`` (default: backward if the graph has a grad line,
+        else forward) at the binding ``dims`` (e.g. ``N=256``): ``peak_bytes`` (the arena the
+        runtime allocates), ``peak_formula``, ``buffers`` (size, lifetime, slot of each kernel's
+        result) and ``saved`` (forward results the backward reads)."""
+        from passes import memplan
+        name = func or ("backward" if "backward" in self.funcs else "forward")
+        f = self._entry(name)
+        missing = sorted({s for p in f.params for s in p.type.symbols} - set(dims))
+        if missing:
+            raise GraphCallError(f"memory_plan needs a value for {', '.join(missing)} "
+                                 f"(e.g. memory_plan({missing[0]}=256))")
+        try:
+            return memplan.report(f, dims, self._forward_results(name))
+        except ValueError:
+            raise GraphCallError(f"{name} has no memory plan at -O{self.opt_level}: fusion and "
+                                 f"memory planning run at -O2 and -O3") from None
 
     def llvm_ir(self, func: str = "forward") -> str:
         return self._need_native().llvm_ir(func)

@@ -50,7 +50,39 @@ def describe(v: Any) -> str:
         return f"a list of {len(v)}"
     if isinstance(v, Multi):
         return f"{len(v.values)} values (unpack them: a, b = ...)"
+    if isinstance(v, Weak):
+        return "a number computed at run time"
     return repr(v)
+
+
+@dataclass(frozen=True)
+class Weak:
+    """A weakly typed scalar computed from literals and symbolic dims (``1.0 / N``,
+    ``exp(1.0)``, ``sqrt(2)``): like a literal, it adopts the dtype of the tensor it meets,
+    as in JAX; alone it is f32 (``is_float``) or i64."""
+    build: Callable[[DType], Value]
+    is_float: bool
+
+    def at(self, dtype: DType, like: Value | None, loc: Loc) -> Value:
+        if self.is_float and not dtype.is_float:
+            other = f"a tensor {like.type}" if like is not None else dtype
+            raise GraphTypeError(f"a float value computed from literals cannot be used with "
+                                 f"{other} (an integer dtype); cast it first", loc)
+        return self.build(dtype)
+
+
+def weak(op: str, operands: list[Any], loc: Loc, **attrs: Any) -> Weak:
+    """``op`` over literals, dims and weak values, typed later by what it meets."""
+    floaty = any(isinstance(x, float) or isinstance(x, Weak) and x.is_float for x in operands)
+
+    def build(dtype: DType) -> Value:
+        return make(op, *(to_tensor(x, None, loc, dtype) for x in operands), loc=loc, **attrs)
+    if not floaty:
+        try:                             # float-only ops (sqrt(2), 1 / N) make a float
+            build(DType.i64)
+        except GraphTypeError:
+            floaty = True
+    return Weak(build, floaty)
 
 
 def _is_number(v: Any) -> bool:
@@ -107,19 +139,23 @@ def _scalar_dtype_ok(x: Any, dtype: DType, like: Value | None, loc: Loc) -> None
                              f"(an integer dtype); cast it first", loc)
 
 
-def to_tensor(x: Any, like: Value | None, loc: Loc) -> Value:
-    """A tensor from ``x``: a weak literal adopts ``like``'s dtype (int: any numeric dtype;
-    float: any float dtype); without one, ints are i64 and floats f32. Dims become ``dim``."""
+def to_tensor(x: Any, like: Value | None, loc: Loc, dtype: DType | None = None) -> Value:
+    """A tensor from ``x``: a weak literal (or ``Weak`` value) adopts ``like``'s dtype (or
+    ``dtype``; int: any numeric dtype; float: any float dtype); without one, ints are i64 and
+    floats f32. Dims become ``dim``."""
     if isinstance(x, Value):
         return x
     if isinstance(x, tuple):
         return _list_tensor(x, like, loc)
     if isinstance(x, bool):
         return const(x, DType.bool, loc=loc)
+    dtype = like.dtype if like is not None else dtype
+    if isinstance(x, Weak):
+        return x.at(dtype or (DType.f32 if x.is_float else DType.i64), like, loc)
     if not _is_number(x):
         raise GraphTypeError(f"expected a tensor or a number, got {describe(x)}", loc)
-    dtype = like.dtype if like is not None else (
-        DType.f32 if isinstance(x, float) else DType.i64)
+    if dtype is None:
+        dtype = DType.f32 if isinstance(x, float) else DType.i64
     _scalar_dtype_ok(x, dtype, like, loc)
     if isinstance(x, Dim):
         return make("dim", value=x, dtype=dtype, loc=loc)
@@ -147,24 +183,27 @@ def to_attr(v: Any, what: str, loc: Loc) -> Any:
 # ---- compile-time arithmetic ----------------------------------------------------------------
 
 def static_neg(x: Any, loc: Loc) -> Any:
+    if isinstance(x, Weak):
+        return weak("neg", [x], loc)
     if not _is_number(x):
         raise GraphTypeError(f"cannot negate {describe(x)}", loc)
     return -x
 
 
-def _dims_as_tensors(op: str, x: Any, y: Any, loc: Loc) -> Value:
+def _dims_as_tensors(op: str, x: Any, y: Any, loc: Loc) -> Weak:
     """A symbolic dim in arithmetic that dims cannot express (``1.0 / N``, ``N > 3``) is read
-    at run time with the ``dim`` op."""
-    floaty = op == "div" or isinstance(x, float) or isinstance(y, float)
-    dtype = DType.f32 if floaty else DType.i64
-    a, b = (make("dim", value=v, dtype=dtype, loc=loc) if isinstance(v, Dim) else
-            const(v, dtype, loc=loc) for v in (x, y))
-    return make(op, a, b, loc=loc)
+    at run time with the ``dim`` op, weakly typed like a literal."""
+    return weak(op, [x, y], loc)
 
 
 def static_binary(op: str, x: Any, y: Any, loc: Loc) -> Any:
     """Fold ``x op y`` for compile-time values; ints stay ints except ``/`` and negative
     powers, as in Python. Symbolic dims stay polynomials under + - * and int powers."""
+    if isinstance(x, Weak) or isinstance(y, Weak):
+        if not all(_is_number(v) or isinstance(v, Weak) for v in (x, y)) or op == "matmul":
+            raise GraphTypeError(f"cannot compute {describe(x)} {SYMBOL[op]} {describe(y)}",
+                                 loc)
+        return weak(op, [x, y], loc)
     if not (_is_number(x) and _is_number(y)):
         same = type(x) is type(y) and isinstance(x, (bool, str, DType))
         if op in ("eq", "ne") and same:

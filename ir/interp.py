@@ -7,7 +7,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ir.core import Func, Value
-from ir.errors import GraphCallError, GraphError
+from ir import shapecheck
+from ir.errors import GraphCallError, GraphError, NumericsError
 from ir.ops import registry
 from ir.types import Dim, DimLike, TensorType, dim_eval
 
@@ -94,9 +95,16 @@ def eval_value(v: Value, ins: list[np.ndarray], env: Mapping[str, int]) -> np.nd
     return out
 
 
+def _has_nonfinite(a: np.ndarray) -> bool:
+    return a.dtype.kind == "f" and not np.isfinite(a).all()
+
+
 def run(func: Func, args: Mapping[str, Any] | Sequence[Any],
-        env: Mapping[str, int] | None = None) -> list[np.ndarray]:
-    """Evaluate ``func`` on arrays given by argument name (or position); returns its results."""
+        env: Mapping[str, int] | None = None, *, check_numerics: bool = False
+        ) -> list[np.ndarray]:
+    """Evaluate ``func`` on arrays given by argument name (or position); returns its results.
+    Dims are bound from the arguments (or taken from ``env``) and checked (``ir.shapecheck``);
+    ``check_numerics`` raises NumericsError at the first argument or op that holds NaN/Inf."""
     if not isinstance(args, Mapping):
         args = {p.attrs["name"]: a for p, a in zip(func.params, args)}
     arrays: dict[int, np.ndarray] = {}
@@ -109,7 +117,15 @@ def run(func: Func, args: Mapping[str, Any] | Sequence[Any],
         arrays[id(p)] = a.astype(p.dtype.np, copy=False)
         named.append((name, p.type, a.shape))
     env = dict(env) if env is not None else bind_dims(named)
+    shapecheck.check(shapecheck.requirements(func), env)
+    if check_numerics:
+        for p in func.params:
+            if _has_nonfinite(arrays[id(p)]):
+                raise NumericsError(f"argument '{p.attrs['name']}' contains NaN or Inf", p.loc)
     for v in func.values():
         if id(v) not in arrays:
-            arrays[id(v)] = eval_value(v, [arrays[id(i)] for i in v.inputs], env)
+            out = eval_value(v, [arrays[id(i)] for i in v.inputs], env)
+            if check_numerics and _has_nonfinite(out):
+                raise NumericsError(f"{v.op} produced NaN or Inf (result {v.type})", v.loc)
+            arrays[id(v)] = out
     return [arrays[id(r)] for r in func.results]

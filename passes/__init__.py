@@ -25,17 +25,19 @@ def _load(name: str) -> Pass:
 # Ordered as in the -O3 pipeline; the file name is the pass name (``--dump-after``, ``graphc
 # passes``).
 PASSES: dict[str, Pass] = {name: _load(name) for name in
-                           ("autodiff", "constant_fold", "simplify", "cse", "dce")}
+                           ("autodiff", "constant_fold", "simplify", "cse", "dce", "checkpoint",
+                            "fusion", "memplan")}
 
 # Passes correctness needs: in every pipeline, never skipped by opt-bisect.
 REQUIRED: tuple[str, ...] = ("autodiff",)
 
 _ROUND = ("constant_fold", "simplify", "cse")
+_KERNELS = ("checkpoint", "fusion", "memplan")       # the backend runs the kernels they give
 PIPELINES: tuple[tuple[str, ...], ...] = (
     REQUIRED,                                        # -O0
     REQUIRED + ("simplify", "cse", "dce"),           # -O1
-    REQUIRED + _ROUND + ("dce",),                    # -O2 (default)
-    REQUIRED + _ROUND + _ROUND + ("dce",),           # -O3: a 2nd round finds what the 1st exposed
+    REQUIRED + _ROUND + ("dce",) + _KERNELS,         # -O2 (default)
+    REQUIRED + _ROUND + _ROUND + ("dce",) + _KERNELS,  # -O3: a 2nd round finds more
 )
 
 from passes.manager import describe_pipeline, format_stats, run_pipeline  # noqa: F401

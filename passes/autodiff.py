@@ -62,14 +62,14 @@ def grad_of(y: Value, xs: Sequence[Value]) -> list[Value | None]:
     return [cts.get(id(x)) for x in xs]
 
 
-def _zero_grad(y: Value, x: Value, why: str) -> Value:
-    warnings.warn(GraphWarning(f"{x.loc or y.loc}: gradient of {_name(y)} w.r.t. {_name(x)} "
-                               f"is identically zero ({why})"), stacklevel=3)
+def _zero_grad(x: Value, where: Value) -> Value:
+    """An exact zero for a gradient that does not depend on its target, with a warning that
+    points at the ``grad`` that asked for it."""
+    name = x.attrs["name"] if x.op == "arg" else f"the {x.op} value at {x.loc}"
+    warnings.warn(GraphWarning(f"{where.loc or x.loc}: the gradient w.r.t. {name} is "
+                               f"identically zero: {name} does not reach the differentiated "
+                               f"value, or reaches it only through stop_gradient"), stacklevel=2)
     return const(0.0, x.dtype, x.shape, loc=x.loc)
-
-
-def _name(v: Value) -> str:
-    return v.attrs["name"] if v.op == "arg" else f"the {v.op} value"
 
 
 def run(func: Func) -> Func:
@@ -94,8 +94,7 @@ def run(func: Func) -> Func:
             xs = [built[id(w)] for w in wanted[id(y)] if id(w) in built]
             sweeps[id(y)] = dict(zip(map(id, xs), grad_of(built[id(y)], xs)))
         gx = sweeps[id(y)].get(id(ins[1]))
-        built[id(v)] = gx if gx is not None else _zero_grad(
-            ins[0], ins[1], "not reached, or only through stop_gradient")
+        built[id(v)] = gx if gx is not None else _zero_grad(ins[1], v)
         return built[id(v)]
 
     return transform(func, expand)

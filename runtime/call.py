@@ -1,6 +1,7 @@
 """The calling convention: check and convert the caller's arrays (SPEC section 5), bind the
-symbolic dims, allocate fresh outputs, pack one pointer block and make one native call with the
-GIL released; error codes from the native side become GraphCallError / NumericsError."""
+symbolic dims, allocate fresh outputs, take this thread's arena (grown if this binding needs
+more), pack one pointer block and make one native call with the GIL released; error codes from
+the native side become GraphCallError / NumericsError."""
 from __future__ import annotations
 
 import ctypes
@@ -12,6 +13,7 @@ from ir.errors import GraphCallError, GraphError, NumericsError
 from ir.interp import bind_dims
 from ir.ops.registry import suggest
 from ir.types import dim_str
+from runtime.arena import Arena, arena_bytes
 from runtime.plan import (ERR_ALLOC, ERR_ARG_NUMERICS, ERR_BOUNDS, ERR_INDEX, ERR_NUMERICS, Plan)
 
 ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)   # CFUNCTYPE drops the GIL
@@ -69,8 +71,8 @@ def check_inplace(plan: Plan, inplace: Mapping[int, str], args: Mapping[str, Any
 
 
 def invoke(plan: Plan, native: Any, args: Mapping[str, Any],
-           inplace: Mapping[int, str] | None = None, dims: Mapping[str, int] | None = None
-           ) -> list[np.ndarray]:
+           inplace: Mapping[int, str] | None = None, dims: Mapping[str, int] | None = None,
+           arena: Arena | None = None) -> list[np.ndarray]:
     arrays, env = prepare_args(plan, args, dims)
     func = plan.func
     # a negative extent means a bounds check will fail natively, before anything is written
@@ -82,14 +84,30 @@ def invoke(plan: Plan, native: Any, args: Mapping[str, Any],
         if outs[r] is None:
             outs[r] = np.empty(shape, func.results[r].dtype.np)
             mask |= 1 << r
+        elif direct(plan, r, outs[r], arrays):
+            mask |= 1 << r
     dims = np.array([env[s] for s in plan.symbols] or [0], np.int64)
-    block = (ctypes.c_void_p * (len(arrays) + len(outs) + 2))(
+    space = (arena or Arena()).get(arena_bytes(plan, env, mask))
+    block = (ctypes.c_void_p * (len(arrays) + len(outs) + 3))(
         *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs],
-        dims.ctypes.data, mask)
+        dims.ctypes.data, mask, space)
     rc = native(ctypes.addressof(block))
     if rc:
         raise error_for(plan, rc, env)
     return outs   # type: ignore[return-value]
+
+
+def direct(plan: Plan, r: int, target: np.ndarray, arrays: list[np.ndarray]) -> bool:
+    """Whether result ``r`` may be written straight into the caller's ``target`` (else it is
+    staged in the arena and copied at the end): ``target`` shares no memory with any argument,
+    or it is exactly the array of the param the plan lets this result overwrite."""
+    names = [p.attrs["name"] for p in plan.func.params]
+    shared = [k for k, a in enumerate(arrays) if np.may_share_memory(a, target)]
+    if not shared:
+        return True
+    a = arrays[shared[0]]
+    return len(shared) == 1 and plan.inplace.get(r) == names[shared[0]] and \
+        a.ctypes.data == target.ctypes.data and a.nbytes == target.nbytes
 
 
 def error_for(plan: Plan, rc: int, env: Mapping[str, int]) -> GraphError:

@@ -12,8 +12,8 @@ import llvmlite.ir as ir
 
 from ir.ops import registry
 from ir.types import DimLike, DType
-from runtime.emit import I1, I32, I64, PTR, Emitter, mem_type
-from runtime.plan import (ERR_ARG_NUMERICS, ERR_NUMERICS, Lazy, Operand, Plan, View,
+from runtime.emit import I1, I32, I64, PTR, Emitter, mem_type, reg_type
+from runtime.plan import (ERR_ARG_NUMERICS, ERR_NUMERICS, Acc, Lazy, Operand, Plan, Reg, View,
                           buffers_read, contiguous)
 
 ENTRY = "graphc_entry"
@@ -69,6 +69,7 @@ class Kernel:
         self.ptrs: dict[int, ir.Value] = {b: a for b, a in zip(self.bufs, self.fn.args[1:])}
         self.dims = DimEval(self.entry, self.fn.args[0], cg.plan.symbols)
         self.code: ir.Value | None = None      # an error code a kernel body may set
+        self.acc: ir.Value | None = None       # the matmul result an epilogue reads (Acc)
 
     def dim(self, d: DimLike) -> ir.Value:
         return self.dims.get(d)
@@ -92,6 +93,13 @@ class Kernel:
     def load(self, op: Operand, idx: Sequence[ir.Value]) -> ir.Value:
         if isinstance(op, View):
             return self.em.load(self.ptr(op.buf), self.index(op, idx), op.dtype)
+        if isinstance(op, Reg):
+            return self.b.load(op.slot, typ=reg_type(op.dtype))
+        if isinstance(op, Acc):
+            assert self.acc is not None
+            return self.acc
+        if op.value.op == "dim":
+            return self.em.cast(self.dim(op.value.attrs["value"]), op.value.dtype)
         xs = [self.load(a, idx) for a in op.args]
         return lower_elementwise(self.em, op.value, xs)
 
@@ -129,13 +137,18 @@ def coalesce(shape: Sequence[DimLike], views: list[View]) -> tuple[list[DimLike]
 def map_views(op: Operand, views: dict[int, View]) -> Operand:
     if isinstance(op, View):
         return views[id(op)]
-    return Lazy(op.value, tuple(map_views(a, views) for a in op.args))
+    if isinstance(op, Lazy):
+        return Lazy(op.value, tuple(map_views(a, views) for a in op.args))
+    return op
 
 
 def leaves(op: Operand) -> list[View]:
     if isinstance(op, View):
         return [op]
-    return [x for a in op.args for x in leaves(a)]
+    if isinstance(op, Lazy):
+        return [x for a in op.args for x in leaves(a)]
+    return []
+
 
 
 def emit_map(k: Kernel, out: View, expr: Operand) -> None:

@@ -1,6 +1,6 @@
-"""The exported driver of an entry point: reads the argument block, checks run-time bounds,
-allocates one 64-byte-aligned workspace for this call (so concurrent calls share nothing),
-runs the step kernels in order, writes the results and frees the workspace."""
+"""The exported driver of an entry point: reads the argument block, checks run-time bounds, places
+every buffer in the caller's arena (one per model and thread, so concurrent calls share nothing)
+at the plan's offsets, runs the step kernels in order and writes the results."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
@@ -9,18 +9,10 @@ import llvmlite.ir as ir
 
 from ir.types import dim_mul
 from runtime.emit import I1, I32, I64, PTR, Emitter
-from runtime.plan import ERR_ALLOC, ERR_BOUNDS
+from runtime.plan import ERR_BOUNDS
 
 if TYPE_CHECKING:
     from runtime.codegen import Codegen, Kernel
-
-ALIGN = 64
-
-
-def _decl(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
-    fn = module.globals.get(name)
-    return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name)
-
 
 def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | None],
                 arg_checks: Sequence[Kernel]) -> ir.Function:
@@ -43,14 +35,13 @@ def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | 
     outs = [arg(n_params + r) for r in range(n_results)]
     dims = DimEval(entry, arg(n_params + n_results), plan.symbols)
     mask = arg(n_params + n_results + 1, I64)
+    ws = arg(n_params + n_results + 2)
 
-    def fail_if(bad: ir.Value, code: ir.Value, ws: ir.Value | None = None) -> None:
+    def fail_if(bad: ir.Value, code: ir.Value) -> None:
         err = fn.append_basic_block("fail")
         ok = fn.append_basic_block("ok")
         b.cbranch(bad, err, ok)
         b.position_at_end(err)
-        if ws is not None:
-            b.call(free, [ws])
         b.ret(code)
         b.position_at_end(ok)
 
@@ -65,30 +56,6 @@ def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | 
         bf = plan.buffers[buf]
         return dims.get(dim_mul(bf.size, bf.dtype.itemsize))
 
-    def round_up(n: ir.Value) -> ir.Value:
-        return b.and_(b.add(n, ir.Constant(I64, ALIGN - 1)), ir.Constant(I64, -ALIGN))
-
-    regions: list[tuple[list[int], ir.Value]] = []
-    for members in plan.slots:
-        size: ir.Value = ir.Constant(I64, 0)
-        for m in members:
-            n = nbytes(m)
-            size = b.select(b.icmp_signed(">", n, size), n, size)
-        regions.append((members, size))
-    for bi, bf in enumerate(plan.buffers):
-        if bf.kind == "result":
-            regions.append(([bi], nbytes(bi)))
-    total: ir.Value = ir.Constant(I64, ALIGN)
-    offsets: dict[int, ir.Value] = {}
-    for members, size in regions:
-        for m in members:
-            offsets[m] = total
-        total = b.add(total, round_up(size))
-    alloc = _decl(cg.module, "aligned_alloc", PTR, [I64, I64])
-    free = _decl(cg.module, "free", ir.VoidType(), [PTR])
-    ws = b.call(alloc, [ir.Constant(I64, ALIGN), total], name="ws")
-    fail_if(b.icmp_unsigned("==", ws, ir.Constant(PTR, None)), ir.Constant(I32, ERR_ALLOC << 24))
-
     def bit(r: int) -> ir.Value:
         v = b.and_(b.lshr(mask, ir.Constant(I64, r)), ir.Constant(I64, 1))
         return b.trunc(v, I1)
@@ -99,13 +66,15 @@ def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | 
             ptrs[bi] = params[bf.index]
         elif bf.kind == "output":
             ptrs[bi] = outs[bf.index]
-        elif bi in offsets:
-            p = b.gep(ws, [offsets[bi]], source_etype=ir.IntType(8))
-            ptrs[bi] = b.select(bit(bf.index), outs[bf.index], p) if bf.kind == "result" else p
+        elif bf.kind == "slot":
+            ptrs[bi] = b.gep(ws, [dims.get(plan.offsets[bi])], source_etype=ir.IntType(8))
+        elif bf.kind == "result":
+            p = b.gep(ws, [dims.get(plan.stage[bi])], source_etype=ir.IntType(8))
+            ptrs[bi] = b.select(bit(bf.index), outs[bf.index], p)
 
     def run(k: Kernel) -> None:
         rc = b.call(k.fn, [dims.dims_ptr] + [ptrs[x] for x in k.bufs])
-        fail_if(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), rc, ws)
+        fail_if(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), rc)
 
     for k in list(arg_checks) + list(steps):
         run(k)
@@ -118,7 +87,6 @@ def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | 
             with b.if_then(b.not_(bit(r))):
                 em.intrinsic("memcpy", [outs[r], ptrs[own], nbytes(own), ir.Constant(I1, 0)],
                              ret=ir.VoidType(), over=[PTR, PTR, I64])
-    b.call(free, [ws])
     b.ret(ir.Constant(I32, 0))
     ir.IRBuilder(entry).branch(start)
     return fn

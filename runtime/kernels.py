@@ -11,6 +11,8 @@ import llvmlite.ir as ir
 from ir.ops import registry
 from ir.ops.rules import reduce_identity
 from ir.types import DimLike, DType, dim_add, dim_mul, dim_prod
+from ir.ops.fused import FUSED
+from runtime import fusedgen
 from runtime.codegen import Kernel, emit_copy, emit_map
 from runtime.emit import I64, is_float, reg_type
 from runtime.plan import ERR_INDEX, Lazy, Operand, Step, View, broadcast_view, contiguous
@@ -20,7 +22,9 @@ RFLAGS = ("reassoc", "contract")   # lets the vectoriser reorder float sums
 
 def emit_step(k: Kernel, s: Step) -> None:
     opdef = registry.get(s.value.op)
-    if s.kind == "copy":
+    if s.kind == FUSED:
+        fusedgen.emit(k, s)
+    elif s.kind == "copy":
         emit_copy(k, s.out, s.args[0], _shape(s.args[0]))
     elif s.kind == registry.ELEMENTWISE:
         emit_map(k, s.out, Lazy(s.value, s.args))
@@ -64,7 +68,7 @@ def emit_reduce(k: Kernel, s: Step, how: str, identity: float) -> None:
     """Loop over the input in its own order; the output (seen with the reduced axes at stride 0)
     accumulates, in a register over the trailing run of reduced axes."""
     x = s.args[0]
-    xshape = _shape(x)
+    xshape = s.value.inputs[0].shape
     axes = s.value.attrs["axis"]
     start = k.em.const(reduce_identity(identity, s.value.dtype), reg_type(s.value.dtype))
     _fill(k, s.out, start)
@@ -89,11 +93,11 @@ def emit_reduce(k: Kernel, s: Step, how: str, identity: float) -> None:
 def emit_argreduce(k: Kernel, s: Step, how: str) -> None:
     """First index of the extreme over the reduced axes (row-major); the first NaN wins."""
     x = s.args[0]
-    xshape = _shape(x)
+    xshape = s.value.inputs[0].shape
     axes = s.value.attrs["axis"]
     kept = [i for i in range(len(xshape)) if i not in axes]
     em, b = k.em, k.b
-    dt = x.dtype if isinstance(x, View) else x.value.dtype
+    dt = s.value.inputs[0].dtype
     out = contiguous(s.out.buf, s.out.dtype, tuple(xshape[i] for i in kept))
     with em.loop_nest([k.dim(xshape[i]) for i in kept], "a") as oi:
         best = em.alloca_entry(reg_type(dt), "best")
@@ -120,9 +124,12 @@ def emit_argreduce(k: Kernel, s: Step, how: str) -> None:
         k.store(b.load(where, typ=I64), out, oi)
 
 
-def emit_matmul(k: Kernel, s: Step) -> None:
-    """C = A @ B with NumPy's rules. Row-axpy order (i, k, j) keeps the inner loop unit-stride
-    on B and C; when B is unit-stride along k instead (a transposed view), dot products."""
+def emit_matmul(k: Kernel, s: Step, epi: Operand | None = None) -> None:
+    """C = A @ B with NumPy's rules, then ``epi`` (a tree over C's shape whose ``Acc`` leaf is
+    the product) on each element before it is stored. Full MR x NV-vector tiles accumulate in
+    registers; the rest runs row by row over column blocks accumulated on the stack, or as dot
+    products when B is unit-stride along k (a transposed view). C is written once, after the
+    epilogue read its other inputs at that element, so C may overwrite one of them in place."""
     a, bv = (_as_matrix(x, first) for x, first in zip(s.args, (True, False)))
     m, kk, n = a.shape[-2], a.shape[-1], bv.shape[-1]
     batch = _batch_shape(a, bv)
@@ -135,30 +142,30 @@ def emit_matmul(k: Kernel, s: Step) -> None:
     with em.loop_nest([k.dim(d) for d in batch], "mb") as bi:
         M, K, Nn = k.dim(m), k.dim(kk), k.dim(n)
         if dot:
-            _matmul_dot(k, a, bv, c, bi, M, K, Nn)
+            _matmul_dot(k, a, bv, c, bi, M, K, Nn, epi)
         elif not tiled:
-            _matmul_axpy(k, a, bv, c, bi, (zero, M), (zero, Nn), K)
+            _matmul_rows(k, a, bv, c, bi, (zero, M), (zero, Nn), K, epi)
         else:
             lanes = 64 // s.value.dtype.itemsize
             mfull = k.b.mul(k.b.sdiv(M, ir.Constant(I64, MR)), ir.Constant(I64, MR))
             nfull = k.b.mul(k.b.sdiv(Nn, ir.Constant(I64, NV * lanes)),
                             ir.Constant(I64, NV * lanes))
-            _matmul_tiles(k, a, bv, c, bi, mfull, nfull, K, lanes)
-            _matmul_axpy(k, a, bv, c, bi, (zero, mfull), (nfull, Nn), K)
-            _matmul_axpy(k, a, bv, c, bi, (mfull, M), (zero, Nn), K)
+            _matmul_tiles(k, a, bv, c, bi, mfull, nfull, K, lanes, epi)
+            _matmul_rows(k, a, bv, c, bi, (zero, mfull), (nfull, Nn), K, epi)
+            _matmul_rows(k, a, bv, c, bi, (mfull, M), (zero, Nn), K, epi)
 
 
 MR, NV = 4, 2      # micro-tile: MR rows x NV vectors of C held in registers over the k loop
+BLOCK = 64         # columns of one row accumulated on the stack outside full tiles
 
 
 def _matmul_tiles(k: Kernel, a: View, bv: View, c: View, bi: list, mfull: ir.Value,
-                  nfull: ir.Value, K: ir.Value, lanes: int) -> None:
+                  nfull: ir.Value, K: ir.Value, lanes: int, epi: Operand | None) -> None:
     """Full MR x (NV*lanes) tiles: vector loads of B rows, A broadcast, FMAs into registers."""
     em, b = k.em, k.b
-    et = reg_type(c.dtype)
+    et = reg_type(a.dtype)              # the product's dtype; C's may differ after an epilogue
     vt = ir.VectorType(et, lanes)
     zeros = ir.Constant(vt, [ir.Constant(et, 0.0)] * lanes)
-    splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
     with em.loop(b.sdiv(mfull, ir.Constant(I64, MR)), "ti") as ti:
         i0 = b.mul(ti, ir.Constant(I64, MR))
         with em.loop(b.sdiv(nfull, ir.Constant(I64, NV * lanes)), "tj") as tj:
@@ -172,48 +179,61 @@ def _matmul_tiles(k: Kernel, a: View, bv: View, c: View, bi: list, mfull: ir.Val
                 for v in range(NV):
                     j = b.add(j0, ir.Constant(I64, v * lanes))
                     p = b.gep(k.ptr(bv.buf), [k.index(bv, bi + [kx, j])], source_etype=et)
-                    bvecs.append(b.load(p, typ=vt, align=c.dtype.itemsize))
+                    bvecs.append(b.load(p, typ=vt, align=a.dtype.itemsize))
                 for r in range(MR):
                     x = k.load(a, bi + [b.add(i0, ir.Constant(I64, r)), kx])
-                    xs = b.shuffle_vector(b.insert_element(ir.Constant(vt, ir.Undefined), x,
-                                                           ir.Constant(ir.IntType(32), 0)),
-                                          ir.Constant(vt, ir.Undefined), splat_mask)
+                    xs = fusedgen.splat(k, x, lanes)
                     for v in range(NV):
                         slot = accs[r][v]
                         b.store(em.intrinsic("fma", [xs, bvecs[v], b.load(slot, typ=vt)]), slot)
             for r in range(MR):
                 for v in range(NV):
                     j = b.add(j0, ir.Constant(I64, v * lanes))
-                    idx = k.index(c, bi + [b.add(i0, ir.Constant(I64, r)), j])
-                    p = b.gep(k.ptr(c.buf), [idx], source_etype=et)
-                    b.store(b.load(accs[r][v], typ=vt), p, align=c.dtype.itemsize)
+                    at = bi + [b.add(i0, ir.Constant(I64, r)), j]
+                    out = fusedgen.epilogue(k, epi, b.load(accs[r][v], typ=vt), at, lanes)
+                    fusedgen.vstore(k, out, c, at)
 
 
-def _matmul_axpy(k: Kernel, a: View, bv: View, c: View, bi: list, rows: tuple, cols: tuple,
-                 K: ir.Value) -> None:
-    """C[rows, cols] = A[rows] @ B[:, cols], row by row as axpys (inner loop over columns)."""
+def _matmul_rows(k: Kernel, a: View, bv: View, c: View, bi: list, rows: tuple, cols: tuple,
+                 K: ir.Value, epi: Operand | None) -> None:
+    """C[rows, cols] = A[rows] @ B[:, cols], a row at a time in blocks of BLOCK columns: the
+    block accumulates as axpys (inner loop over columns) in a stack array, then is stored."""
     em, b = k.em, k.b
-    fl = c.dtype.is_float
-    zero = em.const(0, reg_type(c.dtype))
+    fl = a.dtype.is_float
+    et = reg_type(a.dtype)
+    zero = em.const(0, et)
+    acc = em.alloca_entry(ir.ArrayType(et, BLOCK), "rowacc")
+    width = b.sub(cols[1], cols[0])
+    blocks = b.sdiv(b.add(width, ir.Constant(I64, BLOCK - 1)), ir.Constant(I64, BLOCK))
+
+    def cell(j: ir.Value) -> ir.Value:
+        return b.gep(acc, [ir.Constant(I64, 0), j], inbounds=True)
     with em.loop(rows[1], "mi", start=rows[0]) as i:
-        with em.loop(cols[1], "mz", start=cols[0]) as j:
-            k.store(zero, c, bi + [i, j])
-        with em.loop(K, "mk") as kx:
-            aik = k.load(a, bi + [i, kx])
-            with em.loop(cols[1], "mj", start=cols[0]) as j:
-                bkj = k.load(bv, bi + [kx, j])
-                p = b.fmul(aik, bkj, flags=("contract",)) if fl else b.mul(aik, bkj)
-                cur = k.load(c, bi + [i, j])
-                k.store(b.fadd(cur, p, flags=("contract",)) if fl else b.add(cur, p),
-                        c, bi + [i, j])
+        with em.loop(blocks, "mb") as blk:
+            j0 = b.add(cols[0], b.mul(blk, ir.Constant(I64, BLOCK)))
+            left = b.sub(cols[1], j0)
+            w = b.select(b.icmp_signed("<", left, ir.Constant(I64, BLOCK)), left,
+                         ir.Constant(I64, BLOCK))
+            with em.loop(w, "mz") as j:
+                b.store(zero, cell(j))
+            with em.loop(K, "mk") as kx:
+                aik = k.load(a, bi + [i, kx])
+                with em.loop(w, "mj") as j:
+                    bkj = k.load(bv, bi + [kx, b.add(j0, j)])
+                    p = b.fmul(aik, bkj, flags=("contract",)) if fl else b.mul(aik, bkj)
+                    cur = b.load(cell(j), typ=et)
+                    b.store(b.fadd(cur, p, flags=("contract",)) if fl else b.add(cur, p), cell(j))
+            with em.loop(w, "ms") as j:
+                at = bi + [i, b.add(j0, j)]
+                k.store(fusedgen.epilogue(k, epi, b.load(cell(j), typ=et), at), c, at)
 
 
 def _matmul_dot(k: Kernel, a: View, bv: View, c: View, bi: list, M: ir.Value, K: ir.Value,
-                Nn: ir.Value) -> None:
+                Nn: ir.Value, epi: Operand | None) -> None:
     """C[i, j] = dot(A[i, :], B[:, j]) for B unit-stride along k (a transposed view)."""
     em, b = k.em, k.b
-    fl = c.dtype.is_float
-    zero = em.const(0, reg_type(c.dtype))
+    fl = a.dtype.is_float
+    zero = em.const(0, reg_type(a.dtype))
     with em.loop(M, "mi") as i:
         with em.loop(Nn, "mj") as j:
             acc = em.alloca_entry(zero.type, "dot")
@@ -222,7 +242,8 @@ def _matmul_dot(k: Kernel, a: View, bv: View, c: View, bi: list, M: ir.Value, K:
                 p = em.mul(k.load(a, bi + [i, kx]), k.load(bv, bi + [kx, j]))
                 cur = b.load(acc, typ=zero.type)
                 b.store(b.fadd(cur, p, flags=RFLAGS) if fl else b.add(cur, p), acc)
-            k.store(b.load(acc, typ=zero.type), c, bi + [i, j])
+            k.store(fusedgen.epilogue(k, epi, b.load(acc, typ=zero.type), bi + [i, j]), c,
+                    bi + [i, j])
 
 
 def _as_matrix(x: Operand, first: bool) -> View:

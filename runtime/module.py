@@ -16,6 +16,7 @@ from ir.core import Func
 from ir.errors import GraphCallError
 from ir.ops.registry import suggest
 from runtime import call, jit
+from runtime.arena import Arena
 from runtime.codegen import ENTRY, build_module
 from runtime.plan import Plan, make_plan
 
@@ -23,14 +24,16 @@ _VERSION_CACHE: list[str] = []
 
 
 def graphc_version() -> str:
-    """The package version plus a hash of the sources that shape generated code (this backend
-    and the op table's lowerings), so editing either never reuses stale cached objects."""
+    """The package version plus a hash of the sources that shape generated code (this backend,
+    the op table's lowerings, the slot allocator), so editing one never reuses stale objects."""
     if not _VERSION_CACHE:
         import ir.ops
+        import passes.memplan
         h = hashlib.sha256()
-        for folder in (Path(__file__).parent, Path(ir.ops.__file__).parent):
-            for p in sorted(folder.glob("*.py")):
-                h.update(p.read_bytes())
+        files = [p for folder in (Path(__file__).parent, Path(ir.ops.__file__).parent)
+                 for p in sorted(folder.glob("*.py"))] + [Path(passes.memplan.__file__)]
+        for p in files:
+            h.update(p.read_bytes())
         try:
             from importlib.metadata import version
             v = version("graphc")
@@ -75,6 +78,7 @@ class CompiledModule:
     opt_level: int
     check_numerics: bool
     stats: dict[str, int] = field(default_factory=lambda: {"llvm_compiles": 0, "cache_hits": 0})
+    arena: Arena = field(default_factory=Arena)         # one block of memory per thread
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def entry(self, name: str) -> Entry:
@@ -88,7 +92,7 @@ class CompiledModule:
         """Run entry ``name``: fresh result arrays, or result i written into the caller's array
         ``args[inplace[i]]``; ``dims`` binds symbolic dims that no argument binds."""
         e = self.entry(name)
-        return call.invoke(e.plan, e.native, args, inplace, dims)
+        return call.invoke(e.plan, e.native, args, inplace, dims, self.arena)
 
     def _ir_text(self, name: str) -> str:
         e = self.entry(name)
@@ -107,13 +111,16 @@ class CompiledModule:
 
 
 def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool = True,
-                   check_numerics: bool = False) -> CompiledModule:
+                   check_numerics: bool = False, fuse: bool = True) -> CompiledModule:
+    """``fuse=False`` runs one kernel per op (kernels of the fusion pass taken apart): the
+    baseline that fusion is measured against, and what check_numerics needs."""
     mod = CompiledModule({}, opt_level, check_numerics)
     host = jit.host_id()
+    fuse = fuse and not check_numerics
     for name, func in funcs.items():
-        plan = make_plan(func, fuse=not check_numerics)
+        plan = make_plan(func, fuse=fuse)
         key = jit.cache_key(func_text(func), f"O{opt_level}", f"numerics={check_numerics}",
-                            graphc_version(), llvmlite.__version__, host)
+                            f"fuse={fuse}", graphc_version(), llvmlite.__version__, host)
         e = Entry(func, plan, key)
         obj = jit.cache_get(key) if cache else None
         if obj is not None:

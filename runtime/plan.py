@@ -1,6 +1,8 @@
 """Plans a Func for code generation, without LLVM: which values are views of others (layout ops
-cost nothing), which elementwise values are fused into their only consumer, which values own a
-buffer, and which workspace slot each buffer shares. Strides are dim polynomials, so static
+cost nothing), which values own a buffer, and where in the arena each buffer lives. A function
+the fusion pass partitioned runs exactly its ``fused`` kernels, in the memory plan's order and at
+its offsets; any other function gets the runtime's own simple fusion (single-use elementwise
+values computed in their consumer) and slot assignment. Strides are dim polynomials, so static
 facts (unit stride, broadcast) are plain ints and everything else is computed at run time."""
 from __future__ import annotations
 
@@ -36,7 +38,21 @@ class Lazy:
     args: tuple[Operand, ...]
 
 
-Operand = Union[View, Lazy]
+@dataclass(frozen=True)
+class Reg:
+    """A per-row value held in a stack slot (a reduction of a row kernel): the same for every
+    element of the row, so it ignores the index it is read at."""
+    slot: Any
+    dtype: DType
+
+
+@dataclass(frozen=True)
+class Acc:
+    """The matmul result element (or vector) that a kernel's epilogue starts from."""
+    dtype: DType
+
+
+Operand = Union[View, Lazy, Reg, Acc]
 
 
 @dataclass
@@ -76,8 +92,14 @@ class Plan:
     checks: list[Check] = field(default_factory=list)
     operands: dict[int, Operand] = field(default_factory=dict)
     results: list[tuple[Operand, int | None]] = field(default_factory=list)  # (what, own buf)
-    slots: list[list[int]] = field(default_factory=list)
     step_of: dict[int, Value] = field(default_factory=dict)   # error index -> value
+    offsets: dict[int, DimLike] = field(default_factory=dict)  # slot buffer -> arena offset
+    peak: DimLike = 0                                           # arena bytes for intermediates
+    stage: dict[int, DimLike] = field(default_factory=dict)    # result buffer -> staging offset
+    stage_end: DimLike = 0                                      # arena bytes with staging
+    stage_ends: dict[int, DimLike] = field(default_factory=dict)  # result -> its staging end
+    arena_cache: dict[tuple, int] = field(default_factory=dict)
+    inplace: dict[int, str] = field(default_factory=dict)     # result -> param it may overwrite
 
 
 def contiguous_strides(shape: Shape) -> Shape:
@@ -134,7 +156,18 @@ def uses(func: Func) -> dict[int, int]:
 
 
 def make_plan(func: Func, *, fuse: bool = True) -> Plan:
-    from runtime import views
+    """``fuse=False`` gives one kernel per op (what check_numerics needs to name the op)."""
+    from runtime import kernelplan
+    if any(v.op == "fused" for v in func.values()):
+        planned = kernelplan.plan_kernels(func) if fuse else None
+        if planned is not None:
+            return planned
+        func = kernelplan.unfuse(func)
+    return plan_ops(func, fuse)
+
+
+def plan_ops(func: Func, fuse: bool) -> Plan:
+    from runtime import arena, views
     plan = Plan(func, symbols_of(func))
     values = func.values()
     nuse = uses(func)
@@ -176,8 +209,16 @@ def make_plan(func: Func, *, fuse: bool = True) -> Plan:
             if v.op == "pad":
                 views.nonneg_checks(plan, v, v.attrs["lo"] + v.attrs["hi"])
             add_step(plan, v, opdef.kind, tuple(plan.operands[id(i)] for i in v.inputs))
+    finish_results(plan)
+    arena.lay_out(plan)
+    return plan
+
+
+def finish_results(plan: Plan) -> None:
+    """A result computed by a step writes the caller's array directly (its buffer becomes a
+    "result" buffer); any other result is copied there at the end."""
     seen: set[int] = set()
-    for k, r in enumerate(func.results):
+    for k, r in enumerate(plan.func.results):
         src = plan.operands[id(r)]
         own = None
         if isinstance(src, View) and id(r) not in seen \
@@ -187,10 +228,8 @@ def make_plan(func: Func, *, fuse: bool = True) -> Plan:
             own = src.buf
         seen.add(id(r))
         plan.results.append((src, own))
-    for k, r in enumerate(func.results):
+    for k, r in enumerate(plan.func.results):
         plan.buffers.append(Buffer("output", r.dtype, r.type.size, k, r))
-    assign_slots(plan)
-    return plan
 
 
 def align(op: Operand, shape: Shape) -> Operand:
@@ -213,41 +252,6 @@ def add_step(plan: Plan, v: Value, kind: str, args: tuple[Operand, ...],
 def buffers_read(op: Operand) -> list[int]:
     if isinstance(op, View):
         return [op.buf]
-    return [b for a in op.args for b in buffers_read(a)]
-
-
-def assign_slots(plan: Plan) -> None:
-    """Greedy reuse: a slot buffer is free after the last step (or result) that reads it; a
-    step's output never shares a slot with its own inputs."""
-    last: dict[int, int] = {}
-    for s in plan.steps:
-        for a in s.args:
-            for b in buffers_read(a):
-                last[b] = s.index
-    end = len(plan.steps)
-    for src, _ in plan.results:
-        for b in buffers_read(src):
-            last[b] = end
-    free: list[int] = []
-    slot_of: dict[int, int] = {}
-    for s in plan.steps:
-        b = s.out.buf
-        if plan.buffers[b].kind == "slot":
-            size = plan.buffers[b].size
-            pick = next((f for f in free if any(plan.buffers[m].size == size
-                                                for m in plan.slots[f])), None)
-            if pick is None and free:
-                pick = free[0]
-            if pick is None:
-                plan.slots.append([])
-                pick = len(plan.slots) - 1
-            else:
-                free.remove(pick)
-            plan.slots[pick].append(b)
-            slot_of[b] = pick
-            if b not in last:
-                last[b] = s.index
-        for done in [x for x, t in last.items() if t == s.index and x in slot_of]:
-            free.append(slot_of.pop(done))
-            del last[done]
-
+    if isinstance(op, Lazy):
+        return [b for a in op.args for b in buffers_read(a)]
+    return []

@@ -84,9 +84,19 @@ def symbols(func: Func) -> list[str]:
 
 
 def bindings(func: Func) -> Iterator[dict[str, int]]:
+    """Each of SIZES for every symbol, skipping those the function's shapes rule out (a
+    symbolic dim broadcast against a static 3 only admits 3: ir.shapecheck)."""
+    from ir import shapecheck
+    from ir.errors import GraphCallError
     names = symbols(func)
+    reqs = shapecheck.requirements(func)
     for n in SIZES if names else SIZES[:1]:
-        yield {s: n for s in names}
+        env = {s: n for s in names}
+        try:
+            shapecheck.check(reqs, env)
+        except GraphCallError:
+            continue
+        yield env
 
 
 def random_args(func: Func, env: dict[str, int], rng: np.random.Generator,

@@ -185,7 +185,11 @@ binary_op("div", FLOAT, np.divide, _div_vjp, lambda em, x, y: em.div(x, y),
 
 def _pow_ref(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if x.dtype.kind != "i":
-        return np.power(x, y)                  # C pow: (-2.0) ** 3.0 is exactly -8
+        out = np.power(x, y)                   # C pow: (-2.0) ** 3.0 is exactly -8
+        # NumPy takes a sqrt shortcut for y == 0.5; C pow gives pow(-inf, .5) = +inf and
+        # pow(-0., .5) = +0.
+        half = (y == 0.5) & ((x == 0) | np.isneginf(x))
+        return np.where(half, np.abs(x), out) if half.any() else out
     # integers: a negative exponent truncates 1 / x**|y| toward zero (only 1 and -1 survive)
     neg = y < 0
     pos = np.power(x, np.where(neg, 0, y))

@@ -45,6 +45,11 @@ class OpDef:
     doc: str = ""
     differentiable: bool = True              # False: gradient is an exact zero (comparisons, ...)
     wants_out: bool = False                  # ref also receives out_shape=, out_dtype=
+    dsl: bool = True                         # callable by name from .graph (False: internal)
+
+    @property
+    def callable_from_dsl(self) -> bool:
+        return self.dsl and (self.kind != SPECIAL or self.name == "grad")
 
     @property
     def variadic(self) -> bool:
@@ -101,7 +106,7 @@ def all() -> list[OpDef]:  # noqa: A001 - the registry's natural verb
 def suggest(name: str, candidates: list[str]) -> str:
     """"; did you mean 'x'?" for the closest candidate by edit distance (typos of one or two
     letters), preferring one of the same length: ``exq`` suggests ``exp``, not ``eq``."""
-    limit = max(1, len(name) // 3)
+    limit = 0 if len(name) < 2 else 1 if len(name) <= 3 else max(2, len(name) // 3)
     best = min(((_edits(name, c), abs(len(c) - len(name)), c) for c in candidates
                 if c != name), default=None)
     return f"; did you mean '{best[2]}'?" if best is not None and best[0] <= limit else ""

@@ -2,6 +2,8 @@
 (``Sample``) every op declares. Each rule raises ``GraphTypeError`` naming the types involved."""
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -89,26 +91,29 @@ def as_dtype(d: Any) -> DType:
 
 
 def broadcast_shapes(name: str, *types: TensorType, sep: str = ", ") -> Shape:
-    """NumPy broadcasting with PyTensor's rule: only a static 1 broadcasts; any two other dims
-    (static or symbolic) must be equal. ``N`` against ``M`` or ``5`` is a compile-time error, so
-    un-broadcasting gradients is static."""
+    """NumPy broadcasting with PyTensor's rule: only a static 1 broadcasts, so un-broadcasting
+    gradients is static. Two different static dims are an error; a symbolic dim against any
+    other dim (``N`` vs ``5`` or ``M``) must be equal, which ``ir.shapecheck`` checks at call
+    time; the result takes the static one, else the first."""
     rank = max(t.rank for t in types)
     out: list[DimLike] = []
     for i in range(rank):
         dims = [t.shape[i - rank + t.rank] for t in types if i - rank + t.rank >= 0]
         big = [d for d in dims if d != 1]
-        for d in big[1:]:
-            if d != big[0]:
-                raise fail(name, types, f"shapes do not broadcast: dims {dim_str(big[0])} "
+        static = [d for d in big if isinstance(d, int)]
+        for d in static[1:]:
+            if d != static[0]:
+                raise fail(name, types, f"shapes do not broadcast: dims {dim_str(static[0])} "
                            f"and {dim_str(d)} differ", sep)
-        out.append(big[0] if big else 1)
+        out.append(static[0] if static else big[0] if big else 1)
     return tuple(out)
 
 
 def broadcast_to_shape(name: str, ty: TensorType, shape: Shape) -> None:
-    """``ty`` broadcasts to exactly ``shape`` (NumPy's broadcast_to, static-1 rule)."""
-    if ty.rank > len(shape) or any(d != 1 and d != t for d, t in
-                                   zip(ty.shape[::-1], shape[::-1])):
+    """``ty`` broadcasts to exactly ``shape`` (NumPy's broadcast_to, static-1 rule; a symbolic
+    dim meeting another dim is checked at call time by ir.shapecheck)."""
+    if ty.rank > len(shape) or any(d != 1 and d != t and isinstance(d, int) and isinstance(t, int)
+                                   for d, t in zip(ty.shape[::-1], shape[::-1])):
         raise GraphTypeError(f"{name}: cannot broadcast {ty} to "
                              f"[{','.join(dim_str(d) for d in shape)}]")
 
@@ -212,11 +217,29 @@ def resolve_reshape(name: str, ty: TensorType, shape: Any) -> Shape:
             raise GraphTypeError(f"{name}: {ty} to {target}: the -1 does not resolve exactly "
                                  f"({dim_str(ty.size)} elements / {dim_str(rest)})")
         dims[holes[0]] = hole
-    if dim_prod(tuple(dims)) != ty.size:
+    size = dim_prod(tuple(dims))
+    if size != ty.size and not _may_agree(size, ty.size):
         raise GraphTypeError(f"{name}: cannot reshape {ty} ({dim_str(ty.size)} elements) to "
                              f"[{','.join(dim_str(d) for d in dims)}] "
                              f"({dim_str(dim_prod(tuple(dims)))} elements)")
     return tuple(dims)
+
+
+def _may_agree(a: DimLike, b: DimLike) -> bool:
+    """Whether two different element counts can be equal for some binding: never over the same
+    symbols ([N,4] vs [N,5]) nor when a constant is not a multiple of the other side's common
+    factor (784*N vs 49); otherwise ([N] vs [5], [N*M] vs [K]) ir.shapecheck decides at call
+    time."""
+    sa = a.symbols if isinstance(a, Dim) else ()
+    sb = b.symbols if isinstance(b, Dim) else ()
+    if sa == sb:
+        return False
+    for c, p in ((a, b), (b, a)):
+        if isinstance(c, int) and isinstance(p, Dim):
+            g = math.gcd(*(k for _, k in p.terms))
+            if c % g:
+                return False
+    return True
 
 
 def dim_sum(dims: list[DimLike]) -> DimLike:

@@ -125,6 +125,7 @@ def _slice_vjp(g: Value, out: Value, x: Value, *, start: tuple, stop: tuple, ste
 
 defop("slice", MOVEMENT, ("x",), attrs=(("start", None), ("stop", None), ("step", None)),
       canon=_canon_slice, infer=_slice_type, ref=_slice_ref, vjp=_slice_vjp,
+      dsl=False,                                     # written as indexing: x[1:, 2:5]
       samples=(sample("f32[N,5]", start=(0, 1), stop=(None, 4)),
                sample("f32[N,5]", start=(1,), sizes=(1, 3)),
                sample("f64[N,5]", start=(-1, -3), stop=(None, -1), sizes=(1, 4)),
@@ -181,6 +182,7 @@ def _pad_vjp(g: Value, out: Value, x: Value, *, lo: tuple, hi: tuple, interior: 
 
 defop("pad", MOVEMENT, ("x",), attrs=(("lo", REQUIRED), ("hi", REQUIRED), ("interior", None)),
       canon=_canon_pad, infer=_pad_type, ref=_pad_ref, vjp=_pad_vjp, wants_out=True,
+      dsl=False,                                     # slice's gradient
       samples=(sample("f32[N,3]", lo=(1, 0), hi=(0, 2)),
                sample("f64[N,3]", lo=(0, 2), hi=(N, 1), interior=(0, 2)),
                sample("f32[N]", lo=(1,), hi=(1,), interior=(1,), sizes=(1, 3)),
@@ -277,7 +279,7 @@ def _scatter_ref(x: np.ndarray, idx: np.ndarray, upd: np.ndarray, *, axis: int) 
 
 
 defop("scatter_add", MOVEMENT, ("x", "indices", "updates"), attrs=(("axis", 0),),
-      canon=_canon_axis("scatter_add"), infer=_scatter_type, ref=_scatter_ref,
+      canon=_canon_axis("scatter_add"), infer=_scatter_type, ref=_scatter_ref, dsl=False,
       vjp=lambda g, out, x, idx, upd, *, axis: [g, None, make("take", g, idx, axis=axis)],
       samples=(sample("f32[N,3]", "i64[5]", "f32[5,3]", domain=(None, (0, "N")), sizes=(1, 3)),
                sample("f64[2,4]", "i32[N,2]", "f64[2,N,2]", axis=1, domain=(None, (-4, 4))),

@@ -50,7 +50,7 @@ def _dim_type(*, value: Any, dtype: DType) -> TensorType:
 
 defop("dim", CREATE, inputs=(), attrs=(("value", REQUIRED), ("dtype", DType.i64)),
       infer=_dim_type, ref=lambda *, value, dtype: np.array(value, dtype=dtype.np),
-      differentiable=False,
+      differentiable=False, dsl=False,
       doc="the run-time value of a dim polynomial (e.g. the count in mean over N)")
 
 

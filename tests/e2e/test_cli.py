@@ -115,3 +115,44 @@ def test_compile_emits_llvm_asm_and_objects(tmp_path, capsys) -> None:  # type: 
     for name in ("forward", "backward", "sgd_step"):
         assert (tmp_path / f"m.{name}.o").read_bytes()[:4] == b"\x7fELF"
     assert run_cli(capsys, "compile", mlp, "--emit", "obj")[0] == 2          # needs -o
+
+
+@pytest.mark.parametrize("make_input, words", [
+    (lambda p: np.save(p, np.zeros(3)), "not an .npz archive"),
+    (lambda p: p.write_bytes(b"PK\x03\x04 broken zip"), "cannot read"),
+])
+def test_bad_input_files_are_user_errors(tmp_path, capsys, make_input, words) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "in.npz"
+    make_input(path)
+    if not path.exists():                       # np.save appended .npy
+        path = tmp_path / "in.npz.npy"
+    rc, _, err = run_cli(capsys, "run", str(EXAMPLES / "mlp.graph"), "--inputs", str(path))
+    assert rc == 1 and words in err and "Traceback" not in err
+
+
+def test_unwritable_output_is_a_user_error(capsys) -> None:  # type: ignore[no-untyped-def]
+    rc, _, err = run_cli(capsys, "compile", str(EXAMPLES / "mlp.graph"), "-o",
+                         "/nonexistent/dir/out.ir")
+    assert rc == 1 and "cannot write /nonexistent/dir/out.ir" in err
+
+
+def test_negative_bind_is_bad_usage(capsys) -> None:  # type: ignore[no-untyped-def]
+    rc, _, err = run_cli(capsys, "check", str(EXAMPLES / "mlp.graph"), "--bind", "N=-1")
+    assert rc == 2 and "N >= 0" in err
+
+
+def test_dump_after_writes_to_the_output_file(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "dump.ir"
+    rc, stdout, _ = run_cli(capsys, "compile", str(EXAMPLES / "mlp.graph"), "--dump-after",
+                            "cse", "-o", str(out))
+    assert rc == 0 and stdout == "" and "// ----- after cse -----" in out.read_text()
+
+
+def test_zero_gradient_warning_reads_like_an_error(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "w.graph"
+    src.write_text("graph g {\n  input x: f32[3]\n  param w: f32[3]\n  param u: f32[3]\n"
+                   "  loss = sum(x * w)\n  output loss\n  grad loss\n}\n")
+    rc, _, err = run_cli(capsys, "compile", str(src))
+    assert rc == 0
+    assert err.count("warning: ") == 1 and f"{src}:7:3: the gradient w.r.t. u" in err
+    assert ".py:" not in err

@@ -35,10 +35,20 @@ def test_mixed_dtypes_name_both_types(op: str, sym: str) -> None:
     fails(f"f32[3,3]{sep}f64[3,3]", op, arg(DType.f32, 3, 3), arg(DType.f64, 3, 3))
 
 
-@pytest.mark.parametrize("a, b", [((N, 4), (M, 4)), ((N,), (3,)), ((3,), (4,))])
+@pytest.mark.parametrize("a, b", [((3,), (4,)), ((N, 3), (N, 4)), ((2, N), (3, 1))])
 def test_shapes_that_do_not_broadcast(a: tuple, b: tuple) -> None:
     x, y = arg(DType.f32, *a), arg(DType.f32, *b)
     fails(f"add: {x.type} + {y.type}: shapes do not broadcast", "add", x, y)
+
+
+@pytest.mark.parametrize("a, b, out", [((N, 4), (M, 4), "f32[N,4]"), ((N,), (3,), "f32[3]"),
+                                       ((1, M), (N, 1), "f32[N,M]")])
+def test_symbolic_dims_meet_other_dims_with_a_call_time_check(a: tuple, b: tuple,
+                                                               out: str) -> None:
+    # SPEC §1: a symbolic dim against any other dim must be equal, checked at call time
+    # (ir.shapecheck; see tests/ir/test_shapecheck.py)
+    x, y = arg(DType.f32, *a), arg(DType.f32, *b)
+    assert str(make("add", x, y).type) == out
 
 
 @pytest.mark.parametrize("op", ["div", "exp", "sqrt", "sigmoid", "mean", "logsumexp",

@@ -257,6 +257,6 @@ def test_slice_gradient_pads_with_zeros() -> None:
 def test_out_of_range_on_a_symbolic_axis_is_a_call_error(build: object, shape: tuple) -> None:
     x, = args_of([TensorType(DType.f32, (N, 2))])
     func = Func("f", (x,), (build(x),))
-    with pytest.raises(GraphCallError, match="out of range"):
+    with pytest.raises(GraphCallError, match="out of range|must be >= 0"):
         interp.run(func, {"x0": np.zeros(shape, np.float32)})
 

@@ -39,7 +39,8 @@ def mlp() -> Func:
 
 
 def test_passes_are_named_after_their_modules() -> None:
-    assert list(PASSES) == ["autodiff", "constant_fold", "simplify", "cse", "dce"]
+    assert list(PASSES) == ["autodiff", "constant_fold", "simplify", "cse", "dce", "checkpoint",
+                            "fusion", "memplan"]
     for name, p in PASSES.items():
         assert p.run.__module__ == f"passes.{name}"
         assert p.doc and "\n" not in p.doc

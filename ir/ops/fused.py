@@ -1,0 +1,339 @@
+"""``fused``: one kernel of the fusion pass. Its ``body`` attribute is a Func over the kernel's
+inputs; the interpreter runs the body, the backend lowers it as one loop nest (or one GEMM with its
+epilogue applied to each output tile), and the memory plan records where its result lives.
+
+``analyze`` says which kernel shape a region of values has (or why it has none): the fusion pass
+asks it before growing a kernel and the backend asks it before lowering one, so the rules of what
+fuses live in one place."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ir.core import Func, Value, make, rebuild
+from ir.errors import GraphTypeError
+from ir.ops.registry import ELEMENTWISE, REDUCE, REQUIRED, defop, get
+from ir.ops.rules import sample
+from ir.types import Dim, DType, TensorType
+
+FUSED = "fused"                                   # the op kind: one kernel
+LOOP_OPS = ("broadcast_to", "reshape", "const", "dim")   # fuse as elementwise ops do
+FOLDS = ("add", "max", "min")                     # reductions a kernel may hold
+# what the memory plan adds (memplan.py): the schedule step; the arena slot and byte offset, or
+# the result written (and the param whose array that result may overwrite)
+PLAN_ATTRS = ("inplace", "out", "offset", "slot", "step")
+
+
+def body_symbols(body: Func) -> set[str]:
+    syms: set[str] = set()
+
+    def walk(a: Any) -> None:
+        if isinstance(a, Dim):
+            syms.update(a.symbols)
+        elif isinstance(a, tuple):
+            for x in a:
+                walk(x)
+    for v in body.values():
+        syms.update(v.type.symbols)
+        for _, a in v.attrs.items:
+            walk(a)
+    return syms
+
+
+def free_symbols(body: Func, types: tuple[TensorType, ...] = ()) -> tuple[str, ...]:
+    """Symbols the body uses that no input or result shape binds as a whole dim: the op records
+    them (``syms``) so the body can run on its own."""
+    bound = {_plain(d) for t in types + tuple(p.type for p in body.params) + (
+        body.results[0].type,) for d in t.shape}
+    return tuple(sorted(body_symbols(body) - bound))
+
+
+def _plain(d: Any) -> str | None:
+    """The symbol a dim is, if it is exactly one symbol (``N``; not ``2*N`` or ``N+1``)."""
+    return d.terms[0][0][0] if isinstance(d, Dim) and len(d.terms) == 1 and \
+        d.terms[0][1] == 1 and len(d.terms[0][0]) == 1 else None
+
+
+class Body(Func):
+    """A kernel body: a Func compared by its printed text (a body read back from IR text equals
+    the one that was printed, and CSE merges kernels with equal bodies)."""
+
+    def _key(self) -> str:
+        key = self.__dict__.get("key")
+        if key is None:
+            from ir.text import print_func
+            key = print_func(self)
+            object.__setattr__(self, "key", key)       # a cache, not state: Func is frozen
+        return key
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Func) and _key_of(other) == self._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+def _key_of(f: Func) -> str:
+    from ir.text import print_func
+    return f._key() if isinstance(f, Body) else print_func(f)
+
+
+def _fused_type(*types: TensorType, body: Any, **_: Any) -> TensorType:
+    if not isinstance(body, Func) or len(body.results) != 1:
+        raise GraphTypeError("fused: body must be a function with one result")
+    if len(types) != len(body.params):
+        raise GraphTypeError(f"fused: the body takes {len(body.params)} inputs, got {len(types)}")
+    for i, (t, p) in enumerate(zip(types, body.params)):
+        if t != p.type:
+            raise GraphTypeError(f"fused: input {i} is {t} but the body's "
+                                 f"%{p.attrs['name']} is {p.type}")
+    return body.results[0].type
+
+
+def _canon(types: tuple[TensorType, ...], attrs: dict[str, Any]) -> dict[str, Any]:
+    """Unset plan attributes are left out; ``syms`` is derived from the body."""
+    out = {k: v for k, v in attrs.items() if v is not None}
+    body = out.get("body")
+    if isinstance(body, Func) and not isinstance(body, Body):
+        out["body"] = Body(body.name, body.params, body.results, body.result_names)
+    if isinstance(out.get("body"), Func) and out["body"].results:
+        free = free_symbols(out["body"], types)
+        out.pop("syms", None)
+        if free:
+            out["syms"] = tuple(Dim.sym(s) for s in free)
+    return out
+
+
+def _fused_ref(*arrays: np.ndarray, body: Func, out_shape: tuple[int, ...],
+               out_dtype: np.dtype[Any], syms: tuple[int, ...] = (), **_: Any) -> np.ndarray:
+    from ir import interp
+    env = dict(zip(free_symbols(body), syms))
+    for ty, shape in [(p.type, a.shape) for p, a in zip(body.params, arrays)] + [
+            (body.results[0].type, out_shape)]:
+        for d, n in zip(ty.shape, shape):
+            name = _plain(d)
+            if name is not None:
+                env[name] = n
+    return interp.run(body, list(arrays), env)[0]
+
+
+def inline(body: Func, xs: tuple[Value, ...] | list[Value]) -> Value:
+    """The body's result computed from ``xs`` instead of its params (kernel -> plain ops)."""
+    new: dict[int, Value] = {id(p): x for p, x in zip(body.params, xs)}
+    for v in body.values():
+        if id(v) not in new:
+            new[id(v)] = rebuild(v, tuple(new[id(i)] for i in v.inputs))
+    return new[id(body.results[0])]
+
+
+def _fused_vjp(g: Value, out: Value, *xs: Value, body: Func, **_: Any) -> list[Value | None]:
+    from passes.autodiff import grad_of  # fused ops normally appear only after autodiff
+    return grad_of(make("sum", inline(body, xs) * g), list(xs))
+
+
+def _sample_body(name: str, types: tuple[str, ...], build: Callable[..., Value]) -> Func:
+    from ir.text import parse_type
+    args = tuple(make("arg", name=f"in{i}", dtype=t.dtype, shape=t.shape)
+                 for i, t in enumerate(parse_type(s) for s in types))
+    return Func(name, args, (build(*args),))
+
+
+def _softmax(x: Value) -> Value:
+    e = make("exp", x - make("max", x, axis=1, keepdims=True))
+    return e / make("sum", e, axis=1, keepdims=True)
+
+
+def _samples() -> tuple[Any, ...]:
+    cases: list[tuple[tuple[str, ...], Callable[..., Value], str]] = [(("f64[N,4]", "f64[4]"), lambda x, b: make("relu", x + b), "loop.relu"),
+             (("f64[N,3]",), _softmax, "row.div"),
+             (("f64[N,4]", "f64[4,3]", "f64[3]"), lambda x, w, b: make("tanh", x @ w + b),
+              "matmul.tanh"),
+             (("f64[N,3]",), lambda x: make("sum", make("sin", x), axis=0) * 2.0, "reduce.mul"),
+             (("f64[N,3]",), lambda x: make("transpose", x, perm=(1, 0)), "single.transpose")]
+    return tuple(sample(*types, body=_sample_body(name, types, build), sizes=(0, 1, 3))
+                 for types, build, name in cases)
+
+
+defop(FUSED, FUSED, ("*xs",),
+      attrs=(("body", REQUIRED), ("syms", None)) + tuple((a, None) for a in PLAN_ATTRS),
+      canon=_canon, infer=_fused_type, ref=_fused_ref, vjp=_fused_vjp, wants_out=True,
+      samples=_samples(),
+      doc="one kernel: `body` computed from the inputs; `syms` lists dims only the body binds")
+
+# ---------------------------------------------------------------------------- kernel shapes
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """How a region of values lowers as one kernel."""
+    kind: str                        # "loop" | "row" | "reduce" | "matmul" | "single"
+    root: Value
+    members: tuple[Value, ...]       # the region, inputs first (consts and dims included)
+    anchor: Value | None = None      # the matmul, the reduction over leading axes, the lone op
+    reductions: tuple[Value, ...] = ()   # row kernels: the folds, in order
+    space: tuple[Any, ...] = ()      # row kernels: the shape each fold reads
+    inner: int = 0                   # row kernels: how many trailing axes they fold
+
+
+def role(v: Value) -> str:
+    """"loop" (elementwise-like), "matmul", "fold" (add/max/min reduction) or "single"."""
+    kind = get(v.op).kind
+    if kind == ELEMENTWISE or (v.op in LOOP_OPS and (v.op != "reshape" or unit_reshape(v))):
+        return "loop"
+    if v.op == "matmul":
+        return "matmul"
+    if kind == REDUCE and get(v.op).combine in FOLDS:
+        return "fold"
+    return "single"
+
+
+def unit_reshape(v: Value) -> bool:
+    """A reshape that only adds or drops axes of static size 1 (no element moves)."""
+    return [d for d in v.inputs[0].shape if d != 1] == [d for d in v.shape if d != 1]
+
+
+def region(root: Value, inside: Callable[[Value], bool]) -> list[Value]:
+    """``root`` and the values it reaches through ``inside`` values, inputs first."""
+    order: list[Value] = []
+    seen: set[int] = set()
+    stack: list[tuple[Value, bool]] = [(root, False)]
+    while stack:
+        v, done = stack.pop()
+        if done:
+            order.append(v)
+            continue
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        stack.append((v, True))
+        stack.extend((i, False) for i in reversed(v.inputs) if inside(i) and id(i) not in seen)
+    return order
+
+
+def analyze(root: Value, inside: Callable[[Value], bool]) -> Pattern | str:
+    """The kernel shape of ``region(root, inside)``, or a sentence saying why it is none."""
+    if root.op == "arg" or not inside(root):
+        return Pattern("single", root, (root,), root)
+    ms = region(root, inside)
+    lone = [v for v in ms if role(v) == "single"]
+    if lone:
+        if lone == [root] and all(v.op == "const" for v in ms if v is not root):
+            return Pattern("single", root, tuple(ms), root)
+        return f"'{lone[0].op}' is lowered on its own"
+    mms = [v for v in ms if role(v) == "matmul"]
+    folds = [v for v in ms if role(v) == "fold"]
+    if mms and folds:
+        return "a matmul and a reduction need separate kernels"
+    if len(mms) > 1:
+        return "a kernel holds at most one matmul"
+    if mms:
+        return _matmul(root, ms, mms[0])
+    if folds:
+        return _folds(root, ms, folds)
+    return Pattern("loop", root, tuple(ms))
+
+
+def _trailing(fold: Value) -> bool:
+    r, axes = fold.inputs[0].type.rank, fold.attrs["axis"]
+    return bool(axes == tuple(range(r - len(axes), r)))
+
+
+def depends(ms: list[Value], on: list[Value]) -> set[int]:
+    out = {id(v) for v in on}
+    for v in ms:
+        if any(id(i) in out for i in v.inputs):
+            out.add(id(v))
+    return out
+
+
+def _matmul(root: Value, ms: list[Value], mm: Value) -> Pattern | str:
+    inner = {id(v) for v in ms}
+    if any(id(x) in inner and x.op != "const" for x in mm.inputs):
+        return "a matmul reads each operand element many times, so its operands are materialized"
+    if mm is not root and min(x.type.rank for x in mm.inputs) < 2:
+        return "a matmul epilogue needs 2-D operands"
+    if mm.shape != root.shape:
+        return f"the epilogue changes the matmul's shape {mm.type} to {root.type}"
+    after = depends(ms, [mm]) - {id(mm)}
+    for v in ms:
+        if id(v) in after and (role(v) != "loop" or get(v.op).kind != ELEMENTWISE
+                               or v.shape != root.shape):
+            return f"'{v.op}' after the matmul does not map its output tile to itself"
+    return Pattern("matmul", root, tuple(ms), mm)
+
+
+def _folds(root: Value, ms: list[Value], folds: list[Value]) -> Pattern | str:
+    first = folds[0]
+    space, axes = first.inputs[0].shape, first.attrs["axis"]
+    same = all(f.inputs[0].shape == space and f.attrs["axis"] == axes for f in folds)
+    if same and _trailing(first):
+        return _rows(root, ms, folds, space, len(axes))
+    if len(folds) > 1:
+        return "reductions over different axes or shapes need separate kernels" if not same \
+            else "only reductions over trailing axes share a kernel"
+    after = depends(ms, folds) - {id(first)}
+    for v in ms:
+        if id(v) in after and (get(v.op).kind != ELEMENTWISE or v.shape != first.shape):
+            return f"'{v.op}' after a reduction over leading axes must keep its shape"
+    if root.dtype != first.dtype:
+        return "an epilogue may not change the dtype of a reduction over leading axes"
+    return Pattern("reduce", root, tuple(ms), first)
+
+
+def _rows(root: Value, ms: list[Value], folds: list[Value], space: tuple[Any, ...], k: int
+          ) -> Pattern | str:
+    """Every value that depends on a fold lives on a row (the kept axes) or on the whole space,
+    and reaches the root only by broadcasting along the folded axes."""
+    lead = space[:len(space) - k]
+    rows = (lead, lead + (1,) * k)
+    dep = depends(ms, folds)
+    for v in ms:
+        if id(v) not in dep:
+            continue
+        if v.shape != space and v.shape not in rows:
+            return f"'{v.op}' of {v.type} is neither a row nor the whole of {_shape(space)}"
+        for u in v.inputs:
+            if id(u) not in dep or role(v) == "fold":
+                continue
+            ok = (u.shape in (space, rows[1])) if v.shape == space else \
+                (u.shape == v.shape or (v.op == "reshape" and u.shape in rows))
+            if not ok:
+                return f"'{v.op}' combines {u.type} with rows of {_shape(space)}"
+    return Pattern("row", root, tuple(ms), None, tuple(folds), tuple(space), k)
+
+
+def _shape(shape: tuple[Any, ...]) -> str:
+    return str(TensorType(DType.f32, shape)).removeprefix("f32")
+
+
+def same_index_inputs(body: Func, pattern: Pattern) -> tuple[int, ...]:
+    """Inputs the kernel reads only at the element it writes, before writing it: its result may
+    take their buffer (in place) when they die here."""
+    if pattern.kind not in ("loop", "row", "matmul"):
+        return ()
+    out = []
+    for k, p in enumerate(body.params):
+        if p.shape != pattern.root.shape or p.dtype.itemsize != pattern.root.dtype.itemsize:
+            continue
+        if _read_in_place(p, pattern):
+            out.append(k)
+    return tuple(out)
+
+
+def _read_in_place(p: Value, pattern: Pattern) -> bool:
+    reach = depends(list(pattern.members), [p])
+    for v in pattern.members:
+        if id(v) not in reach or v is p:
+            continue
+        if v is pattern.anchor and pattern.kind == "matmul":
+            return False                       # an operand: read for many outputs
+        if role(v) == "fold" and pattern.kind == "row":
+            continue                           # folds read row o while row o is computed
+        if get(v.op).kind != ELEMENTWISE or v.shape != pattern.root.shape:
+            return False
+        if any(id(i) in reach and i.shape != v.shape for i in v.inputs):
+            return False
+    return not (pattern.kind == "row" and any(id(f) in reach for f in pattern.reductions)
+                and pattern.root.shape != pattern.space)

@@ -1,0 +1,91 @@
+"""What a function's types assume about its symbolic dims but cannot prove at compile time: that
+two dims broadcast against each other are equal (SPEC §1: a symbolic dim meets any other dim only
+when equal, checked at call time), that a reshape keeps the element count, and that every dim
+expression (``M-5``) is non-negative. Checked once per call, before any kernel runs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ir.core import Func, Value
+from ir.errors import GraphCallError
+from ir.ops import registry
+from ir.types import Dim, DimLike, dim_eval, dim_str
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    left: DimLike
+    right: DimLike | None          # None: ``left >= 0``
+    value: Value                   # the op that assumes it (for the message and location)
+
+    def check(self, env: Mapping[str, int]) -> None:
+        a = dim_eval(self.left, env)
+        if self.right is None:
+            if a < 0:
+                raise GraphCallError(f"the dim {dim_str(self.left)} (in {self.value.type}) is "
+                                     f"{a} with {_binding(env)}; it must be >= 0",
+                                     self.value.loc)
+            return
+        b = dim_eval(self.right, env)
+        if a != b:
+            what = "element counts" if self.value.op == "reshape" else "dims"
+            raise GraphCallError(f"{self.value.op}: {what} {_show(self.left, a)} and "
+                                 f"{_show(self.right, b)} must be equal", self.value.loc)
+
+
+def _show(d: DimLike, n: int) -> str:
+    return str(n) if isinstance(d, int) else f"{dim_str(d)} = {n}"
+
+
+def _binding(env: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} = {n}" for k, n in sorted(env.items()))
+
+
+def requirements(func: Func) -> tuple[Requirement, ...]:
+    """Every unproven assumption of ``func`` (and of the bodies of its fused kernels)."""
+    out: dict[tuple[Any, Any], Requirement] = {}
+
+    def need(a: DimLike, b: DimLike | None, v: Value) -> None:
+        if b is not None and (a == b or isinstance(a, int) and isinstance(b, int)):
+            return
+        key = (a, b) if b is None or str(a) <= str(b) else (b, a)
+        out.setdefault(key, Requirement(key[0], key[1], v))
+
+    def visit(f: Func) -> None:
+        for v in f.values():
+            for d in v.type.shape:
+                if isinstance(d, Dim) and not _is_symbol(d):
+                    need(d, None, v)
+            kind = registry.get(v.op).kind
+            if kind == registry.ELEMENTWISE:
+                for x in v.inputs:
+                    _aligned(x.type.shape, v.type.shape, v, need)
+            elif v.op == "matmul" and min(x.type.rank for x in v.inputs) >= 2:
+                batch = v.type.shape[:-2]
+                for x in v.inputs:
+                    _aligned(x.type.shape[:-2], batch, v, need)
+            elif v.op == "broadcast_to":
+                _aligned(v.inputs[0].type.shape, v.type.shape, v, need)
+            elif v.op == "reshape":
+                need(v.inputs[0].type.size, v.type.size, v)
+            for _, a in v.attrs.items:
+                if isinstance(a, Func):
+                    visit(a)
+    visit(func)
+    return tuple(out.values())
+
+
+def _is_symbol(d: Dim) -> bool:
+    return len(d.terms) == 1 and d.terms[0][1] == 1 and len(d.terms[0][0]) == 1
+
+
+def _aligned(shape: tuple, out: tuple, v: Value, need: Any) -> None:
+    for d, o in zip(reversed(shape), reversed(out)):
+        if d != 1:
+            need(d, o, v)
+
+
+def check(reqs: tuple[Requirement, ...], env: Mapping[str, int]) -> None:
+    for r in reqs:
+        r.check(env)

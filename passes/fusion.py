@@ -1,0 +1,238 @@
+"""Partition the function into kernels, each a ``fused`` op whose body holds what it computes.
+Keeps: results, types and locs (every body value keeps its own source line).
+
+Kernels are elementwise chains with their broadcasts, reductions with the elementwise work before
+and after them (softmax and cross-entropy become row kernels), and matmuls with their epilogues
+(bias, activation, the activation's derivative). Values are visited users first: a value joins
+the kernels of its users when each can hold it (``ir.ops.fused.analyze``) and it is cheap to
+recompute or has one user kernel; otherwise it is materialized, as the root of its own kernel.
+Each kernel is one value computed from values materialized before it, so kernels never form a
+cycle; a value that would need one kernel to be both before and after another is kept out, and
+``explain`` says so, one line per rejected candidate, as it does for every other rejection.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from ir.core import Func, Value, make, rebuild
+from ir.ops.fused import Pattern, analyze, region, role
+from passes import rewrite as engine
+from passes.rewrite import has_grad, rewrite
+
+# ops recomputed in every kernel that uses them instead of being materialized (about one
+# instruction each); under checkpointing's "elementwise" policy every elementwise op is
+CHEAP = frozenset(("neg", "abs", "sign", "relu", "add", "sub", "mul", "maximum", "minimum", "lt",
+                   "le", "gt", "ge", "eq", "ne", "logical_and", "logical_or", "logical_not",
+                   "where", "cast", "square", "stop_gradient", "isfinite", "leaky_relu",
+                   "broadcast_to", "reshape", "dim"))
+RECOMPUTE = ("cheap", "elementwise", "none")
+
+
+@dataclass
+class _Kernel:
+    root: Value
+    members: dict[int, Value] = field(default_factory=dict)
+
+    def inside(self, v: Value) -> bool:
+        return id(v) in self.members or v.op == "const"
+
+
+@dataclass(frozen=True)
+class Partition:
+    func: Func                      # the partitioned function
+    notes: tuple[str, ...]          # why each rejected candidate was not fused
+    source: Func                    # the function the kernels were cut from
+    roots: dict[int, str]           # its values that kernels materialize -> the kernel's kind
+
+
+def run(func: Func) -> Func:
+    return partition(func).func
+
+
+def explain(func: Func, recompute: str = "cheap") -> list[str]:
+    """One line per value that was kept out of a kernel that uses it, and why."""
+    return list(partition(func, recompute).notes)
+
+
+def partition(func: Func, recompute: str = "cheap") -> Partition:
+    if has_grad(func):
+        return Partition(func, (), func, {})
+    func = rewrite(func, _mask_reader(func))
+    values = func.values()
+    p = _Partitioner(func, values, recompute)
+    for v in reversed(values):
+        p.decide(v)
+    roots = {}
+    for k in p.kernels:
+        pattern = analyze(k.root, k.inside)
+        roots[id(k.root)] = pattern.kind if isinstance(pattern, Pattern) else "single"
+    return Partition(p.build(), tuple(p.notes), func, roots)
+
+
+def _mask_reader(func: Func) -> Callable[[Value], Value]:
+    """``gt(x, 0)`` -> ``gt(relu(x), 0)`` where ``relu(x)`` exists (equal for every x, NaN too):
+    relu's derivative then reads the activation backward keeps anyway, and the pre-activation
+    has one user left, so it fuses into the matmul epilogue that makes it."""
+    relu = {id(v.inputs[0]): v for v in func.values() if v.op == "relu"}
+
+    def fold(v: Value) -> Value:
+        if v.op == "gt" and id(v.inputs[0]) in relu and _is_zero(v.inputs[1]):
+            return make("gt", relu[id(v.inputs[0])], v.inputs[1])
+        return v
+    return fold
+
+
+def _is_zero(v: Value) -> bool:
+    return v.op == "const" and not isinstance(v.attrs["value"], tuple) and \
+        v.attrs["value"] == 0 and v.type.rank == 0
+
+
+class _Partitioner:
+    def __init__(self, func: Func, values: list[Value], recompute: str):
+        if recompute not in RECOMPUTE:
+            raise ValueError(f"recompute must be one of {RECOMPUTE}, got {recompute!r}")
+        self.func, self.values, self.recompute = func, values, recompute
+        self.users: dict[int, list[Value]] = defaultdict(list)
+        for v in values:
+            for i in dict.fromkeys(v.inputs):
+                self.users[id(i)].append(v)
+        self.results = {id(r) for r in func.results}
+        self.kernels: list[_Kernel] = []
+        self.home: dict[int, list[int]] = {}     # value -> kernels that compute it
+        self.notes: list[str] = []
+        self.bit = {id(v): 1 << k for k, v in enumerate(values)}
+        self.above: dict[int, int] = {}          # value -> bitset of the values it depends on
+        for v in values:
+            acc = 0
+            for i in v.inputs:
+                acc |= self.above[id(i)] | self.bit[id(i)]
+            self.above[id(v)] = acc
+
+    def decide(self, v: Value) -> None:
+        if v.op in ("arg", "const"):
+            return
+        kernels: list[int] = []
+        boundary = id(v) in self.results
+        for u in self.users[id(v)]:
+            if id(u) in self.home:
+                kernels.extend(k for k in self.home[id(u)] if k not in kernels)
+            else:
+                boundary = True
+        if kernels and not boundary:
+            why = self.why_not(v, kernels)
+            if why is None:
+                for k in kernels:
+                    self.kernels[k].members[id(v)] = v
+                self.home[id(v)] = kernels
+                return
+            if role(v) != "single" and why:
+                self.notes.append(why)
+        if is_view(v):
+            return                                   # stays a view of its input
+        self.kernels.append(_Kernel(v, {id(v): v}))
+        self.home[id(v)] = [len(self.kernels) - 1]
+
+    def why_not(self, v: Value, kernels: list[int]) -> str | None:
+        """None if ``v`` can join every kernel in ``kernels``, else why not ("" = say nothing)."""
+        if len(kernels) > 1 and not self.duplicable(v):
+            for k in kernels:
+                x = self.reader_of(v, self.kernels[k])
+                if x is not None:
+                    return (f"fusion: {_what(v)} stays out of the kernel of "
+                            f"{_what(self.kernels[k].root)}: that kernel also reads "
+                            f"{_what(x)}, which needs it, so fusing would form a cycle")
+            return (f"fusion: {_what(v)} is materialized: {len(kernels)} kernels use it and "
+                    f"recomputing '{v.op}' in each would duplicate expensive work")
+        for k in kernels:
+            kern = self.kernels[k]
+            if role(kern.root) == "single":
+                return ""
+            got = analyze(kern.root, partial(_inside_with, kern, v))
+            if isinstance(got, str):
+                return f"fusion: {_what(v)} stays out of the kernel of {_what(kern.root)}: {got}"
+        return None
+
+    def duplicable(self, v: Value) -> bool:
+        if role(v) != "loop" or self.recompute == "none":
+            return False
+        return self.recompute == "elementwise" or v.op in CHEAP
+
+    def reader_of(self, v: Value, kern: _Kernel) -> Value | None:
+        """An input of ``kern`` from outside it that depends on ``v``, if any."""
+        for m in kern.members.values():
+            for i in m.inputs:
+                if not kern.inside(i) and i is not v and self.above[id(i)] & self.bit[id(v)]:
+                    return i
+        return None
+
+    def build(self) -> Func:
+        root_of = {id(k.root): k for k in self.kernels}
+        new: dict[int, Value] = {}
+        for v in self.values:
+            if v.op == "arg":
+                new[id(v)] = v
+            elif id(v) in root_of:
+                new[id(v)] = self.kernel(root_of[id(v)], new)
+            elif id(v) not in self.home:
+                new[id(v)] = rebuild(v, tuple(new[id(i)] for i in v.inputs))
+        return Func(self.func.name, self.func.params, tuple(new[id(r)] for r in self.func.results),
+                    self.func.result_names)
+
+    def kernel(self, kern: _Kernel, new: dict[int, Value]) -> Value:
+        ms = region(kern.root, kern.inside)
+        pattern = analyze(kern.root, kern.inside)
+        assert isinstance(pattern, Pattern), pattern
+        env: dict[int, Value] = {}
+        names: set[str] = set()
+        inputs = list(dict.fromkeys(i for m in ms for i in m.inputs if not kern.inside(i)))
+        for k, i in enumerate(inputs):
+            env[id(i)] = make("arg", name=_param_name(i, k, names), dtype=i.dtype, shape=i.shape)
+        for m in ms:
+            env[id(m)] = rebuild(m, tuple(env[id(i)] for i in m.inputs))
+        body = Func(f"{pattern.kind}.{kern.root.op}", tuple(env[id(i)] for i in inputs),
+                    (env[id(kern.root)],))
+        outer = [new[id(i)] for i in inputs]
+        fused = make("fused", *outer, body=body, loc=kern.root.loc)
+        if _allowed(kern.root, fused):
+            return fused
+        for m in ms:                        # opt-bisect cut this kernel: its ops stay plain
+            new[id(m)] = rebuild(m, tuple(new[id(i)] for i in m.inputs))
+        return new[id(kern.root)]
+
+
+def _inside_with(kern: _Kernel, v: Value, x: Value) -> bool:
+    return kern.inside(x) or x is v
+
+
+def _param_name(v: Value, k: int, used: set[str]) -> str:
+    name = v.attrs["name"] if v.op == "arg" else f"in{k}"
+    while name in used:
+        name += "_"
+    used.add(name)
+    return name
+
+
+def is_view(v: Value) -> bool:
+    """A layout op left outside kernels: a view of its input (a reshape only of contiguous data,
+    else it becomes a copy kernel)."""
+    if v.op in ("transpose", "slice", "broadcast_to"):
+        return True
+    if v.op != "reshape":
+        return False
+    x = v.inputs[0]
+    if x.op == "const":
+        return isinstance(x.attrs["value"], tuple) or all(d == 1 for d in x.shape)
+    return x.op not in ("transpose", "slice", "broadcast_to")
+
+
+def _what(v: Value) -> str:
+    return f"'{v.op}' {v.type}" + (f" at {v.loc}" if v.loc is not None else "")
+
+
+def _allowed(old: Value, new: Value) -> bool:
+    """Opt-bisect: each kernel formed counts as one rewrite."""
+    counter = engine._COUNTER.get()
+    return counter is None or counter.allow(old, new)

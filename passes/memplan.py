@@ -1,0 +1,430 @@
+"""Schedule the kernels to keep few bytes live and give every intermediate a slot in one arena,
+reusing slots and writing in place where legal. Keeps: values, types, locs; adds to each kernel
+its ``step``, and its arena ``slot`` and byte ``offset`` (or ``out``, the result it writes).
+
+Sizes are polynomials in the symbolic dims, so the plan holds for every binding: two buffers share
+a slot only when one is at least as large as the other for every binding (coefficient by
+coefficient), so slot sizes, offsets and the peak stay polynomials (``4096*N+8192``) that the
+runtime evaluates at call time. Slots whose sizes are multiples of 64 bytes come first, then the
+others by element size, so every buffer is aligned for its dtype at every binding."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from ir.core import Func, Value, make
+from ir.ops.fused import analyze, same_index_inputs
+from ir.types import Dim, DimLike, dim_add, dim_eval, dim_mul
+from passes.fusion import is_view
+
+REF = 1024            # every symbol's value when the scheduler compares symbolic sizes
+
+# ---------------------------------------------------------------------------- polynomials
+
+
+def coeffs(d: DimLike) -> dict[tuple[str, ...], int]:
+    return dict(d.terms) if isinstance(d, Dim) else ({(): d} if d else {})
+
+
+def poly(cs: Mapping[tuple[str, ...], int]) -> DimLike:
+    out: DimLike = 0
+    for m, c in cs.items():
+        term: DimLike = c
+        for s in m:
+            term = dim_mul(term, Dim.sym(s))
+        out = dim_add(out, term)
+    return out
+
+
+def dominates(p: DimLike, q: DimLike) -> bool:
+    """p >= q for every binding of the (non-negative) symbols: no coefficient of p - q is < 0."""
+    return all(c >= 0 for c in coeffs(dim_add(p, dim_mul(-1, q))).values())
+
+
+def poly_max(ds: Sequence[DimLike]) -> DimLike:
+    """The coefficient-wise maximum: >= each of ``ds`` everywhere, equal to the one that
+    dominates the others when there is one."""
+    out: dict[tuple[str, ...], int] = {}
+    for d in ds:
+        for m, c in coeffs(d).items():
+            out[m] = max(out.get(m, c), c)
+    return poly({m: c for m, c in out.items()})
+
+
+def round_up(d: DimLike, align: int) -> DimLike:
+    """Each coefficient rounded up to a multiple of ``align``: >= d and a multiple of it."""
+    return poly({m: -(-c // align) * align for m, c in coeffs(d).items()})
+
+
+def at_ref(d: DimLike) -> int:
+    return dim_eval(d, {s: REF for s in (d.symbols if isinstance(d, Dim) else ())})
+
+# ---------------------------------------------------------------------------- slots
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A buffer of ``size`` bytes written at step ``start`` and last read at step ``end``;
+    ``takes`` names a buffer that dies at ``start`` whose slot it takes over (in place)."""
+    key: int
+    size: DimLike
+    align: int
+    start: int
+    end: int
+    takes: int | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    offsets: dict[int, DimLike]          # key -> byte offset in the arena
+    slot_of: dict[int, int]              # key -> slot (numbered in arena order)
+    slots: tuple[DimLike, ...]           # each slot's size in bytes, in arena order
+    peak: DimLike                        # arena bytes: max over buffers of offset + size
+
+
+def allocate(intervals: Sequence[Interval]) -> Layout:
+    """Greedy slot reuse in step order: a freed slot that is large enough for every binding,
+    else one the new buffer is larger than (it grows), else a new slot."""
+    sizes: list[DimLike] = []
+    aligns: list[int] = []
+    slot_of: dict[int, int] = {}
+    free: list[int] = []
+    live: list[Interval] = []
+    for iv in sorted(intervals, key=lambda iv: iv.start):
+        for done in [x for x in live if x.end < iv.start]:
+            live.remove(done)
+            free.append(slot_of[done.key])
+        if iv.takes is not None and iv.takes in slot_of:
+            old = next(x for x in live if x.key == iv.takes)
+            assert old.end == iv.start and dominates(sizes[slot_of[old.key]], iv.size)
+            live.remove(old)
+            slot = slot_of[old.key]
+        else:
+            pick = _pick(free, sizes, iv.size)
+            if pick is None:
+                sizes.append(iv.size)
+                aligns.append(iv.align)
+                slot = len(sizes) - 1
+            else:
+                slot = pick
+                free.remove(slot)
+                sizes[slot] = sizes[slot] if dominates(sizes[slot], iv.size) else iv.size
+        aligns[slot] = max(aligns[slot], iv.align)
+        slot_of[iv.key] = slot
+        live.append(iv)
+    order = sorted(range(len(sizes)), key=lambda s: (not _aligned64(sizes[s]), -aligns[s], s))
+    rank = {s: k for k, s in enumerate(order)}
+    offsets: dict[int, DimLike] = {}
+    start: DimLike = 0
+    slot_start = {}
+    padded = []
+    for s in order:
+        slot_start[s] = start
+        padded.append(round_up(sizes[s], aligns[s]))
+        start = dim_add(start, padded[-1])
+    for iv in intervals:
+        offsets[iv.key] = slot_start[slot_of[iv.key]]
+    peak = poly_max([dim_add(offsets[iv.key], iv.size) for iv in intervals])
+    return Layout(offsets, {k: rank[s] for k, s in slot_of.items()}, tuple(padded), peak)
+
+
+def _aligned64(d: DimLike) -> bool:
+    return all(c % 64 == 0 for c in coeffs(d).values())
+
+
+def _pick(free: list[int], sizes: list[DimLike], need: DimLike) -> int | None:
+    big = [s for s in free if dominates(sizes[s], need)]
+    if big:
+        return min(big, key=lambda s: (at_ref(sizes[s]), s))
+    small = [s for s in free if dominates(need, sizes[s])]
+    return max(small, key=lambda s: (at_ref(sizes[s]), -s)) if small else None
+
+# ---------------------------------------------------------------------------- the plan
+
+
+def nbytes(v: Value) -> DimLike:
+    return dim_mul(v.type.size, v.dtype.itemsize)
+
+
+@dataclass(frozen=True)
+class Plan:
+    kernels: tuple[Value, ...]           # in program (topological) order; indices below
+    order: tuple[int, ...]               # the schedule
+    intervals: tuple[Interval, ...]      # arena buffers, keyed by kernel index
+    layout: Layout
+    outs: dict[int, int]                 # kernel index -> result index it writes
+    inplace: dict[int, str]              # result kernel -> the param it may overwrite
+
+    @property
+    def peak(self) -> DimLike:
+        return self.layout.peak
+
+
+def storage(v: Value) -> Value:
+    """The value whose buffer ``v`` reads: views resolve to what they view."""
+    while is_view(v):
+        v = v.inputs[0]
+    return v
+
+
+def kernels_of(func: Func) -> list[Value] | None:
+    """The kernels in topological order, or None when some op outside them needs a buffer."""
+    out = []
+    for v in func.values():
+        if v.op == "fused":
+            out.append(v)
+        elif v.op not in ("arg", "const") and not is_view(v):
+            return None
+    return out
+
+
+def plan(func: Func) -> Plan | None:
+    """Schedule, lifetimes and slots of ``func``'s kernels (None if it is not partitioned).
+    Updates of params (``p - lr * g``) may write over the caller's array of ``p`` when they run
+    after every other reader of ``p``; each is held back that way only if this saves more
+    staging bytes than it adds to the peak."""
+    kernels = kernels_of(func)
+    if kernels is None:
+        return None
+    g = _Graph(func, kernels)
+    best = g.plan({})
+    edges: dict[int, set[int]] = {}
+    for n, p in g.updates.items():
+        trial = {**edges, n: g.readers_first(n, p)}
+        got = g.plan(trial)
+        if g.cost(got) < g.cost(best):
+            best, edges = got, trial
+    return best
+
+
+class _Graph:
+    """The facts about a partitioned function that every candidate schedule shares."""
+
+    def __init__(self, func: Func, kernels: list[Value]):
+        self.kernels = kernels
+        index = {id(k): n for n, k in enumerate(kernels)}
+        self.outs: dict[int, int] = {}
+        for r, res in enumerate(func.results):
+            if id(res) in index:
+                self.outs.setdefault(index[id(res)], r)
+        self.keep = {index[id(storage(r))] for r in func.results
+                     if id(storage(r)) in index and storage(r) is not r}
+        self.reads = [[index[id(storage(i))] for i in dict.fromkeys(k.inputs)
+                       if id(storage(i)) in index] for k in kernels]
+        self.same = [_same_index(k, index) for k in kernels]
+        self.updates = _param_updates(func, kernels, self.outs)
+        self.below: list[int] = []              # bitset of the kernels each one depends on
+        for rs in self.reads:
+            acc = 0
+            for u in rs:
+                acc |= self.below[u] | (1 << u)
+            self.below.append(acc)
+
+    def readers_first(self, n: int, p: Value) -> set[int]:
+        """The other readers of param ``p`` that update ``n`` may wait for."""
+        return {j for j in _readers(self.kernels, p) if j != n and not self.below[j] >> n & 1}
+
+    def cost(self, p: Plan) -> int:
+        return at_ref(p.peak) + sum(at_ref(nbytes(self.kernels[n])) for n in self.updates
+                                    if n not in p.inplace)
+
+    def plan(self, after: dict[int, set[int]]) -> Plan:
+        kernels, reads, same, outs, keep = self.kernels, self.reads, self.same, self.outs, \
+            self.keep
+        order = _schedule(kernels, reads, same, outs, keep, after)
+        step = {n: t for t, n in enumerate(order)}
+        last = {n: step[n] for n in range(len(kernels))}
+        for n, rs in enumerate(reads):
+            for u in rs:
+                last[u] = max(last[u], step[n])
+        for n in keep:
+            last[n] = len(kernels)
+        intervals, taken = [], set()
+        for n in order:
+            if n in outs:
+                continue
+            takes = next((u for u in same[n] if u not in outs and u not in keep
+                          and u not in taken and last[u] == step[n]), None)
+            if takes is not None:
+                taken.add(takes)
+            intervals.append(Interval(n, nbytes(kernels[n]), kernels[n].dtype.itemsize,
+                                      step[n], last[n], takes))
+        inplace = {n: p.attrs["name"] for n, p in self.updates.items()
+                   if all(step[j] < step[n] for j in _readers(kernels, p) if j != n)}
+        return Plan(tuple(kernels), tuple(order), tuple(intervals), allocate(intervals), outs,
+                    inplace)
+
+
+def _readers(kernels: list[Value], p: Value) -> list[int]:
+    return [j for j, k in enumerate(kernels) if any(storage(i) is p for i in k.inputs)]
+
+
+def _param_updates(func: Func, kernels: list[Value], outs: dict[int, int]) -> dict[int, Value]:
+    """Result kernels that read a param only at the element they write (``p - lr * g``): they
+    may write over the caller's array of that param, if nothing reads it later."""
+    returned = {id(storage(r)) for r in func.results}
+    out: dict[int, Value] = {}
+    for n in outs:
+        k = kernels[n]
+        body = k.attrs["body"]
+        pattern = analyze(body.results[0], lambda v: v.op != "arg")
+        if isinstance(pattern, str):
+            continue
+        name = func.result_names[outs[n]] if func.result_names else None
+        legal = [k.inputs[pos] for pos in same_index_inputs(body, pattern)]
+        legal = [p for p in legal if p.op == "arg" and id(p) not in returned
+                 and p not in out.values()]
+        legal.sort(key=lambda p: p.attrs["name"] != name)     # sgd_step names it after p
+        if legal:
+            out[n] = legal[0]
+    return out
+
+
+def _same_index(k: Value, index: dict[int, int]) -> list[int]:
+    """Kernels whose buffer ``k`` may overwrite in place: read only at the element written."""
+    body = k.attrs["body"]
+    pattern = analyze(body.results[0], lambda v: v.op != "arg")
+    if isinstance(pattern, str):
+        return []
+    return [index[id(k.inputs[p])] for p in same_index_inputs(body, pattern)
+            if id(k.inputs[p]) in index]
+
+
+def _schedule(kernels: list[Value], reads: list[list[int]], same: list[list[int]],
+              outs: dict[int, int], keep: set[int], after: dict[int, set[int]]) -> list[int]:
+    """List scheduling: a ready kernel that frees at least what it allocates goes first (most
+    freed first), else the earliest in program order, which keeps recomputation late."""
+    pending = [set(rs) for rs in reads]
+    readers: dict[int, set[int]] = {n: set() for n in range(len(kernels))}
+    for n, rs in enumerate(reads):
+        for u in rs:
+            readers[u].add(n)
+    done: set[int] = set()
+    order: list[int] = []
+    while len(order) < len(kernels):
+        ready = [n for n in range(len(kernels)) if n not in done and pending[n] <= done]
+        wanted = [n for n in ready if after.get(n, set()) <= done]
+        ready = wanted or ready                  # soft edges give way rather than deadlock
+
+        def delta(n: int) -> int:
+            dying = [u for u in reads[n] if readers[u] - done == {n} and u not in keep
+                     and u not in outs]
+            inplace = any(u in dying for u in same[n])
+            alloc = 0 if n in outs or inplace else at_ref(nbytes(kernels[n]))
+            return alloc - sum(at_ref(nbytes(kernels[u])) for u in dying
+                               if not (inplace and u in same[n]))
+        scored = [(delta(n), n) for n in ready]
+        freeing = [s for s in scored if s[0] <= 0]
+        n = min(freeing)[1] if freeing else min(ready)
+        order.append(n)
+        done.add(n)
+    return order
+
+
+def run(func: Func) -> Func:
+    p = plan(func)
+    if p is None:
+        return func
+    attrs: dict[int, dict[str, object]] = {}
+    kernels = p.kernels
+    for t, n in enumerate(p.order):
+        attrs[id(kernels[n])] = {"step": t}
+    for n, r in p.outs.items():
+        attrs[id(kernels[n])]["out"] = r
+    for n, name in p.inplace.items():
+        attrs[id(kernels[n])]["inplace"] = name
+    for iv in p.intervals:
+        attrs[id(kernels[iv.key])].update(slot=p.layout.slot_of[iv.key],
+                                          offset=p.layout.offsets[iv.key])
+    new: dict[int, Value] = {}
+    for v in func.values():
+        ins = tuple(new.get(id(i), i) for i in v.inputs)
+        if id(v) in attrs:
+            a = {k: x for k, x in v.attrs.items if k in ("body",)}
+            new[id(v)] = make("fused", *ins, loc=v.loc, **a, **attrs[id(v)])
+        elif any(a is not b for a, b in zip(ins, v.inputs)):
+            new[id(v)] = Value(v.op, ins, v.type, v.attrs, v.loc)
+    return Func(func.name, func.params, tuple(new.get(id(r), r) for r in func.results),
+                func.result_names)
+
+# ---------------------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True)
+class BufferRow:
+    """One kernel's result, as the plan in the IR places it."""
+    name: str                      # its number in the printed IR and its kernel, "%3 row.sum"
+    size: int                      # bytes at the binding
+    size_formula: str
+    lifetime: tuple[int, int]      # (step that writes it, last step that reads it)
+    slot: int | None               # arena slot; None: written to the caller's result array
+    offset: int | None             # byte offset in the arena at the binding
+    out: int | None                # the result it is, if any
+
+
+@dataclass(frozen=True)
+class Report:
+    """``Model.memory_plan``: the arena's peak, every kernel's buffer, what backward keeps."""
+    func: str
+    dims: dict[str, int]
+    peak_bytes: int                # the arena the runtime allocates for this binding
+    peak_formula: str              # the same as a polynomial in the dims
+    buffers: tuple[BufferRow, ...]  # in schedule order
+    saved: tuple[BufferRow, ...]   # forward kernel outputs that the backward reads
+
+    @property
+    def kernels(self) -> int:
+        return len(self.buffers)
+
+    def __str__(self) -> str:
+        env = ", ".join(f"{k}={n}" for k, n in sorted(self.dims.items()))
+        lines = [(f"memory plan of {self.func} ({env}): arena {self.peak_bytes} bytes "
+                  f"= {self.peak_formula}, {self.kernels} kernels"),
+                 f"  {'buffer':<22}{'bytes':>12}  {'formula':<14}{'steps':>8}  where"]
+        for b in self.buffers:
+            where = f"slot {b.slot} @ {b.offset}" if b.slot is not None else f"result {b.out}"
+            lines.append(f"  {b.name:<22}{b.size:>12}  {b.size_formula:<14}"
+                         f"{b.lifetime[0]:>4}-{b.lifetime[1]:<3}  {where}")
+        lines.append("  saved for backward: " + (", ".join(b.name for b in self.saved) or "-"))
+        return "\n".join(lines)
+
+
+def report(func: Func, dims: Mapping[str, int], forward: int | None = None) -> Report:
+    """Read the plan the memplan pass wrote into ``func`` and evaluate it at ``dims``; the first
+    ``forward`` results are the forward's (for the list of values saved for backward)."""
+    from ir.types import dim_str
+    values = func.values()
+    kernels = [v for v in values if v.op == "fused"]
+    if not kernels or any("step" not in k.attrs for k in kernels):
+        raise ValueError("the function has no memory plan (run the fusion and memplan passes)")
+    names: dict[int, str] = {}
+    for v in values:
+        if v.op != "arg":
+            names[id(v)] = f"%{len(names)}"
+    env = dict(dims)
+    order = sorted(kernels, key=lambda k: k.attrs["step"])
+    last = {id(k): k.attrs["step"] for k in kernels}
+    for k in kernels:
+        for i in k.inputs:
+            s = storage(i)
+            if id(s) in last:
+                last[id(s)] = max(last[id(s)], k.attrs["step"])
+    for r in func.results:
+        if id(storage(r)) in last and storage(r) is not r:
+            last[id(storage(r))] = len(kernels)
+    rows = {}
+    for k in order:
+        off = k.attrs.get("offset")
+        rows[id(k)] = BufferRow(f"{names[id(k)]} {k.attrs['body'].name}",
+                                dim_eval(nbytes(k), env), dim_str(nbytes(k)),
+                                (k.attrs["step"], last[id(k)]), k.attrs.get("slot"),
+                                None if off is None else dim_eval(off, env), k.attrs.get("out"))
+    peak = poly_max([dim_add(k.attrs["offset"], nbytes(k)) for k in kernels
+                     if "offset" in k.attrs])
+    saved: list[BufferRow] = []
+    if forward is not None:
+        from passes.checkpoint import _ancestors, saved_values
+        fwd = _ancestors(func.results[:forward])
+        saved = [rows[id(v)] for v in saved_values(func, fwd, {id(k): "" for k in kernels})]
+    return Report(func.name, env, max(0, dim_eval(peak, env)), dim_str(peak),
+                  tuple(rows[id(k)] for k in order), tuple(saved))
