@@ -10,7 +10,7 @@ import passes
 from graphc import init as initializers
 from graphc.errors import attach_snippet
 from graphc.program import GraphDef
-from ir import interp
+from ir import interp, shapecheck
 from ir.core import Func, Value, make
 from ir.errors import GraphCallError, GraphError
 from ir.ops.registry import suggest
@@ -41,7 +41,9 @@ def build_funcs(g: GraphDef) -> dict[str, Func]:
     funcs["backward"] = Func(f"{g.name}.backward", fwd.params, fwd.results + tuple(grads),
                              fwd.result_names + tuple(grad_name(n) for n in g.grad.wrt))
     param_names = {d.name for d in g.params}
-    lr = make("arg", name="lr", dtype=DType.f64, shape=())
+    taken = set(by_name)
+    lr_name = next(n for n in ("lr", "lr_", "sgd.lr") if n not in taken)   # never a user's name
+    lr = make("arg", name=lr_name, dtype=DType.f64, shape=())
     updates = []
     for n, x, gx in zip(g.grad.wrt, wrt, grads):
         if n in param_names:
@@ -78,6 +80,8 @@ class Model:
         # checkpoint: None, "elementwise", "all", a byte budget or {"budget": b, "N": n, ...}
         self.checkpoint = checkpointing.policy(checkpoint)
         self.optimized = {k: self._pipeline(k) for k in self.funcs}
+        self._requirements = {k: shapecheck.requirements(f) for k, f in self.optimized.items()}
+        self.check_numerics = check_numerics
         self._native = None
         if backend == "native":
             from runtime import compile_module
@@ -108,14 +112,18 @@ class Model:
         for name, ty in want.items():
             if name not in given:
                 raise GraphCallError(f"missing argument '{name}' ({ty})")
-            a = np.asarray(given[name])
+            try:
+                a = np.asarray(given[name])
+            except (ValueError, TypeError) as e:       # ragged lists, odd objects
+                raise GraphCallError(f"argument '{name}' is not an array: {e}") from None
             if a.dtype != ty.dtype.np:
                 if not np.can_cast(a.dtype, ty.dtype.np, "same_kind"):
                     raise GraphCallError(f"argument '{name}' must be {ty}, got a {a.dtype} array "
                                          f"(convert it explicitly)")
                 a = a.astype(ty.dtype.np)
             out[name] = a if a.flags.c_contiguous else a.copy(order="C")
-        interp.bind_dims([(n, want[n], out[n].shape) for n in want])
+        env = interp.bind_dims([(n, want[n], out[n].shape) for n in want])
+        shapecheck.check(self._requirements[entry], env)
         return out
 
     def _entry(self, entry: str) -> Func:
@@ -128,6 +136,9 @@ class Model:
              inplace: dict[int, str] | None = None) -> list[np.ndarray]:
         try:
             return self._run_on_backend(entry, args, inplace)
+        except MemoryError:
+            raise GraphCallError(f"out of memory running {self.name}.{entry} with these "
+                                 f"argument shapes") from None
         except GraphError as e:           # run-time errors point at the .graph line, with a caret
             raise attach_snippet(e, self.graph.source) if e.loc and \
                 e.loc.file == self.graph.filename else e
@@ -137,7 +148,8 @@ class Model:
         if self._native is not None:
             return self._native.call(entry, args, inplace=inplace) if inplace else \
                 self._native.call(entry, args)
-        outs = interp.run(self._entry(entry), args)
+        outs = [np.array(o) for o in interp.run(self._entry(entry), args,
+                                                 check_numerics=self.check_numerics)]
         for i, name in (inplace or {}).items():
             args[name][...] = outs[i]
         return outs
@@ -154,14 +166,19 @@ class Model:
 
     def sgd_step(self, params: dict[str, np.ndarray], lr: float, **inputs: Any) -> np.ndarray:
         """One fused forward + backward + ``p -= lr * g`` step; updates ``params`` in place and
-        returns the grad target at the old values."""
+        returns the grad target at the old values. (An input that is itself named ``lr`` goes
+        in the ``params`` dict.)"""
         func = self._entry("sgd_step")
-        args = self._prepare("sgd_step", {**params, **inputs, "lr": lr})
+        lr_name = func.params[-1].attrs["name"]
+        args = self._prepare("sgd_step", {**params, **inputs, lr_name: lr})
         updated = func.result_names[1:]
         for name in updated:
-            if not isinstance(params.get(name), np.ndarray):
+            p = params.get(name)
+            if not isinstance(p, np.ndarray) or not p.flags.writeable or \
+                    not np.can_cast(self.params[name].dtype.np, p.dtype, "same_kind"):
                 raise GraphCallError(f"sgd_step updates '{name}' in place, so params['{name}'] "
-                                     f"must be a NumPy array")
+                                     f"must be a writeable float NumPy array "
+                                     f"({self.params[name]})")
         # results go straight into the caller's arrays when they are usable as buffers
         direct = {i + 1: n for i, n in enumerate(updated) if args[n] is params[n]}
         outs = self._run("sgd_step", args, inplace=direct)
@@ -190,7 +207,7 @@ class Model:
             else:
                 f = self._pipeline(name, after)
             texts.append(print_func(f) + self._fusion_notes(name, after))
-        return "\n\n".join(texts) + "\n"
+        return "\n\n".join(texts)
 
     def _fusion_notes(self, name: str, after: str | None) -> str:
         """After the fusion pass, one comment line (which ``ir.parse`` skips) per value that

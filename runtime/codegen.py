@@ -90,7 +90,9 @@ class Kernel:
             acc = t if acc is None else b.add(acc, t)
         return acc if acc is not None else ir.Constant(I64, 0)
 
-    def load(self, op: Operand, idx: Sequence[ir.Value]) -> ir.Value:
+    def load(self, op: Operand, idx: Sequence[ir.Value],
+             memo: dict[int, ir.Value] | None = None) -> ir.Value:
+        """``op`` at ``idx``; a subtree shared within ``op`` is emitted once (``memo``)."""
         if isinstance(op, View):
             return self.em.load(self.ptr(op.buf), self.index(op, idx), op.dtype)
         if isinstance(op, Reg):
@@ -98,10 +100,14 @@ class Kernel:
         if isinstance(op, Acc):
             assert self.acc is not None
             return self.acc
-        if op.value.op == "dim":
-            return self.em.cast(self.dim(op.value.attrs["value"]), op.value.dtype)
-        xs = [self.load(a, idx) for a in op.args]
-        return lower_elementwise(self.em, op.value, xs)
+        memo = {} if memo is None else memo
+        if id(op) not in memo:
+            if op.value.op == "dim":
+                memo[id(op)] = self.em.cast(self.dim(op.value.attrs["value"]), op.value.dtype)
+            else:
+                xs = [self.load(a, idx, memo) for a in op.args]
+                memo[id(op)] = lower_elementwise(self.em, op.value, xs)
+        return memo[id(op)]
 
     def store(self, value: ir.Value, out: View, idx: Sequence[ir.Value]) -> None:
         self.em.store(value, self.ptr(out.buf), self.index(out, idx), out.dtype)
@@ -134,21 +140,32 @@ def coalesce(shape: Sequence[DimLike], views: list[View]) -> tuple[list[DimLike]
     return new_shape, out
 
 
-def map_views(op: Operand, views: dict[int, View]) -> Operand:
+def map_views(op: Operand, views: dict[int, View], memo: dict[int, Operand] | None = None
+              ) -> Operand:
+    """``op`` with each view replaced from ``views``; shared subtrees stay shared."""
     if isinstance(op, View):
         return views[id(op)]
-    if isinstance(op, Lazy):
-        return Lazy(op.value, tuple(map_views(a, views) for a in op.args))
-    return op
+    if not isinstance(op, Lazy):
+        return op
+    memo = {} if memo is None else memo
+    if id(op) not in memo:
+        memo[id(op)] = Lazy(op.value, tuple(map_views(a, views, memo) for a in op.args))
+    return memo[id(op)]
 
 
 def leaves(op: Operand) -> list[View]:
-    if isinstance(op, View):
-        return [op]
-    if isinstance(op, Lazy):
-        return [x for a in op.args for x in leaves(a)]
-    return []
-
+    """The distinct views ``op`` reads, each once."""
+    out: dict[int, View] = {}
+    seen: set[int] = set()
+    stack = [op]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, View):
+            out.setdefault(id(x), x)
+        elif isinstance(x, Lazy) and id(x) not in seen:
+            seen.add(id(x))
+            stack.extend(reversed(x.args))
+    return list(out.values())
 
 
 def emit_map(k: Kernel, out: View, expr: Operand) -> None:

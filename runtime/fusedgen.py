@@ -29,9 +29,17 @@ class Trees:
     def __init__(self, k: Kernel, leaves: dict[int, Operand]):
         self.k = k
         self.leaves = leaves
+        self.memo: dict[tuple[int, tuple[DimLike, ...]], Operand] = {}
 
     def at(self, v: Value, shape: tuple[DimLike, ...]) -> Operand:
-        """``v`` broadcast to ``shape`` (NumPy rules): an operand loadable at any index of it."""
+        """``v`` broadcast to ``shape`` (NumPy rules): an operand loadable at any index of it.
+        A value used twice is one shared subtree, so it is computed once per element."""
+        key = (id(v), tuple(shape))
+        if key not in self.memo or id(v) in self.leaves:
+            self.memo[key] = self._at(v, tuple(shape))
+        return self.memo[key]
+
+    def _at(self, v: Value, shape: tuple[DimLike, ...]) -> Operand:
         leaf = self.leaves.get(id(v))
         if leaf is not None:
             return widen(leaf, shape)
@@ -147,16 +155,23 @@ def epilogue(k: Kernel, epi: Operand | None, acc: ir.Value, idx: Sequence[ir.Val
     return vload(k, epi, idx, lanes) if lanes else k.load(epi, idx)
 
 
-def vload(k: Kernel, op: Operand, idx: Sequence[ir.Value], lanes: int) -> ir.Value:
+def vload(k: Kernel, op: Operand, idx: Sequence[ir.Value], lanes: int,
+          memo: dict[int, ir.Value] | None = None) -> ir.Value:
     """``op`` at ``lanes`` consecutive positions of the last axis from ``idx``, as a vector."""
     b = k.b
     if isinstance(op, Acc):
+        assert k.acc is not None
         return k.acc
     if isinstance(op, Lazy):
-        if op.value.op == "dim":
-            return splat(k, k.load(op, idx), lanes)
-        from runtime.codegen import lower_elementwise
-        return lower_elementwise(k.em, op.value, [vload(k, a, idx, lanes) for a in op.args])
+        memo = {} if memo is None else memo
+        if id(op) not in memo:
+            if op.value.op == "dim":
+                memo[id(op)] = splat(k, k.load(op, idx), lanes)
+            else:
+                from runtime.codegen import lower_elementwise
+                memo[id(op)] = lower_elementwise(
+                    k.em, op.value, [vload(k, a, idx, lanes, memo) for a in op.args])
+        return memo[id(op)]
     if isinstance(op, Reg):
         return splat(k, k.load(op, idx), lanes)
     stride = op.strides[-1]

@@ -163,8 +163,71 @@ def test_dump_ir_reads_back_and_names_results(mlp: graphc.Model) -> None:
     text = mlp.dump_ir()
     funcs = parse_funcs(text)
     assert [f.name for f in funcs] == ["mlp.forward", "mlp.backward", "mlp.sgd_step"]
-    assert print_funcs(funcs) + "\n" == text
+    assert print_funcs(funcs) == text
     back = mlp.dump_ir(func="backward")
     assert "grad.W1: f32[784,256]" in back and "mlp.graph:" in back
     assert " grad " not in mlp.dump_ir(func="backward", after="autodiff")
     assert " grad " in mlp.dump_ir(func="backward", after="ir-unopt")
+
+
+def test_outputs_are_fresh_arrays(backend: str) -> None:
+    src = "graph g {\n input x: f32[N,3]\n output x\n output r = reshape(x, [-1])\n}\n"
+    m = graphc.compile_source(src, backend=backend)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    out = m(x=x)
+    assert out["x"] is not x and not np.shares_memory(out["x"], x)
+    assert not np.shares_memory(out["r"], x) and not np.shares_memory(out["r"], out["x"])
+
+
+def test_sgd_step_returns_the_target_before_the_update(backend: str) -> None:
+    m = graphc.compile_source("graph g {\n param s: f32[] = ones\n loss = s\n output loss\n"
+                              " grad loss\n}\n", backend=backend)
+    p = m.init_params()
+    assert float(m.sgd_step(p, 0.5)) == 1.0 and float(p["s"]) == 0.5
+
+
+def test_an_input_named_lr_does_not_collide_with_the_learning_rate(backend: str) -> None:
+    src = ("graph g {\n input lr: f32[]\n param w: f32[2] = ones\n"
+           " loss = sum(w * w) * lr\n output loss\n grad loss\n}\n")
+    m = graphc.compile_source(src, backend=backend)
+    p = m.init_params()
+    loss = m.sgd_step({**p, "lr": np.float32(3.0)}, 0.1)
+    assert float(loss) == 6.0
+    np.testing.assert_allclose(p["w"], 1 - 0.1 * 6.0)            # d/dw = 2 w lr = 6
+    from ir.text import parse_funcs
+    assert parse_funcs(m.dump_ir(func="sgd_step"))                # reads back: no duplicate %lr
+
+
+def test_sgd_step_refuses_params_it_cannot_update_in_place(mlp: graphc.Model) -> None:
+    p = mlp.init_params()
+    d = data(2)
+    with pytest.raises(graphc.GraphCallError, match="writeable float"):
+        mlp.sgd_step({**p, "b2": np.zeros(10, np.int64)}, 0.1, **d)
+    frozen = p["b1"].copy()
+    frozen.flags.writeable = False
+    with pytest.raises(graphc.GraphCallError, match="writeable float"):
+        mlp.sgd_step({**p, "b1": frozen}, 0.1, **d)
+
+
+def test_ragged_argument_is_call_error(mlp: graphc.Model) -> None:
+    with pytest.raises(graphc.GraphCallError, match="'x' is not an array"):
+        mlp(x=[[1.0], [1.0, 2.0]], y=np.zeros((2, 10)), **mlp.init_params())
+
+
+def test_symbolic_dim_checks_run_on_every_backend(backend: str) -> None:
+    m = graphc.compile_source("graph g { input y: f32[M]; output z = concat([zeros([M-5], f32), "
+                              "y], 0) }", backend=backend)
+    assert m(y=np.ones(6))["z"].shape == (7,)
+    with pytest.raises(graphc.GraphCallError, match="must be >= 0"):
+        m(y=np.ones(4))
+    b = graphc.compile_source("graph g { input x: f32[N]; input y: f32[5]; output z = x + y }",
+                              backend=backend)
+    with pytest.raises(graphc.GraphCallError, match="dims 5 and N = 3 must be equal"):
+        b(x=np.ones(3), y=np.ones(5))
+
+
+def test_check_numerics_on_the_interpreter_too() -> None:
+    m = graphc.compile_source("graph g { input x: f32[N]; output y = log(x) }",
+                              backend="interp", check_numerics=True)
+    with pytest.raises(graphc.NumericsError, match="log"):
+        m(x=np.array([1.0, -1.0]))

@@ -194,3 +194,14 @@ def test_numerics_guard_names_an_op_inside_a_kernel() -> None:
     with pytest.raises(NumericsError, match="log") as e:
         mod.call("f", {"x": np.array([1.0, -1.0], np.float32)})
     assert e.value.loc == Loc("k.graph", 2, 3)
+
+
+def test_values_shared_inside_a_kernel_are_computed_once() -> None:
+    """v = sin(v) * v thirty times is one loop kernel whose body is a DAG: lowered as a tree it
+    would hold 2**30 nodes."""
+    x = arg("x", (N, 4), DType.f64)
+    v = make("tanh", x)
+    for _ in range(30):
+        v = make("sin", v) * v
+    out = check(Func("f", (x,), (v, make("sum", v, axis=1))), {"N": (0, 3)})
+    assert bodies(out) == ["loop.mul", "row.sum"]
