@@ -9,12 +9,14 @@ runtime evaluates at call time. Slots whose sizes are multiples of 64 bytes come
 others by element size, so every buffer is aligned for its dtype at every binding."""
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from ir.core import Func, Value, make
 from ir.ops.fused import analyze, same_index_inputs
-from ir.types import Dim, DimLike, dim_add, dim_eval, dim_mul
+from ir.types import Dim, DimLike, TensorType, dim_add, dim_eval, dim_mul
 from passes.fusion import is_view
 
 REF = 1024            # every symbol's value when the scheduler compares symbolic sizes
@@ -36,6 +38,7 @@ def poly(cs: Mapping[tuple[str, ...], int]) -> DimLike:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 16)     # plans of unrolled loops ask the same questions often
 def dominates(p: DimLike, q: DimLike) -> bool:
     """p >= q for every binding of the (non-negative) symbols: no coefficient of p - q is < 0."""
     return all(c >= 0 for c in coeffs(dim_add(p, dim_mul(-1, q))).values())
@@ -56,6 +59,7 @@ def round_up(d: DimLike, align: int) -> DimLike:
     return poly({m: -(-c // align) * align for m, c in coeffs(d).items()})
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def at_ref(d: DimLike) -> int:
     return dim_eval(d, {s: REF for s in (d.symbols if isinstance(d, Dim) else ())})
 
@@ -143,7 +147,12 @@ def _pick(free: list[int], sizes: list[DimLike], need: DimLike) -> int | None:
 
 
 def nbytes(v: Value) -> DimLike:
-    return dim_mul(v.type.size, v.dtype.itemsize)
+    return _type_bytes(v.type)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _type_bytes(ty: TensorType) -> DimLike:
+    return dim_mul(ty.size, ty.dtype.itemsize)
 
 
 @dataclass(frozen=True)
@@ -299,6 +308,7 @@ def _schedule(kernels: list[Value], reads: list[list[int]], same: list[list[int]
     for n, rs in enumerate(reads):
         for u in rs:
             readers[u].add(n)
+    size = [at_ref(nbytes(k)) for k in kernels]
     done: set[int] = set()
     order: list[int] = []
     while len(order) < len(kernels):
@@ -310,9 +320,8 @@ def _schedule(kernels: list[Value], reads: list[list[int]], same: list[list[int]
             dying = [u for u in reads[n] if readers[u] - done == {n} and u not in keep
                      and u not in outs]
             inplace = any(u in dying for u in same[n])
-            alloc = 0 if n in outs or inplace else at_ref(nbytes(kernels[n]))
-            return alloc - sum(at_ref(nbytes(kernels[u])) for u in dying
-                               if not (inplace and u in same[n]))
+            alloc = 0 if n in outs or inplace else size[n]
+            return alloc - sum(size[u] for u in dying if not (inplace and u in same[n]))
         scored = [(delta(n), n) for n in ready]
         freeing = [s for s in scored if s[0] <= 0]
         n = min(freeing)[1] if freeing else min(ready)

@@ -17,6 +17,7 @@ from runtime.plan import (ERR_ARG_NUMERICS, ERR_NUMERICS, Acc, Lazy, Operand, Pl
                           buffers_read, contiguous)
 
 ENTRY = "graphc_entry"
+INLINE_LIMIT = 64          # kernels per function beyond which they are not inlined
 
 
 class DimEval:
@@ -60,6 +61,10 @@ class Kernel:
         fnty = ir.FunctionType(I32, [PTR] * (1 + len(self.bufs)))
         self.fn = ir.Function(cg.module, fnty, name)
         self.fn.linkage = "internal"
+        if len(cg.plan.steps) > INLINE_LIMIT:
+            # inlined into one driver, thousands of kernels (unrolled loops) make LLVM's
+            # optimiser superlinear; kept apart, each is optimised on its own
+            self.fn.attributes.add("noinline")
         for a in self.fn.args[1:]:
             a.add_attribute("noalias")
         self.entry = self.fn.append_basic_block("entry")
