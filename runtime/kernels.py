@@ -349,20 +349,19 @@ def emit_dim(k: Kernel, s: Step) -> None:
 def emit_one_hot(k: Kernel, s: Step) -> None:
     labels = s.args[0]
     em = k.em
-    strict = s.value.attrs["strict"]
-    bad = em.alloca_entry(ir.IntType(1), "badlabel")
-    k.b.store(ir.Constant(ir.IntType(1), 0), bad)
-    depth = k.dim(s.out.shape[-1])
     with em.loop_nest([k.dim(d) for d in s.out.shape], "h") as oi:
-        lab = k.load(labels, oi[:-1])
-        lab = em.cast(lab, DType.i64) if lab.type != I64 else lab
-        hit = em.eq(lab, oi[-1])
-        k.store(em.cast(hit, s.out.dtype), s.out, oi)
-        if strict:
+        lab = em.cast(k.load(labels, oi[:-1]), DType.i64)
+        k.store(em.cast(em.eq(lab, oi[-1]), s.out.dtype), s.out, oi)
+    if s.value.attrs["strict"]:
+        # a label loop of its own, so that a bad label is found even when depth is 0
+        bad = em.alloca_entry(ir.IntType(1), "badlabel")
+        k.b.store(ir.Constant(ir.IntType(1), 0), bad)
+        depth = k.dim(s.out.shape[-1])
+        with em.loop_nest([k.dim(d) for d in s.out.shape[:-1]], "hc") as li:
+            lab = em.cast(k.load(labels, li), DType.i64)
             oob = k.b.or_(k.b.icmp_signed("<", lab, ir.Constant(I64, 0)),
                           k.b.icmp_signed(">=", lab, depth))
             k.b.store(k.b.or_(k.b.load(bad, typ=oob.type), oob), bad)
-    if strict:
         k.code = k.b.select(k.b.load(bad, typ=ir.IntType(1)),
                             ir.Constant(ir.IntType(32), (ERR_INDEX << 24) | s.index),
                             ir.Constant(ir.IntType(32), 0))

@@ -40,3 +40,11 @@ def test_check_numerics_names_the_op_and_line() -> None:
     assert "nan.graph:3:" in str(e.value)
     plain = graphc.compile_source(src, filename="nan.graph")
     assert np.isnan(plain(x=np.array([1.0, -1.0, 2.0]))["y"])       # without it: NaN, no error
+
+
+def test_label_check_holds_with_zero_classes(backend: str) -> None:
+    m = graphc.compile_source("graph g { input z: f32[N,C]; input l: i64[N]; "
+                              "output y = sparse_softmax_cross_entropy(z, l) }", backend=backend)
+    with pytest.raises(graphc.GraphCallError, match="label"):
+        m(z=np.zeros((2, 0), np.float32), l=np.array([0, 5]))
+    assert m(z=np.zeros((0, 0), np.float32), l=np.zeros(0, np.int64))["y"].shape == (0,)
