@@ -1,4 +1,4 @@
-"""Graphviz DOT text of a function, for ``graphc compile --emit dot`` (render with ``dot -Tsvg``)."""
+"""Graphviz DOT text of a function, for ``graphc compile --emit dot`` (render: ``dot -Tsvg``)."""
 from __future__ import annotations
 
 from ir.core import Func

@@ -1,5 +1,5 @@
-"""``Model``: a compiled graph. It builds the three entry points (forward, backward, sgd_step) as IR,
-runs the pass pipeline on each, and calls them natively (or on the reference interpreter)."""
+"""``Model``: a compiled graph. It builds the three entry points (forward, backward, sgd_step)
+as IR, runs the pass pipeline on each, and calls them natively (or on the interpreter)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -11,7 +11,7 @@ from graphc import init as initializers
 from graphc.errors import attach_snippet
 from graphc.program import GraphDef
 from ir import interp, shapecheck
-from ir.core import Func, Value, make
+from ir.core import Func, make
 from ir.errors import GraphCallError, GraphError
 from ir.ops.registry import suggest
 from ir.types import DType, TensorType

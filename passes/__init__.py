@@ -40,4 +40,4 @@ PIPELINES: tuple[tuple[str, ...], ...] = (
     REQUIRED + _ROUND + _ROUND + ("dce",) + _KERNELS,  # -O3: a 2nd round finds more
 )
 
-from passes.manager import describe_pipeline, format_stats, run_pipeline  # noqa: F401
+from passes.manager import describe_pipeline, format_stats, run_pipeline  # noqa: E402,F401

@@ -117,7 +117,7 @@ def error_for(plan: Plan, rc: int, env: Mapping[str, int]) -> GraphError:
         v = c.value
         return GraphCallError(
             f"{v.op} is out of range at run time: needs {dim_str(c.lo)} <= {dim_str(c.x)}"
-            + (f" <= {dim_str(c.hi)}" if c.hi is not None else "") + f" with "
+            + (f" <= {dim_str(c.hi)}" if c.hi is not None else "") + " with "
             + ", ".join(f"{k} = {n}" for k, n in sorted(env.items())), v.loc)
     if kind == ERR_INDEX:
         v = plan.step_of[index]

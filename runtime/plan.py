@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from ir.core import Func, Value
+from ir.ops.fused import body_symbols
 from ir.ops import registry
-from ir.types import Dim, DimLike, DType, Shape, dim_mul
+from ir.types import DimLike, DType, Shape, dim_mul
 
 # error codes returned by generated code: kind << 24 | index
 ERR_BOUNDS = 1
@@ -130,19 +131,9 @@ def broadcast_view(v: View, shape: Shape) -> View:
 
 
 def symbols_of(func: Func) -> tuple[str, ...]:
-    syms: set[str] = set()
-
-    def walk(a: Any) -> None:
-        if isinstance(a, Dim):
-            syms.update(a.symbols)
-        elif isinstance(a, tuple):
-            for x in a:
-                walk(x)
-    for v in func.values():
-        syms.update(v.type.symbols)
-        for _, a in v.attrs.items:
-            walk(a)
-    return tuple(sorted(syms))
+    """Every symbolic dim the function's types and attributes mention, sorted (the order of the
+    run-time ``dims`` array)."""
+    return tuple(sorted(body_symbols(func)))
 
 
 def uses(func: Func) -> dict[int, int]:

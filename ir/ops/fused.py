@@ -146,7 +146,8 @@ def _softmax(x: Value) -> Value:
 
 
 def _samples() -> tuple[Any, ...]:
-    cases: list[tuple[tuple[str, ...], Callable[..., Value], str]] = [(("f64[N,4]", "f64[4]"), lambda x, b: make("relu", x + b), "loop.relu"),
+    cases: list[tuple[tuple[str, ...], Callable[..., Value], str]] = [
+             (("f64[N,4]", "f64[4]"), lambda x, b: make("relu", x + b), "loop.relu"),
              (("f64[N,3]",), _softmax, "row.div"),
              (("f64[N,4]", "f64[4,3]", "f64[3]"), lambda x, w, b: make("tanh", x @ w + b),
               "matmul.tanh"),
