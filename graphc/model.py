@@ -11,6 +11,7 @@ from graphc import init as initializers
 from graphc.errors import attach_snippet
 from graphc.program import GraphDef
 from ir import interp, shapecheck
+from ir.args import convert_arg
 from ir.core import Func, make
 from ir.errors import GraphCallError, GraphError
 from ir.ops.registry import suggest
@@ -55,6 +56,11 @@ def build_funcs(g: GraphDef) -> dict[str, Func]:
     return funcs
 
 
+def _too_big(e: ValueError) -> bool:
+    """NumPy's way of saying an array cannot be allocated at all."""
+    return any(w in str(e) for w in ("too big", "Maximum allowed size", "array is too large"))
+
+
 class Model:
     """A compiled ``.graph`` graph. Call it with NumPy arrays by name."""
 
@@ -80,7 +86,8 @@ class Model:
         # checkpoint: None, "elementwise", "all", a byte budget or {"budget": b, "N": n, ...}
         self.checkpoint = checkpointing.policy(checkpoint)
         self.optimized = {k: self._pipeline(k) for k in self.funcs}
-        self._requirements = {k: shapecheck.requirements(f) for k, f in self.optimized.items()}
+        self._requirements = {k: shapecheck.requirements(f) + shapecheck.limits(f)
+                              for k, f in self.optimized.items()}
         self.check_numerics = check_numerics
         self._native = None
         if backend == "native":
@@ -112,16 +119,7 @@ class Model:
         for name, ty in want.items():
             if name not in given:
                 raise GraphCallError(f"missing argument '{name}' ({ty})")
-            try:
-                a = np.asarray(given[name])
-            except (ValueError, TypeError) as e:       # ragged lists, odd objects
-                raise GraphCallError(f"argument '{name}' is not an array: {e}") from None
-            if a.dtype != ty.dtype.np:
-                if not np.can_cast(a.dtype, ty.dtype.np, "same_kind"):
-                    raise GraphCallError(f"argument '{name}' must be {ty}, got a {a.dtype} array "
-                                         f"(convert it explicitly)")
-                a = a.astype(ty.dtype.np)
-            out[name] = a if a.flags.c_contiguous else a.copy(order="C")
+            out[name] = convert_arg(name, given[name], ty)
         env = interp.bind_dims([(n, want[n], out[n].shape) for n in want])
         shapecheck.check(self._requirements[entry], env)
         return out
@@ -136,12 +134,14 @@ class Model:
              inplace: dict[int, str] | None = None) -> list[np.ndarray]:
         try:
             return self._run_on_backend(entry, args, inplace)
-        except MemoryError:
-            raise GraphCallError(f"out of memory running {self.name}.{entry} with these "
-                                 f"argument shapes") from None
         except GraphError as e:           # run-time errors point at the .graph line, with a caret
             raise attach_snippet(e, self.graph.source) if e.loc and \
                 e.loc.file == self.graph.filename else e
+        except (MemoryError, ValueError) as e:
+            if isinstance(e, ValueError) and not _too_big(e):
+                raise
+            raise GraphCallError(f"out of memory running {self.name}.{entry} with these "
+                                 f"argument shapes") from None
 
     def _run_on_backend(self, entry: str, args: dict[str, np.ndarray],
                         inplace: dict[int, str] | None) -> list[np.ndarray]:

@@ -4,13 +4,14 @@ when equal, checked at call time), that a reshape keeps the element count, and t
 expression (``M-5``) is non-negative. Checked once per call, before any kernel runs."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ir.core import Func, Value
 from ir.errors import GraphCallError
 from ir.ops import registry
-from ir.types import Dim, DimLike, dim_eval, dim_str
+from ir.types import Dim, DimLike, dim_eval, dim_mul, dim_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +35,60 @@ class Requirement:
                                  f"{_show(self.right, b)} must be equal", self.value.loc)
 
 
+INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Fits:
+    """A dim expression (an extent, an element count in bytes, a dim used as a value) that
+    native code computes in 64-bit integers: every partial product must fit, or it would wrap
+    silently. The bound is the sum of the terms' magnitudes, with 0 counted as 1, so it also
+    covers the partial products of a term whose last factor is 0."""
+    poly: DimLike
+    value: Value
+    what: str = "the dim expression"
+
+    def check(self, env: Mapping[str, int]) -> None:
+        if isinstance(self.poly, int):
+            return
+        bound = sum(abs(c) * math.prod(max(1, abs(env[s])) for s in m)
+                    for m, c in self.poly.terms)
+        if bound > INT64_MAX:
+            raise GraphCallError(f"{self.what} {dim_str(self.poly)} (of {self.value.type}) is "
+                                 f"too large for 64-bit sizes with {_binding(env)}",
+                                 self.value.loc)
+
+
 def _show(d: DimLike, n: int) -> str:
     return str(n) if isinstance(d, int) else f"{dim_str(d)} = {n}"
 
 
 def _binding(env: Mapping[str, int]) -> str:
     return ", ".join(f"{k} = {n}" for k, n in sorted(env.items()))
+
+
+def limits(func: Func) -> tuple[Fits, ...]:
+    """Every dim expression of ``func`` (and of its fused kernels' bodies) that native code
+    evaluates in 64 bits: each value's byte size and each dim in its attributes."""
+    out: dict[DimLike, Fits] = {}
+
+    def fits(d: Any, v: Value, what: str = "the dim expression") -> None:
+        if isinstance(d, Dim):
+            out.setdefault(d, Fits(d, v, what))
+        elif isinstance(d, tuple):
+            for x in d:
+                fits(x, v)
+
+    def visit(f: Func) -> None:
+        for v in f.values():
+            fits(dim_mul(v.type.size, v.dtype.itemsize), v, "the byte size")
+            for _, a in v.attrs.items:
+                if isinstance(a, Func):
+                    visit(a)
+                else:
+                    fits(a, v)
+    visit(func)
+    return tuple(out.values())
 
 
 def requirements(func: Func) -> tuple[Requirement, ...]:
@@ -86,6 +135,6 @@ def _aligned(shape: tuple, out: tuple, v: Value, need: Any) -> None:
             need(d, o, v)
 
 
-def check(reqs: tuple[Requirement, ...], env: Mapping[str, int]) -> None:
+def check(reqs: tuple[Requirement | Fits, ...], env: Mapping[str, int]) -> None:
     for r in reqs:
         r.check(env)

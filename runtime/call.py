@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ir.args import convert_arg
 from ir.errors import GraphCallError, GraphError, NumericsError
 from ir.interp import bind_dims
 from ir.ops.registry import suggest
@@ -32,15 +33,9 @@ def prepare_args(plan: Plan, args: Mapping[str, Any], dims: Mapping[str, int] | 
     for p, name in zip(func.params, names):
         if name not in args:
             raise GraphCallError(f"missing argument '{name}' ({p.type}) to {func.name}")
-        a = np.asarray(args[name])
-        want = p.dtype.np
-        if a.dtype != want:
-            if not np.can_cast(a.dtype, want, "same_kind"):
-                raise GraphCallError(f"argument '{name}' must be {p.type}, got dtype {a.dtype} "
-                                     f"(which does not convert safely to {p.dtype})")
-            a = a.astype(want)
+        a = convert_arg(name, args[name], p.type)
         named.append((name, p.type, a.shape))
-        arrays.append(np.ascontiguousarray(a))
+        arrays.append(a)
     env = bind_dims(named)
     for s, n in (dims or {}).items():
         if env.setdefault(s, int(n)) != n:
@@ -79,22 +74,35 @@ def invoke(plan: Plan, native: Any, args: Mapping[str, Any],
     shapes = [tuple(max(d, 0) for d in r.type.concrete(env)) for r in func.results]
     targets = check_inplace(plan, inplace or {}, args, shapes)
     outs = [targets.get(r, None) for r in range(len(shapes))]
+    # one byte per result: 1 = written straight into the caller's array, 0 = staged in the
+    # arena and copied at the end (any number of results; the arena key is a Python int)
+    flags = np.zeros(max(len(shapes), 1), np.uint8)
     mask = 0
     for r, shape in enumerate(shapes):
         if outs[r] is None:
-            outs[r] = np.empty(shape, func.results[r].dtype.np)
-            mask |= 1 << r
+            outs[r] = allocate(shape, func.results[r])
+            flags[r] = 1
         elif direct(plan, r, outs[r], arrays):
-            mask |= 1 << r
+            flags[r] = 1
+        mask |= int(flags[r]) << r
     dims = np.array([env[s] for s in plan.symbols] or [0], np.int64)
     space = (arena or Arena()).get(arena_bytes(plan, env, mask))
     block = (ctypes.c_void_p * (len(arrays) + len(outs) + 3))(
         *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs],
-        dims.ctypes.data, mask, space)
+        dims.ctypes.data, flags.ctypes.data, space)
     rc = native(ctypes.addressof(block))
     if rc:
         raise error_for(plan, rc, env)
     return outs   # type: ignore[return-value]
+
+
+def allocate(shape: tuple[int, ...], result: Any) -> np.ndarray:
+    """A fresh result array, or a GraphCallError when it is too large to allocate."""
+    try:
+        return np.empty(shape, result.dtype.np)
+    except (MemoryError, ValueError):
+        raise GraphCallError(f"a result of type {result.type} has shape {shape}, too large to "
+                             f"allocate", result.loc) from None
 
 
 def direct(plan: Plan, r: int, target: np.ndarray, arrays: list[np.ndarray]) -> bool:

@@ -34,7 +34,7 @@ def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | 
     params = [arg(k) for k in range(n_params)]
     outs = [arg(n_params + r) for r in range(n_results)]
     dims = DimEval(entry, arg(n_params + n_results), plan.symbols)
-    mask = arg(n_params + n_results + 1, I64)
+    direct = arg(n_params + n_results + 1)     # one byte per result: written in place?
     ws = arg(n_params + n_results + 2)
 
     def fail_if(bad: ir.Value, code: ir.Value) -> None:
@@ -57,8 +57,9 @@ def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | 
         return dims.get(dim_mul(bf.size, bf.dtype.itemsize))
 
     def bit(r: int) -> ir.Value:
-        v = b.and_(b.lshr(mask, ir.Constant(I64, r)), ir.Constant(I64, 1))
-        return b.trunc(v, I1)
+        flag = b.load(b.gep(direct, [ir.Constant(I64, r)], source_etype=ir.IntType(8)),
+                      typ=ir.IntType(8))
+        return b.icmp_unsigned("!=", flag, ir.Constant(ir.IntType(8), 0))
 
     ptrs: dict[int, ir.Value] = {}
     for bi, bf in enumerate(plan.buffers):
