@@ -9,20 +9,40 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ir.errors import (GraphCallError, GraphError, GraphFileError, GraphSyntaxError,
-                       GraphTypeError, GraphWarning, NumericsError)
-from graphc.model import Model
+from ir.errors import (GraphArgumentTypeError, GraphCallError, GraphError, GraphFileError,
+                       GraphSyntaxError, GraphTypeError, GraphWarning, NumericsError)
+from graphc.model import OPTIONS, Model, check_options
 
 __all__ = ["compile", "compile_source", "Model", "GraphError", "GraphSyntaxError",
-           "GraphTypeError", "GraphCallError", "GraphFileError", "NumericsError", "GraphWarning",
+           "GraphTypeError", "GraphCallError", "GraphArgumentTypeError", "GraphFileError", "NumericsError", "GraphWarning",
            "__version__"]
 __version__ = "0.1.0"
 
 
 def compile_source(text: str, graph: str | None = None, *, filename: str = "<source>",
-                   **options: Any) -> Model:
-    """Compile ``.graph`` source text. ``options``: opt_level (0-3, default 2), backend
-    ("native" | "interp"), cache, check_numerics."""
+                   opt_level: int = 2, backend: str = "native", cache: bool = True,
+                   check_numerics: bool = False, checkpoint: Any = None, debug: bool | None = None,
+                   **unknown: Any) -> Model:
+    """Compile ``.graph`` source text.
+
+    opt_level: 0-3 (default 2); backend: "native" or "interp" (the NumPy reference
+    interpreter); cache: reuse compiled code from the disk cache; check_numerics: raise
+    NumericsError at the first op that makes a NaN/Inf; checkpoint: "elementwise", "all" or
+    {"budget": bytes, "N": n}; debug: bounds-check every load and store of the generated code
+    (default: the GRAPHC_DEBUG environment variable)."""
+    if unknown:
+        from ir.ops.registry import suggest
+        name = next(iter(unknown))
+        raise GraphArgumentTypeError(f"compile has no option '{name}'"
+                                     + suggest(name, list(OPTIONS)))
+    if not isinstance(text, str):
+        raise GraphArgumentTypeError(f"the source must be a str, got {type(text).__name__}")
+    if graph is not None and not isinstance(graph, str):
+        raise GraphArgumentTypeError(f"graph= must be a graph's name (a str), got "
+                                     f"{type(graph).__name__}")
+    options = dict(opt_level=opt_level, backend=backend, cache=cache,
+                   check_numerics=check_numerics, checkpoint=checkpoint, debug=debug)
+    check_options(options)
     from graphc.elaborate import elaborate_source
     graphs = elaborate_source(text, filename)
     if not graphs:
@@ -40,11 +60,15 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
 
 def compile(path: str | os.PathLike[str], graph: str | None = None,  # noqa: A001 - SPEC name
             **options: Any) -> Model:
-    """Compile the ``.graph`` file at ``path``; see ``compile_source`` for the options."""
+    """Compile the ``.graph`` file at ``path``; the options are those of ``compile_source``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise GraphArgumentTypeError(f"compile takes the path of a .graph file (a str or "
+                                     f"PathLike), got {type(path).__name__}; for source text "
+                                     f"use compile_source")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise GraphFileError(f"cannot read {os.fspath(path)!s}: "
                              f"{getattr(e, 'strerror', None) or e}") from None
     return compile_source(text, graph, filename=os.fspath(path), **options)

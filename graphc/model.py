@@ -2,6 +2,7 @@
 as IR, runs the pass pipeline on each, and calls them natively (or on the interpreter)."""
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -13,7 +14,7 @@ from graphc.program import GraphDef
 from ir import interp, shapecheck
 from ir.args import convert_arg
 from ir.core import Func, make
-from ir.errors import GraphCallError, GraphError
+from ir.errors import GraphArgumentTypeError, GraphCallError, GraphError
 from ir.ops.registry import suggest
 from ir.types import DType, TensorType
 from passes import checkpoint as checkpointing
@@ -56,6 +57,35 @@ def build_funcs(g: GraphDef) -> dict[str, Func]:
     return funcs
 
 
+OPTIONS = ("opt_level", "backend", "cache", "check_numerics", "checkpoint", "debug")
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """The options of ``compile``: a wrong type or value is a GraphError naming the option (also
+    a TypeError or ValueError, as Python's own would be)."""
+    level = options.get("opt_level", 2)
+    if not isinstance(level, int) or isinstance(level, bool):
+        raise GraphArgumentTypeError(f"opt_level must be an int 0..3, got {level!r}")
+    if level not in (0, 1, 2, 3):
+        raise GraphCallError(f"opt_level must be 0, 1, 2 or 3, got {level}")
+    backend = options.get("backend", "native")
+    if backend not in BACKENDS:
+        raise GraphCallError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got "
+                             f"{backend!r}")
+    for flag in ("cache", "check_numerics", "debug"):
+        value = options.get(flag)
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise GraphArgumentTypeError(f"{flag} must be True or False, got {value!r}")
+
+
+def _seed(seed: Any) -> int:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise GraphArgumentTypeError(f"seed must be an int, got {seed!r}")
+    if seed < 0:
+        raise GraphCallError(f"seed must be >= 0, got {seed}")
+    return int(seed)
+
+
 def _too_big(e: ValueError) -> bool:
     """NumPy's way of saying an array cannot be allocated at all."""
     return any(w in str(e) for w in ("too big", "Maximum allowed size", "array is too large"))
@@ -66,11 +96,13 @@ class Model:
 
     def __init__(self, graph: GraphDef, *, opt_level: int = 2, backend: str = "native",
                  cache: bool = True, check_numerics: bool = False,
-                 verify_each: bool | None = None, checkpoint: Any = None) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if opt_level not in (0, 1, 2, 3):
-            raise ValueError(f"opt_level must be 0..3, got {opt_level!r}")
+                 verify_each: bool | None = None, checkpoint: Any = None,
+                 debug: bool | None = None) -> None:
+        check_options(dict(opt_level=opt_level, backend=backend, cache=cache,
+                           check_numerics=check_numerics, debug=debug))
+        if debug is None:
+            debug = os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
+        self.debug = bool(debug)
         self.graph = graph
         self.name = graph.name
         self.opt_level = opt_level
@@ -84,7 +116,13 @@ class Model:
         self.verify_each = (VERIFY_EACH_PASS or opt_level == 0) if verify_each is None \
             else verify_each
         # checkpoint: None, "elementwise", "all", a byte budget or {"budget": b, "N": n, ...}
-        self.checkpoint = checkpointing.policy(checkpoint)
+        try:
+            self.checkpoint = checkpointing.policy(checkpoint)
+        except (OverflowError, ValueError) as e:     # int(1e400), int(nan)
+            if isinstance(e, GraphError):
+                raise
+            raise GraphCallError(f"checkpoint={checkpoint!r} is not a usable byte budget: "
+                                 f"{e}") from None
         self.optimized = {k: self._pipeline(k) for k in self.funcs}
         self._requirements = {k: shapecheck.requirements(f) + shapecheck.limits(f)
                               for k, f in self.optimized.items()}
@@ -93,7 +131,7 @@ class Model:
         if backend == "native":
             from runtime import compile_module
             self._native = compile_module(self.optimized, opt_level=opt_level, cache=cache,
-                                          check_numerics=check_numerics)
+                                          check_numerics=check_numerics, debug=self.debug)
 
     def _pipeline(self, name: str, after: str | None = None) -> Func:
         """Run the pass pipeline on entry point ``name`` (up to pass ``after``)."""
@@ -188,7 +226,21 @@ class Model:
         return outs[0]
 
     def init_params(self, seed: int = 0) -> dict[str, np.ndarray]:
-        return initializers.init_params(self.graph.params, seed)
+        """Every param drawn by its initializer; one seed reproduces them all."""
+        try:
+            return initializers.init_params(self.graph.params, _seed(seed))
+        except (MemoryError, ValueError) as e:
+            if isinstance(e, GraphError) or isinstance(e, ValueError) and not _too_big(e):
+                raise
+            raise GraphCallError(f"out of memory initialising the params of {self.name}: "
+                                 f"{', '.join(f'{d.name}: {d.type}' for d in self.graph.params)}"
+                                 ) from None
+
+    def release_memory(self) -> None:
+        """Free the workspace (arena) every thread holds for this model; the next call
+        allocates what it needs again."""
+        if self._native is not None:
+            self._native.release_memory()
 
     # -- inspection ----------------------------------------------------------------------------
     def dump_ir(self, func: str | None = None, after: str | None = None) -> str:
@@ -226,7 +278,14 @@ class Model:
         result) and ``saved`` (forward results the backward reads)."""
         from passes import memplan
         name = func or ("backward" if "backward" in self.funcs else "forward")
+        if name not in self.funcs and name not in ("backward", "sgd_step"):
+            raise GraphCallError(f"no function '{name}'" + suggest(name, list(self.funcs)))
         f = self._entry(name)
+        for s, n in dims.items():
+            if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+                raise GraphArgumentTypeError(f"memory_plan: dim {s} must be an int, got {n!r}")
+            if n < 0:
+                raise GraphCallError(f"memory_plan: dim {s} must be >= 0, got {n}")
         missing = sorted({s for p in f.params for s in p.type.symbols} - set(dims))
         if missing:
             raise GraphCallError(f"memory_plan needs a value for {', '.join(missing)} "

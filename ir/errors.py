@@ -49,6 +49,10 @@ class GraphCallError(GraphError, ValueError):
     """Arguments passed at call time do not match the compiled signature."""
 
 
+class GraphArgumentTypeError(GraphCallError, TypeError):
+    """An argument to the API has the wrong Python type (``opt_level=2.0``, ``graph=123``)."""
+
+
 class GraphFileError(GraphError, OSError):
     """A file cannot be read."""
 

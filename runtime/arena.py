@@ -5,8 +5,10 @@ result written in place of the caller's array is staged after them and copied at
 offsets are dim polynomials that the driver evaluates from the call's dims."""
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import TYPE_CHECKING, Mapping
+import weakref
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
 
@@ -20,26 +22,95 @@ if TYPE_CHECKING:
 ALIGN = 64
 
 
-class Arena(threading.local):
-    """This thread's block of memory for one model (threads never share one)."""
+class _Workspace:
+    """One thread's block of memory for one model."""
 
     def __init__(self) -> None:
         self.block: np.ndarray | None = None
         self.address = 0
         self.size = 0
+        self.busy = False              # a native call is using the block right now
+        self.release = False           # drop the block when that call ends
+        self.small_calls = 0           # consecutive calls that needed far less than ``size``
+
+
+class Arena:
+    """Each thread's block of memory for one model (threads never share one). A block grows to
+    the largest binding a call needs and shrinks back once a run of calls has needed far less
+    (``SHRINK_AFTER`` calls all needing under ``1/SHRINK_RATIO`` of it); ``release()`` frees
+    every idle thread's block now and a busy one's when its call ends. A thread's block dies
+    with the thread."""
+
+    SHRINK_AFTER = 16
+    SHRINK_RATIO = 4
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: weakref.WeakSet[_Workspace] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def _mine(self) -> _Workspace:
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            ws = self._local.ws = _Workspace()
+            with self._lock:
+                self._all.add(ws)
+        return ws
+
+    @contextlib.contextmanager
+    def lease(self, nbytes: int) -> Iterator[int]:
+        """The address of at least ``nbytes`` bytes, 64-byte aligned, valid inside the block."""
+        ws = self._mine()
+        with self._lock:
+            if ws.block is None or nbytes > ws.size:
+                ws.block = None                      # free the old block before the new one
+                try:
+                    ws.block = np.empty(max(nbytes, 1) + ALIGN, np.uint8)
+                except (MemoryError, ValueError):
+                    raise GraphCallError(f"out of memory for the workspace of this call "
+                                         f"({nbytes} bytes)") from None
+                base = ws.block.ctypes.data
+                ws.address = base + (-base) % ALIGN
+                ws.size = nbytes
+            ws.busy = True
+        try:
+            yield ws.address
+        finally:
+            with self._lock:
+                ws.busy = False
+                small = nbytes * self.SHRINK_RATIO < ws.size
+                ws.small_calls = ws.small_calls + 1 if small else 0
+                if ws.release or ws.small_calls >= self.SHRINK_AFTER:
+                    self._drop(ws)
 
     def get(self, nbytes: int) -> int:
-        """The address of at least ``nbytes`` bytes, 64-byte aligned."""
-        if self.block is None or nbytes > self.size:
-            try:
-                self.block = np.empty(max(nbytes, 1) + ALIGN, np.uint8)
-            except (MemoryError, ValueError):
-                raise GraphCallError(f"out of memory for the arena of this call ({nbytes} "
-                                     f"bytes)") from None
-            base = self.block.ctypes.data
-            self.address = base + (-base) % ALIGN
-            self.size = nbytes
-        return self.address
+        """The address of at least ``nbytes`` bytes for a caller that holds it itself."""
+        with self.lease(nbytes) as address:
+            return address
+
+    @property
+    def address(self) -> int:
+        """Where this thread's block starts (0 when it has none)."""
+        ws = getattr(self._local, "ws", None)
+        return ws.address if ws is not None and ws.block is not None else 0
+
+    @property
+    def size(self) -> int:
+        """Bytes this thread's block holds (0 when it has none)."""
+        ws = getattr(self._local, "ws", None)
+        return ws.size if ws is not None and ws.block is not None else 0
+
+    def release(self) -> None:
+        with self._lock:
+            for ws in list(self._all):
+                if ws.busy:
+                    ws.release = True
+                else:
+                    self._drop(ws)
+
+    @staticmethod
+    def _drop(ws: _Workspace) -> None:
+        ws.block, ws.address, ws.size, ws.release, ws.small_calls = None, 0, 0, False, 0
 
 
 def buffer_bytes(plan: Plan, buf: int) -> DimLike:

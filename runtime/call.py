@@ -86,11 +86,11 @@ def invoke(plan: Plan, native: Any, args: Mapping[str, Any],
             flags[r] = 1
         mask |= int(flags[r]) << r
     dims = np.array([env[s] for s in plan.symbols] or [0], np.int64)
-    space = (arena or Arena()).get(arena_bytes(plan, env, mask))
-    block = (ctypes.c_void_p * (len(arrays) + len(outs) + 3))(
-        *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs],
-        dims.ctypes.data, flags.ctypes.data, space)
-    rc = native(ctypes.addressof(block))
+    with (arena or Arena()).lease(arena_bytes(plan, env, mask)) as space:
+        block = (ctypes.c_void_p * (len(arrays) + len(outs) + 3))(
+            *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs],
+            dims.ctypes.data, flags.ctypes.data, space)
+        rc = native(ctypes.addressof(block))
     if rc:
         raise error_for(plan, rc, env)
     return outs   # type: ignore[return-value]
