@@ -126,6 +126,9 @@ class Model:
         self.optimized = {k: self._pipeline(k) for k in self.funcs}
         self._requirements = {k: shapecheck.requirements(f) + shapecheck.limits(f)
                               for k, f in self.optimized.items()}
+        self._signatures = {k: {p.attrs["name"]: p.type for p in f.params}
+                            for k, f in self.optimized.items()}
+        self._bindings: dict[str, dict[tuple, dict[str, int]]] = {k: {} for k in self.optimized}
         self.check_numerics = check_numerics
         self._native = None
         if backend == "native":
@@ -145,22 +148,31 @@ class Model:
         return 1 if name == "sgd_step" else len(self.outputs)
 
     # -- calling -------------------------------------------------------------------------------
-    def _prepare(self, entry: str, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Check names, convert dtypes (``same_kind``), make contiguous; dims are bound later."""
-        func = self._entry(entry)
-        want = {p.attrs["name"]: p.type for p in func.params}
-        for name in given:
-            if name not in want:
-                raise GraphCallError(f"unexpected argument '{name}'"
-                                     + suggest(name, list(want)))
-        out: dict[str, np.ndarray] = {}
-        for name, ty in want.items():
-            if name not in given:
-                raise GraphCallError(f"missing argument '{name}' ({ty})")
-            out[name] = convert_arg(name, given[name], ty)
-        env = interp.bind_dims([(n, want[n], out[n].shape) for n in want])
-        shapecheck.check(self._requirements[entry], env)
-        return out
+    def _prepare(self, entry: str, given: Mapping[str, Any]
+                 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        """The arguments checked by name, converted without changing a value (declared dtype,
+        contiguous, in param order), and the dims they bind, checked against every assumption
+        of the compiled code. A binding is worked out once per tuple of shapes."""
+        self._entry(entry)                    # a clear error for a missing backward/sgd_step
+        want = self._signatures[entry]
+        if len(given) != len(want) or any(n not in want for n in given):
+            for name in given:
+                if name not in want:
+                    raise GraphCallError(f"unexpected argument '{name}'"
+                                         + suggest(name, list(want)))
+            missing = next(n for n in want if n not in given)
+            raise GraphCallError(f"missing argument '{missing}' ({want[missing]})")
+        args = {name: convert_arg(name, given[name], ty) for name, ty in want.items()}
+        key = tuple(a.shape for a in args.values())
+        bindings = self._bindings[entry]
+        env = bindings.get(key)
+        if env is None:
+            env = interp.bind_dims([(n, want[n], args[n].shape) for n in want])
+            shapecheck.check(self._requirements[entry], env)
+            if len(bindings) >= 256:
+                bindings.clear()
+            bindings[key] = env
+        return args, env
 
     def _entry(self, entry: str) -> Func:
         if entry not in self.optimized:
@@ -168,10 +180,10 @@ class Model:
                                  f"add e.g. 'grad loss' to the graph")
         return self.optimized[entry]
 
-    def _run(self, entry: str, args: dict[str, np.ndarray],
+    def _run(self, entry: str, prepared: tuple[dict[str, np.ndarray], dict[str, int]],
              inplace: dict[int, str] | None = None) -> list[np.ndarray]:
         try:
-            return self._run_on_backend(entry, args, inplace)
+            return self._run_on_backend(entry, *prepared, inplace)
         except GraphError as e:           # run-time errors point at the .graph line, with a caret
             raise attach_snippet(e, self.graph.source) if e.loc and \
                 e.loc.file == self.graph.filename else e
@@ -181,11 +193,10 @@ class Model:
             raise GraphCallError(f"out of memory running {self.name}.{entry} with these "
                                  f"argument shapes") from None
 
-    def _run_on_backend(self, entry: str, args: dict[str, np.ndarray],
+    def _run_on_backend(self, entry: str, args: dict[str, np.ndarray], env: dict[str, int],
                         inplace: dict[int, str] | None) -> list[np.ndarray]:
         if self._native is not None:
-            return self._native.call(entry, args, inplace=inplace) if inplace else \
-                self._native.call(entry, args)
+            return self._native.run(entry, args, env, inplace)
         outs = [np.array(o) for o in interp.run(self._entry(entry), args,
                                                  check_numerics=self.check_numerics)]
         for i, name in (inplace or {}).items():
@@ -208,7 +219,8 @@ class Model:
         in the ``params`` dict.)"""
         func = self._entry("sgd_step")
         lr_name = func.params[-1].attrs["name"]
-        args = self._prepare("sgd_step", {**params, **inputs, lr_name: lr})
+        prepared = self._prepare("sgd_step", {**params, **inputs, lr_name: lr})
+        args = prepared[0]
         updated = func.result_names[1:]
         for name in updated:
             p = params.get(name)
@@ -219,7 +231,7 @@ class Model:
                                      f"({self.params[name]})")
         # results go straight into the caller's arrays when they are usable as buffers
         direct = {i + 1: n for i, n in enumerate(updated) if args[n] is params[n]}
-        outs = self._run("sgd_step", args, inplace=direct)
+        outs = self._run("sgd_step", prepared, inplace=direct)
         for i, name in enumerate(updated):
             if args[name] is not params[name]:
                 params[name][...] = outs[i + 1]

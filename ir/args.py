@@ -15,6 +15,9 @@ from ir.types import TensorType
 def convert_arg(name: str, given: Any, ty: TensorType) -> np.ndarray:
     """``given`` as a C-contiguous array of ``ty``'s dtype (the same object when it already
     is one), or a GraphCallError naming the argument."""
+    want = ty.dtype.np
+    if type(given) is np.ndarray and given.dtype == want and given.flags.c_contiguous:
+        return given                            # the common case, first
     if isinstance(given, np.ma.MaskedArray):
         raise GraphCallError(f"argument '{name}' is a masked array; graphc would ignore its "
                              f"mask: pass np.ma.filled(a, value) or a.data explicitly")
@@ -22,7 +25,6 @@ def convert_arg(name: str, given: Any, ty: TensorType) -> np.ndarray:
         a = np.asarray(given)
     except (ValueError, TypeError) as e:       # ragged lists, odd objects
         raise GraphCallError(f"argument '{name}' is not an array: {e}") from None
-    want = ty.dtype.np
     if a.dtype != want:
         if not np.can_cast(a.dtype, want, "same_kind"):
             raise GraphCallError(f"argument '{name}' must be {ty}, got a {a.dtype} array "

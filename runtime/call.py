@@ -68,32 +68,58 @@ def check_inplace(plan: Plan, inplace: Mapping[int, str], args: Mapping[str, Any
 def invoke(plan: Plan, native: Any, args: Mapping[str, Any],
            inplace: Mapping[int, str] | None = None, dims: Mapping[str, int] | None = None,
            arena: Arena | None = None) -> list[np.ndarray]:
+    """Check, convert and bind ``args`` by name, then run (the low-level entry; ``Model``
+    prepares once and calls ``run`` itself)."""
     arrays, env = prepare_args(plan, args, dims)
+    targets = check_inplace(plan, inplace or {}, args, result_shapes(plan, env)) \
+        if inplace else {}
+    return run(plan, native, arrays, env, targets, arena)
+
+
+def result_shapes(plan: Plan, env: Mapping[str, int]) -> list[tuple[int, ...]]:
+    """Each result's shape for this binding (cached per binding: the call path's hot spot)."""
+    key = tuple(env.get(s, 0) for s in plan.symbols)
+    shapes = plan.shape_cache.get(key)
+    if shapes is None:
+        # a negative extent means a bounds check will fail natively, before anything is written
+        shapes = [tuple(max(d, 0) for d in r.type.concrete(env)) for r in plan.func.results]
+        if len(plan.shape_cache) >= 256:
+            plan.shape_cache.clear()
+        plan.shape_cache[key] = shapes
+    return shapes
+
+
+def run(plan: Plan, native: Any, arrays: list[np.ndarray], env: Mapping[str, int],
+        targets: Mapping[int, np.ndarray], arena: Arena | None = None) -> list[np.ndarray]:
+    """One native call on prepared ``arrays`` (params in order, declared dtypes, contiguous)
+    with dims ``env``; result ``r`` goes into ``targets[r]`` when given (checked by
+    ``check_inplace``), else into a fresh array."""
     func = plan.func
-    # a negative extent means a bounds check will fail natively, before anything is written
-    shapes = [tuple(max(d, 0) for d in r.type.concrete(env)) for r in func.results]
-    targets = check_inplace(plan, inplace or {}, args, shapes)
-    outs = [targets.get(r, None) for r in range(len(shapes))]
+    shapes = result_shapes(plan, env)
+    n = len(shapes)
     # one byte per result: 1 = written straight into the caller's array, 0 = staged in the
     # arena and copied at the end (any number of results; the arena key is a Python int)
-    flags = np.zeros(max(len(shapes), 1), np.uint8)
-    mask = 0
-    for r, shape in enumerate(shapes):
-        if outs[r] is None:
-            outs[r] = allocate(shape, func.results[r])
-            flags[r] = 1
-        elif direct(plan, r, outs[r], arrays):
-            flags[r] = 1
-        mask |= int(flags[r]) << r
+    flags = np.ones(max(n, 1), np.uint8)
+    outs: list[np.ndarray] = []
+    mask = (1 << n) - 1
+    for r in range(n):
+        t = targets.get(r)
+        if t is None:
+            outs.append(allocate(shapes[r], func.results[r]))
+        else:
+            outs.append(t)
+            if not direct(plan, r, t, arrays):
+                flags[r] = 0
+                mask &= ~(1 << r)
     dims = np.array([env[s] for s in plan.symbols] or [0], np.int64)
     with (arena or Arena()).lease(arena_bytes(plan, env, mask)) as space:
-        block = (ctypes.c_void_p * (len(arrays) + len(outs) + 3))(
+        block = (ctypes.c_void_p * (len(arrays) + n + 3))(
             *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs],
             dims.ctypes.data, flags.ctypes.data, space)
         rc = native(ctypes.addressof(block))
     if rc:
         raise error_for(plan, rc, env)
-    return outs   # type: ignore[return-value]
+    return outs
 
 
 def allocate(shape: tuple[int, ...], result: Any) -> np.ndarray:

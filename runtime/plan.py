@@ -100,6 +100,7 @@ class Plan:
     stage_end: DimLike = 0                                      # arena bytes with staging
     stage_ends: dict[int, DimLike] = field(default_factory=dict)  # result -> its staging end
     arena_cache: dict[tuple, int] = field(default_factory=dict)
+    shape_cache: dict[tuple, list] = field(default_factory=dict)  # dims -> result shapes
     inplace: dict[int, str] = field(default_factory=dict)     # result -> param it may overwrite
 
 
