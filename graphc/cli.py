@@ -1,12 +1,16 @@
 """The ``graphc`` command line (SPEC §3). User errors print one message and exit 1; bad usage
-exits 2; nobody sees a traceback from inside graphc."""
+exits 2; nobody sees a traceback from inside graphc: a bug is one line asking for a report, and
+a reader that closes the pipe early ends the command quietly."""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 import warnings
-from typing import Any, Sequence
+import zipfile
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -23,6 +27,45 @@ def _bindings(items: Sequence[str]) -> dict[str, int]:
             raise SystemExit(_usage(f"--bind takes NAME=N with N >= 0, got {item!r}"))
         out[name.strip()] = int(value)
     return out
+
+
+def _seed(text: str) -> int:
+    """``--seed``: NumPy's SeedSequence takes integers >= 0 only."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"takes an integer >= 0, got {text!r}")
+    return value
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _human(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n / 1024:.4g} PiB"
+
+
+def _fits(types: Mapping[str, Any], env: Mapping[str, int], itemsize: int | None,
+          bind: Sequence[str]) -> None:
+    """Refuse --bind values whose arguments alone cannot fit in this machine's memory (``itemsize``
+    overrides the dtypes': ``check`` works in float64), before NumPy fails to allocate them."""
+    need = sum(math.prod(ty.concrete(env)) * (itemsize or ty.dtype.np.itemsize)
+               for ty in types.values())
+    have = _memory_bytes()
+    if have is not None and need > have:
+        raise graphc.GraphCallError(
+            f"{' '.join('--bind ' + b for b in bind) or 'these dims'}: the arguments alone need "
+            f"{_human(need)}, and this machine has {_human(have)}")
 
 
 def _usage(msg: str) -> int:
@@ -93,7 +136,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if model.graph.grad is None:
         print(f"graph '{model.name}' has no grad line: nothing to check", file=sys.stderr)
         return 1
-    rows = check_gradients(model.graph, _bindings(args.bind), seed=args.seed)
+    bind = _bindings(args.bind)
+    types = {**model.inputs, **model.params}
+    _fits(types, {s: bind.get(s, 3) for ty in types.values() for s in ty.symbols}, 8, args.bind)
+    rows = check_gradients(model.graph, bind, seed=args.seed)
     print(format_table(rows))
     bad = [r.name for r in rows if not r.ok]
     if bad:
@@ -120,14 +166,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = _load_npz(args.params) if args.params else model.init_params(args.seed)
     out = model(**inputs, **params)
     if args.o:
-        try:
-            np.savez(args.o, **out)
-        except OSError as e:
-            raise graphc.GraphFileError(f"cannot write {args.o}: {e.strerror or e}") from None
+        _save_npz(args.o, out)
     else:
         for name, a in out.items():
             print(f"{name}: {a.dtype}{list(a.shape)}\n{a}")
     return 0
+
+
+def _save_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+    """An ``.npz`` archive (what numpy.savez writes) at exactly ``path``: savez would add
+    ``.npz`` to a bare name, and cannot store an output named ``file``."""
+    try:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+            for name, a in arrays.items():
+                with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
+    except OSError as e:
+        raise graphc.GraphFileError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _time(fn: Any, repeat: int = 20) -> float:
@@ -145,6 +200,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from graphc.check import random_args
     bind = _bindings(args.bind)
     env = {s: bind.get(s, 32) for ty in model.inputs.values() for s in ty.symbols}
+    _fits(model.inputs, env, None, args.bind)
     inputs = random_args(model.inputs, env, np.random.default_rng(args.seed))
     params = model.init_params(args.seed)
     print(f"{'entry':<16} {'best of 20':>12}")
@@ -160,6 +216,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_passes(args: argparse.Namespace) -> int:
     for name, doc in passes.describe_pipeline(args.O):
         print(f"{name:<16} {doc}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from runtime.cache import NO_DIR, ObjectCache, cache_dir, cache_limit
+    root = cache_dir()
+    if root is None:
+        raise graphc.GraphFileError(NO_DIR)
+    store = ObjectCache(root, cache_limit())
+    if args.action == "clear":
+        print(f"removed {store.clear()} entries from {root}")
+        return 0
+    info = store.info()
+    limit = f"{_human(info.limit)} (GRAPHC_CACHE_MAX_MB)" if info.limit else "none"
+    print(f"directory  {info.directory}\nentries    {info.entries}\n"
+          f"size       {_human(info.bytes)}\nlimit      {limit}")
     return 0
 
 
@@ -188,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("file")
     k.add_argument("--graph")
     k.add_argument("--bind", action="append", default=[], metavar="N=4")
-    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--seed", type=_seed, default=0)
     k.set_defaults(func=cmd_check)
 
     r = sub.add_parser("run", help="run the forward function on arrays from an .npz")
@@ -196,20 +268,26 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--graph")
     r.add_argument("--inputs", required=True)
     r.add_argument("--params")
-    r.add_argument("--seed", type=int, default=0, help="init_params seed when --params is absent")
-    r.add_argument("-o", metavar="OUT")
+    r.add_argument("--seed", type=_seed, default=0,
+                   help="init_params seed when --params is absent")
+    r.add_argument("-o", metavar="OUT", help="write the outputs to OUT, an .npz archive under "
+                   "exactly this name (no suffix is added); default: print them")
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="time forward / value_and_grad / sgd_step")
     b.add_argument("file")
     b.add_argument("--graph")
     b.add_argument("--bind", action="append", default=[], metavar="N=256")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=_seed, default=0)
     b.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("passes", help="list the pass pipeline")
     opt_level(s)
     s.set_defaults(func=cmd_passes)
+
+    a = sub.add_parser("cache", help="the compiled-code cache: where, how big; empty it")
+    a.add_argument("action", choices=["info", "clear"])
+    a.set_defaults(func=cmd_cache)
     return p
 
 
@@ -220,18 +298,46 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _drop_stdout() -> None:
+    """Point stdout at devnull, so that flushing it at exit cannot fail again (Python's recipe
+    for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):           # no file descriptor (captured): nothing to flush
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("default", GraphWarning)
         warnings.showwarning = _show_warning
         try:
-            return int(args.func(args))
+            code = int(args.func(args))
+            sys.stdout.flush()              # a closed pipe shows here, not at interpreter exit
+            return code
         except GraphError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 130
+        except BrokenPipeError:             # `graphc ... | head`: the reader has what it wants
+            _drop_stdout()
+            return 141                      # what a shell reports for a tool killed by SIGPIPE
+        except MemoryError:
+            hint = " (try smaller --bind values)" if getattr(args, "bind", None) else ""
+            print(f"error: out of memory{hint}", file=sys.stderr)
+            return 1
+        except Exception as e:              # a bug in graphc: one line, still no traceback
+            if os.environ.get("GRAPHC_TRACEBACK"):
+                raise
+            text = " ".join(str(e).split())
+            print(f"graphc: internal error: {type(e).__name__}: {text[:300]} (a bug in graphc: "
+                  f"please report it with this command and its input; GRAPHC_TRACEBACK=1 "
+                  f"shows the traceback)", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

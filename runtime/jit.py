@@ -1,24 +1,22 @@
 """LLVM for the host CPU: target machine with the CPU's features, the new pass manager's O<n>
-pipeline, an ORC LLJIT that links object code, and an on-disk object cache with checksums so a
-second process (or a second compile) skips LLVM entirely."""
+pipeline, and an ORC LLJIT that links object code. The on-disk object cache that lets a second
+process (or a second compile) skip LLVM is runtime/cache.py, re-exported here."""
 from __future__ import annotations
 
-import hashlib
 import itertools
-import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import llvmlite
 import llvmlite.binding as llvm
 
+from runtime.cache import ObjectCache, cache_dir, cache_get, cache_key  # noqa: F401
+from runtime.cache import cache_put, open_cache  # noqa: F401
+
 _LOCK = threading.RLock()
 _STATE: dict[str, Any] = {}
 _NAMES = itertools.count()
-_MAGIC = b"GRAPHC-OBJ-1\n"
 
 
 def _init() -> None:
@@ -50,11 +48,13 @@ def host_id() -> str:
 
 
 def optimize(text: str, opt_level: int) -> tuple[llvm.ModuleRef, llvm.TargetMachine]:
-    """Parse and verify LLVM IR text, then run the O<opt_level> pipeline on it."""
+    """Parse and verify LLVM IR text, then run the O<opt_level> pipeline on it. The module gets
+    an LLVM context of its own, freed with it: the global context keeps every constant and
+    metadata node ever made (~17 KB per compile), and two threads must not share a context."""
     with _LOCK:
         _init()
     tm = target_machine(opt_level)
-    mod = llvm.parse_assembly(text)
+    mod = llvm.parse_assembly(text, context=llvm.create_context())   # the module keeps it alive
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)
     mod.verify()
@@ -63,18 +63,49 @@ def optimize(text: str, opt_level: int) -> tuple[llvm.ModuleRef, llvm.TargetMach
         pto.loop_vectorization = pto.slp_vectorization = True
         pto.loop_unrolling = opt_level >= 2
         pb = llvm.create_pass_builder(tm, pto)
-        pb.getModulePassManager().run(mod, pb)
+        mpm = pb.getModulePassManager()
+        try:
+            mpm.run(mod, pb)
+        finally:
+            _close_pass_manager(mpm)
+            pb.close()
+            pto.close()
     return mod, tm
+
+
+def _close_pass_manager(mpm: Any) -> None:
+    """Free a pipeline. ``mpm.close()`` alone does not: in llvmlite's ModulePassManager (0.50)
+    ObjectRef's empty ``_dispose`` comes before NewPassManager's in the MRO. Never freed, each
+    pipeline kept its passes' scratch tables, sized by the module: ~0.5 MB lost per compile."""
+    if type(mpm)._dispose is llvm.ffi.ObjectRef._dispose:
+        llvm.NewPassManager._dispose(mpm)
+        mpm.detach()                     # so that close() and __del__ do not free it again
+    else:
+        mpm.close()
+
+
+def _release(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:
+    """Free ``optimize``'s module, then its context, then the target machine, now."""
+    ctx = mod._context
+    mod.close()
+    ctx.close()
+    tm.close()
 
 
 def compile_object(text: str, opt_level: int) -> bytes:
     mod, tm = optimize(text, opt_level)
-    return tm.emit_object(mod)
+    try:
+        return tm.emit_object(mod)
+    finally:
+        _release(mod, tm)
 
 
 def assembly(text: str, opt_level: int) -> str:
     mod, tm = optimize(text, opt_level)
-    return tm.emit_assembly(mod)
+    try:
+        return tm.emit_assembly(mod)
+    finally:
+        _release(mod, tm)
 
 
 def optimized_ir(text: str, opt_level: int) -> str:
@@ -97,49 +128,3 @@ def link(obj: bytes, symbols: list[str]) -> Loaded:
             builder.export_symbol(s)
         tracker = builder.link(_STATE["lljit"], f"graphc_lib{next(_NAMES)}")
         return Loaded(tracker, {s: tracker[s] for s in symbols})
-
-
-# -- the object cache ------------------------------------------------------------------------
-def cache_dir() -> Path:
-    env = os.environ.get("GRAPHC_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg) / "graphc" if xdg else Path.home() / ".cache" / "graphc"
-
-
-def cache_key(*parts: str) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def cache_get(key: str) -> bytes | None:
-    """The cached object for ``key``, or None when absent, truncated or corrupt."""
-    path = cache_dir() / key[:2] / f"{key}.o"
-    try:
-        blob = path.read_bytes()
-    except OSError:
-        return None
-    head = len(_MAGIC) + 32
-    if len(blob) < head or not blob.startswith(_MAGIC):
-        return None
-    payload = blob[head:]
-    if hashlib.sha256(payload).digest() != blob[len(_MAGIC):head]:
-        return None
-    return payload
-
-
-def cache_put(key: str, obj: bytes) -> None:
-    """Write atomically (temp file + rename); a cache that cannot be written is skipped."""
-    d = cache_dir() / key[:2]
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(_MAGIC + hashlib.sha256(obj).digest() + obj)
-        os.replace(tmp, d / f"{key}.o")
-    except OSError:
-        pass

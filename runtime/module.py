@@ -94,6 +94,19 @@ class CompiledModule:
         e = self.entry(name)
         return call.invoke(e.plan, e.native, args, inplace, dims, self.arena)
 
+    def run(self, name: str, args: Mapping[str, np.ndarray], env: Mapping[str, int],
+            inplace: Mapping[int, str] | None = None) -> list[np.ndarray]:
+        """Run entry ``name`` on arrays its caller already checked, converted (declared dtypes,
+        contiguous, in param order) and bound to ``env``."""
+        e = self.entry(name)
+        targets = call.check_inplace(e.plan, inplace, args, call.result_shapes(e.plan, env)) \
+            if inplace else {}
+        return call.run(e.plan, e.native, list(args.values()), env, targets, self.arena)
+
+    def release_memory(self) -> None:
+        """Free every thread's workspace now (a busy one when its call ends)."""
+        self.arena.release()
+
     def _ir_text(self, name: str) -> str:
         e = self.entry(name)
         return str(build_module(e.plan, self.check_numerics))
@@ -111,26 +124,29 @@ class CompiledModule:
 
 
 def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool = True,
-                   check_numerics: bool = False, fuse: bool = True) -> CompiledModule:
+                   check_numerics: bool = False, fuse: bool = True,
+                   debug: bool = False) -> CompiledModule:
     """``fuse=False`` runs one kernel per op (kernels of the fusion pass taken apart): the
     baseline that fusion is measured against, and what check_numerics needs."""
     mod = CompiledModule({}, opt_level, check_numerics)
     host = jit.host_id()
     fuse = fuse and not check_numerics
+    store = jit.open_cache() if cache else None     # None (one GraphWarning) without a home
     for name, func in funcs.items():
         plan = make_plan(func, fuse=fuse)
         key = jit.cache_key(func_text(func), f"O{opt_level}", f"numerics={check_numerics}",
-                            f"fuse={fuse}", graphc_version(), llvmlite.__version__, host)
+                            f"fuse={fuse}", f"debug={debug}", graphc_version(),
+                            llvmlite.__version__, host)
         e = Entry(func, plan, key)
-        obj = jit.cache_get(key) if cache else None
+        obj = store.get(key) if store is not None else None
         if obj is not None:
             mod.stats["cache_hits"] += 1
         else:
-            text = str(build_module(plan, check_numerics))
+            text = str(build_module(plan, check_numerics, **({"debug": True} if debug else {})))
             obj = jit.compile_object(text, opt_level)
             mod.stats["llvm_compiles"] += 1
-            if cache:
-                jit.cache_put(key, obj)
+            if store is not None:
+                store.put(key, obj)
         e.obj = obj
         e.loaded = jit.link(obj, [ENTRY])
         e.address = e.loaded.addresses[ENTRY]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import subprocess
 import sys
 
@@ -156,3 +158,114 @@ def test_zero_gradient_warning_reads_like_an_error(tmp_path, capsys) -> None:  #
     assert rc == 0
     assert err.count("warning: ") == 1 and f"{src}:7:3: the gradient w.r.t. u" in err
     assert ".py:" not in err
+
+
+# -- the real executable: no traceback, whatever the input (issue 17) --------------------------
+TINY = """graph t {
+    input  x: f32[N, 4]
+    param  w: f32[4, 2] = glorot_uniform
+    loss = mean(tanh(x @ w))
+    output loss
+    grad   loss
+}
+"""
+
+
+def graphc_exe(*argv: str, cache: object, stdout: int = subprocess.PIPE
+               ) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``graphc`` (``python -m graphc`` where it is not on PATH)."""
+    exe = shutil.which("graphc")
+    cmd = [exe] if exe else [sys.executable, "-m", "graphc"]
+    env = dict(os.environ, GRAPHC_CACHE_DIR=str(cache))
+    env.pop("GRAPHC_TRACEBACK", None)
+    env.pop("GRAPHC_CACHE_MAX_MB", None)
+    return subprocess.run(cmd + list(argv), env=env, stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, timeout=120)
+
+
+def test_negative_seed_is_bad_usage(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    r = graphc_exe("check", str(EXAMPLES / "mlp.graph"), "--seed", "-1", cache=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--seed: takes an integer >= 0, got '-1'" in r.stderr
+
+
+@pytest.mark.parametrize("cmd", ["check", "bench"])
+def test_binding_too_big_for_memory_is_one_clear_error(tmp_path, cmd: str) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "t.graph"
+    src.write_text(TINY.replace("4", "784"))         # 784 floats a row: 292 TiB
+    r = graphc_exe(cmd, str(src), "--bind", "N=100000000000", cache=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: --bind N=100000000000: the arguments alone need ")
+
+
+def test_huge_literal_is_one_error_without_traceback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "big.graph"
+    src.write_text("graph g {\n  input x: f32[3]\n  output y = x * " + "9" * 5000 + "\n}\n")
+    r = graphc_exe("compile", str(src), cache=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(("error: ", "graphc: internal error: "))
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    read, write = os.pipe()
+    os.close(read)                  # no reader at all, before graphc writes a byte
+    try:
+        r = graphc_exe("passes", cache=tmp_path, stdout=write)
+    finally:
+        os.close(write)
+    assert (r.returncode, r.stderr) == (141, "")
+
+
+def test_run_writes_exactly_the_output_name_given(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "m.graph"
+    src.write_text("graph g {\n  input x: f32[3]\n  output file = x * 2.0\n"
+                   "  output allow_pickle = x + 1.0\n}\n")
+    np.savez(tmp_path / "in.npz", x=np.arange(3.0))
+    r = graphc_exe("run", str(src), "--inputs", str(tmp_path / "in.npz"), "-o",
+                   str(tmp_path / "result"), cache=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "result.npz").exists()
+    with np.load(tmp_path / "result") as z:
+        assert z["file"].tolist() == [0, 2, 4] and z["allow_pickle"].tolist() == [1, 2, 3]
+
+
+def test_cache_info_and_clear(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import graphc
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    graphc.compile_source(TINY)                       # forward, backward, sgd_step: 3 entries
+    r = graphc_exe("cache", "info", cache=tmp_path)
+    info = dict(line.split(None, 1) for line in r.stdout.strip().splitlines())
+    assert r.returncode == 0 and info["directory"] == str(tmp_path) and info["entries"] == "3"
+    assert info["size"].endswith(("KiB", "bytes"))
+    assert info["limit"] == "512.0 MiB (GRAPHC_CACHE_MAX_MB)"
+    r = graphc_exe("cache", "clear", cache=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("removed 3 entries")
+    assert not list(tmp_path.rglob("*.o"))
+
+
+def test_internal_error_is_one_line_asking_for_a_report(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def bug(*args: object, **kw: object) -> None:
+        raise KeyError("something\nmultiline")
+    monkeypatch.setattr("graphc.compile", bug)
+    monkeypatch.delenv("GRAPHC_TRACEBACK", raising=False)
+    rc, _, err = run_cli(capsys, "compile", str(EXAMPLES / "mlp.graph"))
+    assert rc == 1 and err.count("\n") == 1
+    assert err.startswith("graphc: internal error: KeyError: 'something\\nmultiline'")
+    assert "please report" in err
+
+
+def test_no_home_directory_compiles_without_cache(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No GRAPHC_CACHE_DIR, XDG_CACHE_HOME or HOME, and a uid without a passwd entry."""
+    import pwd
+    for var in ("GRAPHC_CACHE_DIR", "XDG_CACHE_HOME", "HOME"):
+        monkeypatch.delenv(var, raising=False)
+
+    def no_entry(uid: int) -> object:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    src = tmp_path / "t.graph"
+    src.write_text(TINY)
+    rc, out, err = run_cli(capsys, "compile", str(src), "--emit", "llvm")
+    assert rc == 0 and "define" in out
+    assert err.count("warning: ") == 1 and "set GRAPHC_CACHE_DIR" in err

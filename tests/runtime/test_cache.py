@@ -1,5 +1,6 @@
 """The on-disk object cache: a second process compiling the same functions skips LLVM; options
-change the key; a corrupt or truncated entry is detected by its checksum and recompiled."""
+change the key; a corrupt or truncated entry is detected by its checksum and recompiled (abuse
+of every other kind: test_cache_robust.py)."""
 from __future__ import annotations
 
 import json
@@ -100,8 +101,10 @@ def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("GRAPHC_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", "/some/where")
     assert jit.cache_dir() == Path("/some/where/graphc")
-    monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", "/home/u")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")      # the XDG spec: ignored
+    assert jit.cache_dir() == Path("/home/u/.cache/graphc")
+    monkeypatch.delenv("XDG_CACHE_HOME")
     assert jit.cache_dir() == Path("/home/u/.cache/graphc")
 
 
