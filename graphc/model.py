@@ -100,6 +100,9 @@ class Model:
                  debug: bool | None = None) -> None:
         check_options(dict(opt_level=opt_level, backend=backend, cache=cache,
                            check_numerics=check_numerics, debug=debug))
+        self._options = dict(opt_level=opt_level, backend=backend, cache=cache,
+                             check_numerics=check_numerics, verify_each=verify_each,
+                             checkpoint=checkpoint, debug=debug)
         if debug is None:
             debug = os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
         self.debug = bool(debug)
@@ -320,6 +323,17 @@ class Model:
                                  "compile with backend='native' to see LLVM IR or assembly")
         return self._native
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """A model pickles (and deep-copies) as its source and options; unpickling compiles it
+        again, which the disk cache makes cheap. So models cross process boundaries."""
+        g = self.graph
+        return _rebuild, (g.source, g.filename, self.name, self._options)
+
     def __repr__(self) -> str:
         ins = ", ".join(f"{n}: {t}" for n, t in {**self.inputs, **self.params}.items())
         return f"<graphc.Model {self.name}({ins}) -> {', '.join(self.outputs)}>"
+
+
+def _rebuild(source: str, filename: str, name: str, options: dict[str, Any]) -> Model:
+    from graphc.elaborate import elaborate_source
+    return Model(elaborate_source(source, filename)[name], **options)

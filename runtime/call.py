@@ -5,6 +5,7 @@ the native side become GraphCallError / NumericsError."""
 from __future__ import annotations
 
 import ctypes
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -15,7 +16,8 @@ from ir.interp import bind_dims
 from ir.ops.registry import suggest
 from ir.types import dim_str
 from runtime.arena import Arena, arena_bytes
-from runtime.plan import (ERR_ALLOC, ERR_ARG_NUMERICS, ERR_BOUNDS, ERR_INDEX, ERR_NUMERICS, Plan)
+from runtime.plan import (DETAIL_WORDS, ERR_ALLOC, ERR_ARG_NUMERICS, ERR_BOUNDS, ERR_DEBUG_BOUNDS,
+                          ERR_INDEX, ERR_NUMERICS, Plan)
 
 ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)   # CFUNCTYPE drops the GIL
 
@@ -111,14 +113,16 @@ def run(plan: Plan, native: Any, arrays: list[np.ndarray], env: Mapping[str, int
             if not direct(plan, r, t, arrays):
                 flags[r] = 0
                 mask &= ~(1 << r)
-    dims = np.array([env[s] for s in plan.symbols] or [0], np.int64)
+    nsym = len(plan.symbols)
+    dims = np.zeros(nsym + DETAIL_WORDS, np.int64)    # then room for a kernel's error details
+    dims[:nsym] = [env[s] for s in plan.symbols]
     with (arena or Arena()).lease(arena_bytes(plan, env, mask)) as space:
         block = (ctypes.c_void_p * (len(arrays) + n + 3))(
             *[a.ctypes.data for a in arrays], *[o.ctypes.data for o in outs],
             dims.ctypes.data, flags.ctypes.data, space)
         rc = native(ctypes.addressof(block))
     if rc:
-        raise error_for(plan, rc, env)
+        raise error_for(plan, rc, env, dims[nsym:].tolist())
     return outs
 
 
@@ -144,8 +148,12 @@ def direct(plan: Plan, r: int, target: np.ndarray, arrays: list[np.ndarray]) -> 
         a.ctypes.data == target.ctypes.data and a.nbytes == target.nbytes
 
 
-def error_for(plan: Plan, rc: int, env: Mapping[str, int]) -> GraphError:
+def error_for(plan: Plan, rc: int, env: Mapping[str, int],
+              detail: list[int] | None = None) -> GraphError:
+    """The error a native error code stands for; ``detail`` holds the words a failing kernel
+    wrote after the dims (all zero when it wrote none)."""
     kind, index = rc >> 24, rc & 0xFFFFFF
+    d = detail or [0] * DETAIL_WORDS
     if kind == ERR_BOUNDS:
         c = plan.checks[index]
         v = c.value
@@ -155,10 +163,17 @@ def error_for(plan: Plan, rc: int, env: Mapping[str, int]) -> GraphError:
             + ", ".join(f"{k} = {n}" for k, n in sorted(env.items())), v.loc)
     if kind == ERR_INDEX:
         v = plan.step_of[index]
+        indices = v.inputs[0] if v.op == "one_hot" else v.inputs[1]
+        value, pos, bound = d[:3]
+        shape = tuple(max(n, 0) for n in indices.type.concrete(env))
+        at = list(int(i) for i in np.unravel_index(pos, shape)) if 0 <= pos < math.prod(
+            shape) else None
         if v.op == "one_hot":
-            return GraphCallError(f"a label is out of range [0, {dim_str(v.shape[-1])})", v.loc)
-        return GraphCallError(f"{v.op}: an index is out of range for an axis of "
-                              f"{v.inputs[0].type}", v.loc)
+            return GraphCallError(f"a label is out of range [0, {bound}): {value}"
+                                  + (f" at labels{at}" if at is not None else ""), v.loc)
+        return GraphCallError(f"{v.op}: index {value} is out of range for an axis of size "
+                              f"{bound}" + (f" at indices{at}" if at is not None else ""),
+                              v.loc)
     if kind == ERR_NUMERICS:
         v = plan.step_of[index]
         return NumericsError(f"{v.op} produced NaN or Inf (result {v.type})", v.loc)
@@ -167,4 +182,23 @@ def error_for(plan: Plan, rc: int, env: Mapping[str, int]) -> GraphError:
         return NumericsError(f"argument '{p.attrs['name']}' contains NaN or Inf", p.loc)
     if kind == ERR_ALLOC:
         return GraphCallError("out of memory for the workspace of this call")
+    if kind == ERR_DEBUG_BOUNDS:
+        return _debug_bounds(plan, index, d)
     return GraphError(f"native code returned unknown error code {rc}")
+
+
+def _debug_bounds(plan: Plan, index: int, d: list[int]) -> GraphError:
+    """A debug build caught an access outside its buffer: a bug in graphc, reported with
+    where it happened so that it can be fixed."""
+    steps, results = len(plan.steps), len(plan.func.results)
+    loc = None
+    if index < steps:
+        v = plan.step_of[index]
+        where, loc = f"kernel {index} ({v.op})", v.loc
+    elif index < steps + results:
+        where = f"the copy of result {index - steps}"
+    else:
+        where = f"the NaN check of argument '{plan.func.params[index - steps - results]}'"
+    return GraphError(f"debug build: {where} accessed memory outside its buffer (element "
+                      f"{d[0]} of buffer {d[1]}: {d[2]} bytes, {d[3]}-byte access); this is a "
+                      f"graphc bug, please report it", loc)

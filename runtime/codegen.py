@@ -3,7 +3,9 @@ vectorise without run-time alias checks) and one exported driver that checks sli
 a workspace, runs every step in order and writes the results: one native call per entry point.
 
 Driver ABI: ``i32 graphc_entry(ptr args)``, ``args`` = [param ptrs.., output ptrs.., dims ptr,
-direct mask]; bit k of the mask says output k is a fresh array that may be written directly."""
+direct flags ptr, workspace ptr]; byte k of the flags says output k may be written directly
+(else it is staged in the workspace and copied at the end). ``dims`` holds one i64 per symbol,
+then DETAIL_WORDS words where a failing kernel describes its error."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -11,13 +13,15 @@ from typing import Any, Sequence
 import llvmlite.ir as ir
 
 from ir.ops import registry
-from ir.types import DimLike, DType
-from runtime.emit import I1, I32, I64, PTR, Emitter, mem_type, reg_type
-from runtime.plan import (ERR_ARG_NUMERICS, ERR_NUMERICS, Acc, Lazy, Operand, Plan, Reg, View,
+from ir.types import DimLike, DType, dim_mul
+from runtime.emit import I1, I32, I64, PTR, Emitter, byte_size, mem_type, reg_type
+from runtime.plan import (DETAIL_WORDS, ERR_ARG_NUMERICS, ERR_DEBUG_BOUNDS, ERR_NUMERICS, Acc, Lazy, Operand, Plan, Reg, View,
                           buffers_read, contiguous)
 
 ENTRY = "graphc_entry"
 INLINE_LIMIT = 64          # kernels per function beyond which they are not inlined
+SINK_BYTES = 128           # scratch a debug build sends an out-of-bounds access to (>= a vector)
+
 
 
 class DimEval:
@@ -55,8 +59,9 @@ class DimEval:
 class Kernel:
     """An LLVM function ``i32 (ptr dims, ptr buf0, ...)`` being built; buf0 is the output."""
 
-    def __init__(self, cg: Codegen, name: str, bufs: Sequence[int]):
+    def __init__(self, cg: Codegen, name: str, bufs: Sequence[int], tag: int = 0):
         self.cg = cg
+        self.tag = tag                          # the index its error codes carry
         self.bufs = list(dict.fromkeys(bufs))
         fnty = ir.FunctionType(I32, [PTR] * (1 + len(self.bufs)))
         self.fn = ir.Function(cg.module, fnty, name)
@@ -75,9 +80,15 @@ class Kernel:
         self.dims = DimEval(self.entry, self.fn.args[0], cg.plan.symbols)
         self.code: ir.Value | None = None      # an error code a kernel body may set
         self.acc: ir.Value | None = None       # the matmul result an epilogue reads (Acc)
+        self._oob: ir.Value | None = None      # debug build: an access fell outside its buffer
+        self._sink: ir.Value | None = None     # debug build: where such an access goes instead
 
     def dim(self, d: DimLike) -> ir.Value:
         return self.dims.get(d)
+
+    def unless_empty(self, shape: Sequence[DimLike]) -> Any:
+        """A with-block that runs only when no axis of ``shape`` is 0 (see Emitter)."""
+        return self.em.unless_empty([self.dim(d) for d in shape])
 
     def ptr(self, buf: int) -> ir.Value:
         if buf in self.ptrs:
@@ -95,11 +106,81 @@ class Kernel:
             acc = t if acc is None else b.add(acc, t)
         return acc if acc is not None else ir.Constant(I64, 0)
 
+    def address(self, buf: int, index: ir.Value, ty: ir.Type) -> ir.Value:
+        """The address of element ``index`` of ``buf`` seen as an array of ``ty`` (a scalar,
+        or a vector for ``ty``'s bytes from there). Every load and store of a buffer goes
+        through here; a debug build checks it against the buffer's byte size."""
+        elem = ty.element if isinstance(ty, ir.VectorType) else ty
+        if not self.cg.debug:
+            return self.b.gep(self.ptr(buf), [index], inbounds=True, source_etype=elem)
+        return self._checked(buf, index, ty, elem)
+
+    def load_at(self, buf: int, index: ir.Value, dtype: DType) -> ir.Value:
+        return self.em.load_at(self.address(buf, index, mem_type(dtype)), dtype)
+
+    def store_at(self, value: ir.Value, buf: int, index: ir.Value, dtype: DType) -> None:
+        self.em.store_at(value, self.address(buf, index, mem_type(dtype)), dtype)
+
+    def extent(self, buf: int) -> ir.Value:
+        """``buf``'s size in bytes, as the plan sizes it."""
+        bf = self.cg.plan.buffers[buf]
+        if bf.kind == "const":
+            value = bf.value.attrs["value"]
+            n = len(value) if isinstance(value, tuple) else 1
+            return ir.Constant(I64, n * bf.dtype.itemsize)
+        return self.dim(dim_mul(bf.size, bf.dtype.itemsize))
+
+    def _checked(self, buf: int, index: ir.Value, ty: ir.Type, elem: ir.Type) -> ir.Value:
+        """Debug build: an access outside ``buf`` touches a scratch sink instead, and the kernel
+        returns ERR_DEBUG_BOUNDS (the first one's buffer and element index as details)."""
+        b, em = self.b, self.em
+        size, esize = byte_size(ty), byte_size(elem)
+        room = b.sub(self.extent(buf), ir.Constant(I64, size))      # last valid start byte
+        zero = ir.Constant(I64, 0)
+        ok = b.and_(b.and_(b.icmp_signed(">=", index, zero), b.icmp_signed(">=", room, zero)),
+                    b.icmp_signed("<=", index, b.sdiv(room, ir.Constant(I64, esize))))
+        if self._oob is None:
+            self._oob = em.alloca_entry(I1, "oob")
+            self._sink = em.alloca_entry(ir.ArrayType(ir.IntType(8), SINK_BYTES), "oob.sink")
+            self._sink.align = 64
+            eb = ir.IRBuilder(self.entry)
+            eb.store(ir.Constant(I1, 0), self._oob)
+        first = b.and_(em.not_(ok), em.not_(b.load(self._oob, typ=I1)))
+        with b.if_then(first, likely=False):
+            b.store(ir.Constant(I1, 1), self._oob)
+            self.detail(index, ir.Constant(I64, buf), self.extent(buf), ir.Constant(I64, size))
+        p = b.gep(self.ptr(buf), [b.select(ok, index, zero)], source_etype=elem)
+        sink = self._sink if self._sink.type == p.type else b.bitcast(self._sink, p.type)
+        return b.select(ok, p, sink)
+
+    def flag(self, slot: ir.Value, bad: ir.Value, *words: ir.Value) -> None:
+        """OR ``bad`` into the i1 ``slot``; the first time it is set, describe it (``detail``)."""
+        b = self.b
+        prev = b.load(slot, typ=I1)
+        if self.cg.details and words:
+            with b.if_then(b.and_(bad, self.em.not_(prev)), likely=False):
+                self.detail(*words)
+        b.store(b.or_(prev, bad), slot)
+
+    def flat(self, shape: Sequence[DimLike], idx: Sequence[ir.Value]) -> ir.Value:
+        """The row-major position of ``idx`` in an array of ``shape``."""
+        return self.index(contiguous(0, DType.i64, tuple(shape)), idx)
+
+    def detail(self, *words: ir.Value) -> None:
+        """Write up to DETAIL_WORDS i64 words about an error after the run-time dims (only in
+        a build whose caller allocates them there: ``Codegen.details``)."""
+        if not self.cg.details:
+            return
+        base = len(self.cg.plan.symbols)
+        for j, w in enumerate(words[:DETAIL_WORDS]):
+            p = self.b.gep(self.fn.args[0], [ir.Constant(I64, base + j)], source_etype=I64)
+            self.b.store(self.b.sext(w, I64) if w.type.width < 64 else w, p)
+
     def load(self, op: Operand, idx: Sequence[ir.Value],
              memo: dict[int, ir.Value] | None = None) -> ir.Value:
         """``op`` at ``idx``; a subtree shared within ``op`` is emitted once (``memo``)."""
         if isinstance(op, View):
-            return self.em.load(self.ptr(op.buf), self.index(op, idx), op.dtype)
+            return self.load_at(op.buf, self.index(op, idx), op.dtype)
         if isinstance(op, Reg):
             return self.b.load(op.slot, typ=reg_type(op.dtype))
         if isinstance(op, Acc):
@@ -115,10 +196,14 @@ class Kernel:
         return memo[id(op)]
 
     def store(self, value: ir.Value, out: View, idx: Sequence[ir.Value]) -> None:
-        self.em.store(value, self.ptr(out.buf), self.index(out, idx), out.dtype)
+        self.store_at(value, out.buf, self.index(out, idx), out.dtype)
 
     def finish(self, code: ir.Value | None = None) -> None:
-        self.b.ret(code if code is not None else ir.Constant(I32, 0))
+        code = code if code is not None else ir.Constant(I32, 0)
+        if self._oob is not None:           # a bad access outranks what it may have caused
+            code = self.b.select(self.b.load(self._oob, typ=I1),
+                                 ir.Constant(I32, (ERR_DEBUG_BOUNDS << 24) | self.tag), code)
+        self.b.ret(code)
         ir.IRBuilder(self.entry).branch(self.fn.blocks[1])
 
 
@@ -190,9 +275,16 @@ def emit_copy(k: Kernel, out: View, src: Operand, shape: Sequence[DimLike]) -> N
 
 
 class Codegen:
-    def __init__(self, plan: Plan, check_numerics: bool = False):
+    """``debug``: check every load and store of a buffer against its size (ERR_DEBUG_BOUNDS);
+    ``details``: kernels describe their errors after the run-time dims (DETAIL_WORDS), which
+    the caller must then allocate."""
+
+    def __init__(self, plan: Plan, check_numerics: bool = False, debug: bool = False,
+                 details: bool = False):
         self.plan = plan
         self.check = check_numerics
+        self.debug = debug
+        self.details = details
         self.module = ir.Module(name=plan.func.name)
         self._consts: dict[int, ir.GlobalVariable] = {}
 
@@ -220,7 +312,8 @@ class Codegen:
         from runtime import kernels
         names = []
         for s in self.plan.steps:
-            k = Kernel(self, f"k{s.index}.{s.value.op}", self.kernel_bufs(s.out.buf, s.args))
+            k = Kernel(self, f"k{s.index}.{s.value.op}", self.kernel_bufs(s.out.buf, s.args),
+                       s.index)
             kernels.emit_step(k, s)
             code = k.code
             if self.check:
@@ -236,7 +329,8 @@ class Codegen:
                 copies.append(None)
                 continue
             out_buf = self.output_buf(r)
-            k = Kernel(self, f"result{r}.copy", self.kernel_bufs(out_buf, [src]))
+            k = Kernel(self, f"result{r}.copy", self.kernel_bufs(out_buf, [src]),
+                       len(self.plan.steps) + r)
             emit_copy(k, contiguous(out_buf, src.dtype if isinstance(src, View)
                                     else src.value.dtype, ()), src, self.result_shape(r))
             k.finish()
@@ -245,7 +339,8 @@ class Codegen:
         if self.check:
             for b, buf in enumerate(self.plan.buffers):
                 if buf.kind == "param" and buf.dtype.is_float:
-                    k = Kernel(self, f"arg{buf.index}.check", [b])
+                    k = Kernel(self, f"arg{buf.index}.check", [b], len(self.plan.steps)
+                               + len(self.plan.results) + buf.index)
                     k.finish(self.numerics(k, contiguous(b, buf.dtype, buf.value.shape),
                                            (ERR_ARG_NUMERICS << 24) | buf.index))
                     arg_checks.append(k)
@@ -269,7 +364,7 @@ class Codegen:
         k.b.store(ir.Constant(I1, 0), flag)
         n = k.dim(_size(out.shape))
         with em.loop(n, "chk") as i:
-            x = em.load(k.ptr(out.buf), i, out.dtype)
+            x = k.load_at(out.buf, i, out.dtype)
             k.b.store(k.b.or_(k.b.load(flag, typ=I1), em.not_(em.isfinite(x))), flag)
         return k.b.select(k.b.load(flag, typ=I1), ir.Constant(I32, code), ir.Constant(I32, 0))
 
@@ -279,6 +374,8 @@ def _size(shape: Sequence[DimLike]) -> DimLike:
     return dim_prod(tuple(shape))
 
 
-def build_module(plan: Plan, check_numerics: bool = False) -> ir.Module:
-    return Codegen(plan, check_numerics).build()
+def build_module(plan: Plan, check_numerics: bool = False, debug: bool = False,
+                 details: bool = False) -> ir.Module:
+    """The LLVM module of ``plan``; see Codegen for ``debug`` and ``details``."""
+    return Codegen(plan, check_numerics, debug, details).build()
 

@@ -114,10 +114,28 @@ class Emitter:
 
     @contextlib.contextmanager
     def loop_nest(self, shape: Sequence[ir.Value], name: str = "i") -> Iterator[list[ir.Value]]:
-        """Nested loops over ``shape`` (outermost first); yields the index list."""
+        """Nested loops over ``shape`` (outermost first); yields the index list. Nothing runs
+        when any extent is 0, however large the others."""
         with contextlib.ExitStack() as stack:
+            if len(shape) > 1:
+                stack.enter_context(self.unless_empty(shape))
             idx = [stack.enter_context(self.loop(n, f"{name}{k}.")) for k, n in enumerate(shape)]
             yield idx
+
+    @contextlib.contextmanager
+    def unless_empty(self, extents: Sequence[ir.Value]) -> Iterator[None]:
+        """Run the with-block only when every extent is positive: an outer loop over 2**60 rows
+        of nothing ([2**60, 0], which holds no bytes) would never end, where NumPy returns."""
+        tests = [self.b.icmp_signed(">", n, ir.Constant(n.type, 0)) for n in extents
+                 if not (isinstance(n, ir.Constant) and n.constant > 0)]
+        if not tests:
+            yield
+            return
+        ok = tests[0]
+        for t in tests[1:]:
+            ok = self.b.and_(ok, t)
+        with self.b.if_then(ok, likely=True):
+            yield
 
     @contextlib.contextmanager
     def if_(self, cond: ir.Value) -> Iterator[None]:
@@ -313,6 +331,15 @@ class Emitter:
             return b.zext(a, dst)
         return b.sext(a, dst) if dwidth > swidth else b.trunc(a, dst)
 
+    def widen(self, a: ir.Value) -> ir.Value:
+        """``a`` as f64 (scalar or vector): extra precision for an ill-conditioned formula."""
+        t = ir.VectorType(F64, a.type.count) if isinstance(a.type, ir.VectorType) else F64
+        return a if a.type == t else self.b.fpext(a, t)
+
+    def narrow(self, a: ir.Value, like: ir.Value) -> ir.Value:
+        """A ``widen``-ed value back to ``like``'s type."""
+        return a if a.type == like.type else self.b.fptrunc(a, like.type)
+
     def cast_raw_fptosi(self, a: ir.Value, ty: ir.Type) -> ir.Value:
         """Float to integer type ``ty``, saturating (no poison for NaN or out-of-range)."""
         return self.intrinsic("fptosi.sat", [a], ret=ty, over=[ty, a.type])
@@ -321,15 +348,25 @@ class Emitter:
         return self.b.bitcast(a, ty)
 
     # -- memory ------------------------------------------------------------------------------------
-    def load(self, ptr: ir.Value, index: ir.Value, dtype: DType, name: str = "") -> ir.Value:
-        """Element ``index`` of a ``dtype`` buffer, as a register value (bool -> i1)."""
+    # addresses of buffer elements come from Kernel.address, which a debug build checks
+    def load_at(self, p: ir.Value, dtype: DType, name: str = "") -> ir.Value:
+        """The ``dtype`` element at address ``p``, as a register value (bool -> i1)."""
         mt = mem_type(dtype)
-        p = self.b.gep(ptr, [index], inbounds=True, source_etype=mt)
         v = self.b.load(p, name=name, typ=mt)
         return self.b.trunc(v, I1) if dtype is DType.bool else v
 
-    def store(self, value: ir.Value, ptr: ir.Value, index: ir.Value, dtype: DType) -> None:
-        mt = mem_type(dtype)
+    def store_at(self, value: ir.Value, p: ir.Value, dtype: DType) -> None:
         if dtype is DType.bool:
             value = self.b.zext(value, I8)
-        self.b.store(value, self.b.gep(ptr, [index], inbounds=True, source_etype=mt))
+        self.b.store(value, p)
+
+
+def byte_size(t: ir.Type) -> int:
+    """Bytes of a scalar or vector type in memory."""
+    if isinstance(t, ir.VectorType):
+        return t.count * byte_size(t.element)
+    if isinstance(t, ir.DoubleType):
+        return 8
+    if isinstance(t, ir.FloatType):
+        return 4
+    return max(1, t.width // 8)

@@ -95,7 +95,8 @@ def emit_rows(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
     from runtime.kernels import _combine
     em = k.em
     space, n = pattern.space, len(pattern.space) - pattern.inner
-    with em.loop_nest([k.dim(d) for d in space[:n]], "row") as outer:
+    # an empty result needs no rows, however many there are (2**60 rows of 0 elements)
+    with k.unless_empty(s.out.shape), em.loop_nest([k.dim(d) for d in space[:n]], "row") as outer:
         for f in pattern.reductions:
             x = trees.at(f.inputs[0], space)
             opdef = registry.get(f.op)
@@ -183,9 +184,8 @@ def vload(k: Kernel, op: Operand, idx: Sequence[ir.Value], lanes: int,
             at = list(idx[:-1]) + [b.add(idx[-1], ir.Constant(ir.IntType(64), j))]
             out = b.insert_element(out, k.load(op, at), ir.Constant(I32, j))
         return out
-    mt = mem_type(op.dtype)
-    p = b.gep(k.ptr(op.buf), [k.index(op, idx)], inbounds=True, source_etype=mt)
-    v = b.load(p, typ=ir.VectorType(mt, lanes), align=op.dtype.itemsize)
+    vt = ir.VectorType(mem_type(op.dtype), lanes)
+    v = b.load(k.address(op.buf, k.index(op, idx), vt), typ=vt, align=op.dtype.itemsize)
     return b.trunc(v, ir.VectorType(I1, lanes)) if op.dtype is DType.bool else v
 
 
@@ -194,7 +194,7 @@ def vstore(k: Kernel, value: ir.Value, out: View, idx: Sequence[ir.Value]) -> No
     mt = mem_type(out.dtype)
     if out.dtype is DType.bool:
         value = k.b.zext(value, ir.VectorType(mt, value.type.count))
-    p = k.b.gep(k.ptr(out.buf), [k.index(out, idx)], inbounds=True, source_etype=mt)
+    p = k.address(out.buf, k.index(out, idx), value.type)
     k.b.store(value, p, align=out.dtype.itemsize)
 
 

@@ -45,7 +45,7 @@ def _shape(op: Operand) -> tuple[DimLike, ...]:
 
 def _fill(k: Kernel, out: View, value: ir.Value) -> None:
     with k.em.loop(k.dim(dim_prod(out.shape)), "fill") as i:
-        k.em.store(value, k.ptr(out.buf), i, out.dtype)
+        k.store_at(value, out.buf, i, out.dtype)
 
 
 def _combine(k: Kernel, how: str, acc: ir.Value, x: ir.Value) -> ir.Value:
@@ -80,7 +80,8 @@ def emit_reduce(k: Kernel, s: Step, how: str, identity: float) -> None:
     while split > 0 and (split - 1) in axes:
         split -= 1
     em = k.em
-    with em.loop_nest([k.dim(d) for d in xshape[:split]], "r") as outer:
+    # an empty input leaves the identity: the outer loop alone may be huge ([2**60, 3, 0])
+    with k.unless_empty(xshape), em.loop_nest([k.dim(d) for d in xshape[:split]], "r") as outer:
         acc_slot = em.alloca_entry(reg_type(s.value.dtype), "acc")
         pad = [ir.Constant(I64, 0)] * (r - split)
         k.b.store(k.load(out, list(outer) + pad), acc_slot)
@@ -139,7 +140,8 @@ def emit_matmul(k: Kernel, s: Step, epi: Operand | None = None) -> None:
     dot = bv.strides[-1] != 1 and (bv.strides[-2] == 1 or n == 1)
     tiled = bv.strides[-1] == 1 and s.value.dtype.is_float
     zero = ir.Constant(I64, 0)
-    with em.loop_nest([k.dim(d) for d in batch], "mb") as bi:
+    # an empty C needs no work, whatever the other dims (M = 2**60 rows of N = 0 columns)
+    with k.unless_empty(c.shape), em.loop_nest([k.dim(d) for d in batch], "mb") as bi:
         M, K, Nn = k.dim(m), k.dim(kk), k.dim(n)
         if dot:
             _matmul_dot(k, a, bv, c, bi, M, K, Nn, epi)
@@ -178,7 +180,7 @@ def _matmul_tiles(k: Kernel, a: View, bv: View, c: View, bi: list, mfull: ir.Val
                 bvecs = []
                 for v in range(NV):
                     j = b.add(j0, ir.Constant(I64, v * lanes))
-                    p = b.gep(k.ptr(bv.buf), [k.index(bv, bi + [kx, j])], source_etype=et)
+                    p = k.address(bv.buf, k.index(bv, bi + [kx, j]), vt)
                     bvecs.append(b.load(p, typ=vt, align=a.dtype.itemsize))
                 for r in range(MR):
                     x = k.load(a, bi + [b.add(i0, ir.Constant(I64, r)), kx])
@@ -295,32 +297,37 @@ def _aligned(x: Operand, shape: Sequence[DimLike]) -> Operand:
     return broadcast_view(x, tuple(shape)) if isinstance(x, View) else x
 
 
-def _wrapped_index(k: Kernel, idx_val: ir.Value, n: ir.Value, bad: ir.Value) -> ir.Value:
-    """NumPy's indexing: one wrap of negative indices; out of range sets the ``bad`` flag."""
-    b = k.b
-    i = b.sext(idx_val, I64) if idx_val.type.width < 64 else idx_val
-    i = b.select(b.icmp_signed("<", i, ir.Constant(I64, 0)), b.add(i, n), i)
-    oob = b.or_(b.icmp_signed("<", i, ir.Constant(I64, 0)), b.icmp_signed(">=", i, n))
-    b.store(b.or_(b.load(bad, typ=oob.type), oob), bad)
-    return b.select(oob, ir.Constant(I64, 0), i)
-
-
 def _gather_loop(k: Kernel, s: Step, x: View, idx: View, axis: int, body) -> ir.Value:
-    """Loop over x.shape[:axis] + idx.shape + x.shape[axis+1:], calling body(out_idx, src_idx).
-    Returns the kernel's error code (bad index -> ERR_INDEX)."""
-    em = k.em
+    """Loop over x.shape[:axis] + idx.shape + x.shape[axis+1:], calling body(out_idx, src_idx)
+    with NumPy's indexing (one wrap of negative indices). Returns the kernel's error code: a bad
+    index is ERR_INDEX, described as (its value, its position in ``idx``, the axis size)."""
+    em, b = k.em, k.b
     bad = em.alloca_entry(ir.IntType(1), "badidx")
-    k.b.store(ir.Constant(ir.IntType(1), 0), bad)
+    b.store(ir.Constant(ir.IntType(1), 0), bad)
+    n = k.dim(x.shape[axis])
+    # the indices are checked in a loop of their own, so that a bad one is found even when
+    # nothing is gathered (another axis of x is 0), as the interpreter finds it
+    with em.loop_nest([k.dim(d) for d in idx.shape], "gc") as at:
+        raw, _, oob = _wrap(k, idx, at, n)
+        k.flag(bad, oob, raw, k.flat(idx.shape, at), n)
     ir_ = len(idx.shape)
     shape = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
-    n = k.dim(x.shape[axis])
     with em.loop_nest([k.dim(d) for d in shape], "g") as oi:
-        j = _wrapped_index(k, k.load(idx, oi[axis:axis + ir_]), n, bad)
-        src = list(oi[:axis]) + [j] + list(oi[axis + ir_:])
+        _, i, oob = _wrap(k, idx, oi[axis:axis + ir_], n)
+        src = list(oi[:axis]) + [b.select(oob, ir.Constant(I64, 0), i)] + list(oi[axis + ir_:])
         body(oi, src)
-    return k.b.select(k.b.load(bad, typ=ir.IntType(1)),
-                      ir.Constant(ir.IntType(32), (ERR_INDEX << 24) | s.index),
-                      ir.Constant(ir.IntType(32), 0))
+    return b.select(b.load(bad, typ=ir.IntType(1)),
+                    ir.Constant(ir.IntType(32), (ERR_INDEX << 24) | s.index),
+                    ir.Constant(ir.IntType(32), 0))
+
+
+def _wrap(k: Kernel, idx: View, at: Sequence[ir.Value], n: ir.Value
+          ) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """(the index at ``at`` as i64, it wrapped once if negative, whether that is outside [0, n))."""
+    b, zero = k.b, ir.Constant(I64, 0)
+    raw = k.em.cast(k.load(idx, at), DType.i64)
+    i = b.select(b.icmp_signed("<", raw, zero), b.add(raw, n), raw)
+    return raw, i, b.or_(b.icmp_signed("<", i, zero), b.icmp_signed(">=", i, n))
 
 
 def emit_take(k: Kernel, s: Step) -> None:
@@ -343,7 +350,7 @@ def emit_scatter_add(k: Kernel, s: Step) -> None:
 
 def emit_dim(k: Kernel, s: Step) -> None:
     v = k.dim(s.value.attrs["value"])
-    k.em.store(k.em.cast(v, s.value.dtype), k.ptr(s.out.buf), ir.Constant(I64, 0), s.out.dtype)
+    k.store_at(k.em.cast(v, s.value.dtype), s.out.buf, ir.Constant(I64, 0), s.out.dtype)
 
 
 def emit_one_hot(k: Kernel, s: Step) -> None:
@@ -361,7 +368,8 @@ def emit_one_hot(k: Kernel, s: Step) -> None:
             lab = em.cast(k.load(labels, li), DType.i64)
             oob = k.b.or_(k.b.icmp_signed("<", lab, ir.Constant(I64, 0)),
                           k.b.icmp_signed(">=", lab, depth))
-            k.b.store(k.b.or_(k.b.load(bad, typ=oob.type), oob), bad)
+            # described as (the label, its position in labels, depth)
+            k.flag(bad, oob, lab, k.flat(s.out.shape[:-1], li), depth)
         k.code = k.b.select(k.b.load(bad, typ=ir.IntType(1)),
                             ir.Constant(ir.IntType(32), (ERR_INDEX << 24) | s.index),
                             ir.Constant(ir.IntType(32), 0))

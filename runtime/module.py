@@ -77,6 +77,7 @@ class CompiledModule:
     entries: dict[str, Entry]
     opt_level: int
     check_numerics: bool
+    debug: bool = False
     stats: dict[str, int] = field(default_factory=lambda: {"llvm_compiles": 0, "cache_hits": 0})
     arena: Arena = field(default_factory=Arena)         # one block of memory per thread
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -109,7 +110,7 @@ class CompiledModule:
 
     def _ir_text(self, name: str) -> str:
         e = self.entry(name)
-        return str(build_module(e.plan, self.check_numerics))
+        return str(build_module(e.plan, self.check_numerics, debug=self.debug, details=True))
 
     def llvm_ir(self, name: str, optimized: bool = True) -> str:
         text = self._ir_text(name)
@@ -128,7 +129,7 @@ def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool
                    debug: bool = False) -> CompiledModule:
     """``fuse=False`` runs one kernel per op (kernels of the fusion pass taken apart): the
     baseline that fusion is measured against, and what check_numerics needs."""
-    mod = CompiledModule({}, opt_level, check_numerics)
+    mod = CompiledModule({}, opt_level, check_numerics, debug)
     host = jit.host_id()
     fuse = fuse and not check_numerics
     store = jit.open_cache() if cache else None     # None (one GraphWarning) without a home
@@ -142,7 +143,7 @@ def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool
         if obj is not None:
             mod.stats["cache_hits"] += 1
         else:
-            text = str(build_module(plan, check_numerics, **({"debug": True} if debug else {})))
+            text = str(build_module(plan, check_numerics, debug=debug, details=True))
             obj = jit.compile_object(text, opt_level)
             mod.stats["llvm_compiles"] += 1
             if store is not None:

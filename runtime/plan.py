@@ -20,6 +20,13 @@ ERR_NUMERICS = 2
 ERR_ARG_NUMERICS = 3
 ERR_ALLOC = 4
 ERR_INDEX = 5
+# A debug build's code for an access outside its buffer: index = the step (< len(steps)), else
+# len(steps) + r for the copy of result r, else len(steps) + len(results) + k for the check of
+# param k. Details: (element index, buffer number, buffer bytes, access bytes).
+ERR_DEBUG_BOUNDS = 6
+# i64 words after the run-time dims where a failing kernel describes its error. ERR_INDEX:
+# (bad value, its flat position in the index/label array, the bound).
+DETAIL_WORDS = 4
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import numpy as np
 
 from ir.core import Value, const
 from ir.errors import GraphCallError, GraphTypeError
+from ir.ops.shape import first_true
 from ir.ops.registry import COMPOSITE, CREATE, REQUIRED, defop
 from ir.ops.rules import N, as_dim, as_dtype, as_shape, fail, no_grad, sample
 from ir.types import DType, TensorType
@@ -28,8 +29,9 @@ def _one_hot_type(labels: TensorType, *, depth: Any, dtype: DType, strict: bool)
 
 def _one_hot_ref(labels: np.ndarray, *, depth: int, dtype: DType, strict: bool) -> np.ndarray:
     if strict and labels.size and (labels.min() < 0 or labels.max() >= depth):
-        raise GraphCallError(f"one_hot: label out of range [0, {depth}): "
-                             f"{labels.min() if labels.min() < 0 else labels.max()}")
+        at = first_true((labels < 0) | (labels >= depth))
+        raise GraphCallError(f"a label is out of range [0, {depth}): {labels[at]} at "
+                             f"labels{list(at)}")
     return (labels[..., None] == np.arange(depth)).astype(dtype.np)
 
 

@@ -62,9 +62,9 @@ unary_op("abs", NUMERIC, np.abs,
 
 def _lower_sign(em: Any, x: Any) -> Any:
     zero, one = em.const(0, x), em.const(1, x)
-    # x * 0 keeps NaN (and 0 for integers), as np.sign does
+    # x - x keeps NaN (and is 0 for integers) and makes -0.0 into +0.0, as np.sign does
     return em.select(em.gt(x, zero), one,
-                     em.select(em.lt(x, zero), em.neg(one), em.mul(x, zero)))
+                     em.select(em.lt(x, zero), em.neg(one), em.sub(x, x)))
 
 
 unary_op("sign", NUMERIC, np.sign, no_grad, _lower_sign, differentiable=False)
@@ -128,19 +128,33 @@ GELU_K = 0.044715
 
 
 def _gelu_vjp(g: Value, out: Value, x: Value) -> list[Value]:
-    t = make("tanh", GELU_C * (x + GELU_K * x * x * x))
-    dt = (1 - t * t) * (GELU_C * (1 + 3 * GELU_K * x * x))
-    return [g * (0.5 * (1 + t) + 0.5 * x * dt)]
+    # 0.5 * (1 + tanh(u)) = sigmoid(2u) and 1 - tanh(u)^2 = 4 s (1 - s): no cancellation
+    s = make("sigmoid", 2 * (GELU_C * (x + GELU_K * x * x * x)))
+    du = GELU_C * (1 + 3 * GELU_K * x * x)
+    return [g * (s + 2 * x * s * (1 - s) * du)]
+
+
+def _gelu_ref(x: np.ndarray) -> np.ndarray:
+    """0.5 x (1 + tanh(u)) written as x sigmoid(2u): ``1 + tanh(u)`` cancels for x < -2. For
+    large negative x the result is a tiny multiple of exp(2u), whose relative error is |2u| times
+    that of u, so f32 is evaluated in f64 (as the lowering does)."""
+    x64 = x.astype(np.float64)
+    u = GELU_C * (x64 + GELU_K * x64 * x64 * x64)
+    e = np.exp(-2 * np.abs(u))                  # sigmoid(2u) = 1/(1+e), or e/(1+e) for u < 0
+    return (x64 * np.where(u < 0, e, 1.0) / (1 + e)).astype(x.dtype)
 
 
 def _lower_gelu(em: Any, x: Any) -> Any:
-    c = lambda v: em.const(v, x)  # noqa: E731
-    inner = em.mul(c(GELU_C), em.add(x, em.mul(c(GELU_K), em.mul(x, em.mul(x, x)))))
-    return em.mul(em.mul(c(0.5), x), em.add(c(1), em.tanh(inner)))
+    wide = em.widen(x)
+    c = lambda v: em.const(v, wide)  # noqa: E731
+    u = em.mul(c(GELU_C), em.add(wide, em.mul(c(GELU_K), em.mul(wide, em.mul(wide, wide)))))
+    e = em.exp(em.mul(c(-2.0), em.abs(u)))
+    num = em.select(em.lt(u, c(0.0)), em.mul(wide, e), wide)
+    return em.narrow(em.div(num, em.add(c(1.0), e)), x)
 
 
-unary_op("gelu", FLOAT, lambda x: 0.5 * x * (1 + np.tanh(GELU_C * (x + GELU_K * x ** 3))),
-         _gelu_vjp, _lower_gelu, domain=((-3.0, 3.0),), doc="tanh approximation")
+unary_op("gelu", FLOAT, _gelu_ref, _gelu_vjp, _lower_gelu, domain=((-3.0, 3.0),),
+         doc="tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))")
 unary_op("stop_gradient", ANY, lambda x: x, no_grad, lambda em, x: x, differentiable=False,
          samples=UNARY_SAMPLES + INT_SAMPLES)
 defop("isfinite", ELEMENTWISE, ("x",), infer=partial(to_bool, NUMERIC, "isfinite"),
@@ -151,6 +165,20 @@ unary_op("logical_not", BOOL, np.logical_not, no_grad, lambda em, x: em.not_(x),
          differentiable=False, samples=(sample("bool[N,3]"), sample("bool[]")))
 
 
+def _cast_ref(x: np.ndarray, *, dtype: DType) -> np.ndarray:
+    """NumPy ``astype``, made total where it is undefined: float -> int truncates toward zero
+    and saturates at the int dtype's range, NaN -> 0 (LLVM's fptosi.sat, what JAX gives on
+    CPU); NumPy itself returns INT_MIN there."""
+    if x.dtype.kind != "f" or not dtype.is_int:
+        return x.astype(dtype.np)
+    info = np.iinfo(dtype.np)
+    top = float(2 ** (info.bits - 1))          # a power of two: exact in every float dtype
+    fits = (x > -top) & (x < top)              # NaN fails both tests
+    out = np.where(fits, x, 0).astype(dtype.np)
+    out = np.where(x >= top, info.max, out)
+    return np.where(x <= -top, info.min, out).astype(dtype.np)
+
+
 def _cast_vjp(g: Value, out: Value, x: Value, *, dtype: DType) -> list[Value | None]:
     return [make("cast", g, dtype=x.dtype) if x.dtype.is_float else None]
 
@@ -158,7 +186,7 @@ def _cast_vjp(g: Value, out: Value, x: Value, *, dtype: DType) -> list[Value | N
 defop("cast", ELEMENTWISE, ("x",), attrs=(("dtype", REQUIRED),),
       canon=lambda types, a: dict(dtype=as_dtype(a["dtype"])),
       infer=lambda x, *, dtype: x.with_dtype(dtype),
-      ref=lambda x, *, dtype: x.astype(dtype.np), vjp=_cast_vjp,
+      ref=_cast_ref, vjp=_cast_vjp,
       lower=lambda em, x, *, dtype: em.cast(x, dtype), domain=(REALS,),
       samples=(sample("f32[N,3]", dtype=DType.f64), sample("f64[N]", dtype=DType.f32),
                sample("f32[N]", dtype=DType.i32, grad=False), sample("i32[N]", dtype=DType.f32),

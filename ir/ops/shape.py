@@ -240,9 +240,15 @@ def _take_type(x: TensorType, idx: TensorType, *, axis: int) -> TensorType:
 def _in_range(name: str, idx: np.ndarray, n: int) -> np.ndarray:
     """NumPy's negative indices wrap once; anything else out of range is an error, not a clamp."""
     if idx.size and (idx.min() < -n or idx.max() >= n):
-        bad = idx[(idx < -n) | (idx >= n)].flat[0]
-        raise GraphCallError(f"{name}: index {bad} is out of range for an axis of size {n}")
+        at = first_true((idx < -n) | (idx >= n))
+        raise GraphCallError(f"{name}: index {idx[at]} is out of range for an axis of size {n} "
+                             f"at indices{list(at)}")
     return idx
+
+
+def first_true(mask: np.ndarray) -> tuple[int, ...]:
+    """The index of the first True of ``mask`` in row-major order (as native code scans)."""
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
 
 
 def _canon_axis(name: str) -> Any:

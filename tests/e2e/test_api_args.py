@@ -114,3 +114,15 @@ def test_a_threads_workspace_dies_with_the_thread(model: graphc.Model) -> None:
 def test_errors_are_graph_errors() -> None:
     assert issubclass(GraphArgumentTypeError, GraphError)
     assert issubclass(GraphArgumentTypeError, TypeError)
+
+
+def test_a_model_pickles_and_deep_copies_as_source_and_options(backend: str) -> None:
+    import copy
+    import pickle
+    m = graphc.compile_source(SRC, backend=backend, opt_level=1)
+    p = m.init_params(seed=2)
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    want = m(x=x, **p)["loss"]
+    for other in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
+        assert other is not m and (other.backend, other.opt_level) == (backend, 1)
+        assert other(x=x, **p)["loss"] == want

@@ -126,3 +126,29 @@ def test_masked_arrays_are_rejected(backend: str) -> None:
     x = np.ma.masked_array(np.ones(2, np.float32), mask=[False, True])
     with pytest.raises(GraphCallError, match="'x' is a masked array"):
         m(y=np.zeros(2, np.int32), k=np.zeros(2, np.int64), x=x)
+
+
+BAD_INDEX = """
+graph g {
+    input logits: f32[N, 4]
+    input labels: i32[N]
+    input idx: i64[M]
+    loss = sum(sparse_softmax_cross_entropy(logits, labels))
+    rows = take(logits, idx)
+    output loss, rows
+}
+"""
+
+
+@pytest.mark.parametrize("labels,idx,match", [
+    ([1, 3, 9, 2, -1], [0, 1], r"a label is out of range \[0, 4\): 9 at labels\[2\]"),
+    ([1, 3, 0, 2, 1], [0, 4, 7, -9], r"take: index 7 is out of range for an axis of size 5 "
+                                      r"at indices\[2\]"),
+])
+def test_bad_labels_and_indices_name_value_position_and_bound(backend: str, labels: list,
+                                                              idx: list, match: str) -> None:
+    # natively the message used to say only "a label is out of range [0, 4)"
+    m = graphc.compile_source(BAD_INDEX, backend=backend)
+    with pytest.raises(GraphCallError, match=match):
+        m(logits=np.zeros((5, 4), np.float32), labels=np.array(labels, np.int32),
+          idx=np.array(idx, np.int64))

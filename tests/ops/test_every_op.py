@@ -129,7 +129,15 @@ class NumpyEmitter:
 
     @staticmethod
     def cast(a: np.ndarray, dtype: DType) -> np.ndarray:
-        return np.asarray(a).astype(dtype.np)
+        return registry.get("cast").ref(np.asarray(a), dtype=dtype)   # the saturating rule
+
+    @staticmethod
+    def widen(a: np.ndarray) -> np.ndarray:
+        return np.asarray(a, np.float64)
+
+    @staticmethod
+    def narrow(a: np.ndarray, like: np.ndarray) -> np.ndarray:
+        return np.asarray(a).astype(np.asarray(like).dtype)
 
 
 ELEMENTWISE_CASES = [c for c in CASES if c.op.kind == ELEMENTWISE]
