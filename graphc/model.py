@@ -2,7 +2,6 @@
 as IR, runs the pass pipeline on each, and calls them natively (or on the interpreter)."""
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -103,9 +102,6 @@ class Model:
         self._options = dict(opt_level=opt_level, backend=backend, cache=cache,
                              check_numerics=check_numerics, verify_each=verify_each,
                              checkpoint=checkpoint, debug=debug)
-        if debug is None:
-            debug = os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
-        self.debug = bool(debug)
         self.graph = graph
         self.name = graph.name
         self.opt_level = opt_level
@@ -137,7 +133,7 @@ class Model:
         if backend == "native":
             from runtime import compile_module
             self._native = compile_module(self.optimized, opt_level=opt_level, cache=cache,
-                                          check_numerics=check_numerics, debug=self.debug)
+                                          check_numerics=check_numerics, debug=debug)
 
     def _pipeline(self, name: str, after: str | None = None) -> Func:
         """Run the pass pipeline on entry point ``name`` (up to pass ``after``)."""

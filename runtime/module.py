@@ -4,6 +4,7 @@ Inspection (``llvm_ir``, ``asm``, ``object_code``) rebuilds what it needs on dem
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,9 +127,11 @@ class CompiledModule:
 
 def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool = True,
                    check_numerics: bool = False, fuse: bool = True,
-                   debug: bool = False) -> CompiledModule:
+                   debug: bool | None = None) -> CompiledModule:
     """``fuse=False`` runs one kernel per op (kernels of the fusion pass taken apart): the
     baseline that fusion is measured against, and what check_numerics needs."""
+    if debug is None:           # GRAPHC_DEBUG=1 makes every build a debug build (CI runs so)
+        debug = os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
     mod = CompiledModule({}, opt_level, check_numerics, debug)
     host = jit.host_id()
     fuse = fuse and not check_numerics

@@ -19,7 +19,10 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 
 def tolerance(dtype: np.dtype) -> dict[str, float]:
-    return dict(rtol=2e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
+    """f32 results near zero that come out of a cancellation (``1 - tanh(x)**2`` near
+    saturation, times values of order 1) keep a few ulp of the operands' magnitude: the absolute
+    tolerance is a few ulp of 1, so the vectorised and the scalar (debug) builds both pass."""
+    return dict(rtol=2e-5, atol=5e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
 
 
 def assert_matches(got: Sequence[np.ndarray], want: Sequence[np.ndarray], what: str = "") -> None:
