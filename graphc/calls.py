@@ -4,20 +4,19 @@ fn bodies, so a typo in a fn is reported even if the fn is never called."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from graphc import ast as A
 from graphc.init import INITIALIZERS
 from graphc.program import Init
-from graphc.values import DTYPES, Weak, describe, tensors_like, to_attr, weak
+from graphc.values import (DTYPES, Weak, describe, tensors_like, to_attr, to_tensor, weak_apply,
+                           weakness)
 from ir.core import Value, make
 from ir.errors import GraphError, GraphTypeError, Loc
 from ir.ops import registry
-from ir.types import Dim
 
 Arg = tuple[Any, Loc]                    # an evaluated argument and where it was written
 Kwarg = tuple[str, Any, Loc]
-
 
 
 def _plural(n: int, word: str) -> str:
@@ -51,26 +50,49 @@ def call_op(opdef: registry.OpDef, pos: list[Arg], kws: list[Kwarg], loc: Loc) -
     if missing:
         raise GraphTypeError(f"{what} needs {_plural(len(inputs), 'tensor argument')} "
                              f"({', '.join(inputs)}); '{missing[0]}' is missing", loc)
+    attrs = {k: to_attr(v, f"{what} argument '{k}'", kloc)
+             for k, (v, kloc) in bound.items() if k not in inputs}
     if opdef.variadic:
         items, iloc = bound[inputs[0]]
         if not isinstance(items, tuple) or not items:
             raise GraphTypeError(f"{what} takes a non-empty list of tensors [a, b, ...], "
                                  f"got {describe(items)}", iloc)
         operands = tensors_like(list(items), iloc)
-    else:
-        values = [bound[n][0] for n in inputs]
-        if values and opdef.kind in (registry.ELEMENTWISE, registry.COMPOSITE) \
-                and all(isinstance(v, (int, float, Dim, Weak)) and not isinstance(v, bool)
-                        for v in values):
-            # exp(1.0), sqrt(2), clip(0.5, -1, 1): weakly typed, like the literals themselves
-            attrs = {k: to_attr(v, f"{what} argument '{k}'", kloc)
-                     for k, (v, kloc) in bound.items() if k not in inputs}
-            return weak(opdef.name, values, loc, **attrs)
-        operands = tensors_like(values, loc)
-    attrs = {k: to_attr(v, f"{what} argument '{k}'", kloc)
-             for k, (v, kloc) in bound.items() if k not in inputs}
+        return _guarded(what, loc, lambda: make(opdef.name, *operands, loc=loc, **attrs))
+    values = [bound[n][0] for n in inputs]
+    kinds = {weakness(v) for v in values}
+    if _keeps_weak(opdef) and "weak" in kinds and "strong" not in kinds:
+        # exp(1.0), sqrt(2), mean(where(c, 0.5, 1.0)): weakly typed, like the literals
+        try:
+            return weak_apply(lambda *xs: _guarded(
+                what, loc, lambda: make(opdef.name, *xs, loc=loc, **attrs)), values, loc)
+        except GraphTypeError:
+            pass                         # e.g. integer labels as a list: typed as below
     try:
-        return make(opdef.name, *operands, loc=loc, **attrs)
+        operands = tensors_like(values, loc)
+        return _guarded(what, loc, lambda: make(opdef.name, *operands, loc=loc, **attrs))
+    except GraphTypeError as err:
+        # operands of different dtypes (take's indices, a loss's labels): a literal or weak
+        # value that could not adopt the other operand's dtype keeps its own; else the error
+        if "weak" not in kinds:
+            raise
+        try:
+            own = [to_tensor(v, None, loc) for v in values]
+            return _guarded(what, loc, lambda: make(opdef.name, *own, loc=loc, **attrs))
+        except GraphTypeError:
+            raise err from None
+
+
+def _keeps_weak(opdef: registry.OpDef) -> bool:
+    """Ops whose result is as weak as their operands, as in JAX: elementwise ops (``where``
+    with a bool tensor condition too), reductions, and one-operand movement (broadcast_to)."""
+    return opdef.kind in (registry.ELEMENTWISE, registry.COMPOSITE, registry.REDUCE) or \
+        opdef.kind == registry.MOVEMENT and len(opdef.inputs) == 1 and not opdef.variadic
+
+
+def _guarded(what: str, loc: Loc, build: Callable[[], Value | Weak]) -> Value | Weak:
+    try:
+        return build()
     except GraphError:
         raise
     except (TypeError, ValueError, IndexError, KeyError, OverflowError,

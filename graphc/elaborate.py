@@ -13,8 +13,9 @@ from graphc.errors import GraphError, GraphTypeError, Loc, attach_snippet
 from graphc.indexing import index
 from graphc.program import Decl, GradSpec, GraphDef, Init
 from graphc.syntax import parse
-from graphc.values import (DTYPES, Multi, describe, static_binary, static_neg, tensors_like,
-                           to_tensor)
+from graphc.syntax import normalize_source
+from graphc.values import (DTYPES, Multi, Weak, check_int, describe, static_binary, static_neg,
+                           tensors_like, to_tensor, weak_apply)
 from ir.core import Func, Value, make
 from ir.ops import registry
 from ir.types import Dim, TensorType
@@ -25,14 +26,22 @@ _UNSET = object()
 
 def elaborate_source(text: str, filename: str) -> dict[str, GraphDef]:
     """Parse and elaborate every graph of a .graph file, by name, in source order."""
+    text = normalize_source(text)
     try:
-        module = parse(text, filename)
-        return Elaborator(module, text).graphs()
+        try:
+            module = parse(text, filename)
+            return Elaborator(module, text).graphs()
+        except RecursionError:           # a last resort: statements and consts say where
+            raise GraphTypeError("the program nests too deeply to elaborate",
+                                 Loc(filename, 1, 1)) from None
     except GraphError as e:
         raise attach_snippet(e, text)
-    except RecursionError:
-        raise GraphTypeError("the program nests too deeply to elaborate",
-                             Loc(filename, 1, 1)) from None
+
+
+def _too_deep(loc: Loc) -> GraphTypeError:
+    """Python's recursion limit met while elaborating: a located error, not a RecursionError."""
+    return GraphTypeError("this nests too deeply to elaborate (expressions, fn calls, loops "
+                          "or consts nested about a thousand deep); split it with names", loc)
 
 
 @dataclass
@@ -68,7 +77,10 @@ class Elaborator:
         self.evaluating: list[str] = []
         for d in module.defs:
             if isinstance(d, A.FnDef):
-                check_fn_names(d, self.defs)
+                try:
+                    check_fn_names(d, self.defs)
+                except RecursionError:
+                    raise _too_deep(d.name.loc) from None
                 for p in d.params:
                     self.check_free(p, Scope({}))
         for d in module.defs:
@@ -96,7 +108,10 @@ class Elaborator:
             chain = " -> ".join(self.evaluating[self.evaluating.index(name):] + [name])
             raise GraphTypeError(f"const '{name}' depends on itself ({chain})", loc)
         self.evaluating.append(name)
-        value = self.eval(d.value, Scope({}))
+        try:
+            value = self.eval(d.value, Scope({}))
+        except RecursionError:
+            raise _too_deep(loc) from None
         self.evaluating.pop()
         if isinstance(value, (Value, Multi)) or isinstance(value, tuple) and any(
                 isinstance(v, (Value, tuple)) for v in value):
@@ -136,6 +151,8 @@ class Elaborator:
             getattr(self, "exec_" + type(stmt).__name__)(stmt, scope)
         except GraphError as e:
             raise e.with_loc(self.here(stmt.loc, scope))
+        except RecursionError:
+            raise _too_deep(self.here(stmt.loc, scope)) from None
 
     def bind(self, name: A.Name, value: Any, scope: Scope) -> None:
         self.check_free(name, scope)
@@ -237,9 +254,10 @@ class Elaborator:
                 raise GraphTypeError(f"'{e.id}' cannot name a dim: it is {what}", e.loc)
             return gs.dims.setdefault(e.id, Dim.sym(e.id))
         if isinstance(e, A.Binary) and e.op in ("add", "sub", "mul"):
-            return static_binary(e.op, self.dim(e.left, scope, allow_symbols),
-                                 self.dim(e.right, scope, allow_symbols), e.loc)
-        value = self.eval(e, scope)
+            value = static_binary(e.op, self.dim(e.left, scope, allow_symbols),
+                                  self.dim(e.right, scope, allow_symbols), e.loc, "dim")
+        else:
+            value = check_int(self.eval(e, scope), e.loc, "dim")
         if isinstance(value, Dim) and (allow_symbols or not value.symbols):
             return value
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -362,21 +380,29 @@ class Elaborator:
                 x = make(node.op, *tensors_like([x, y], loc), loc=loc)
         return x
 
-    def eval_Attr(self, e: A.Attr, scope: Scope) -> Value:
+    def eval_Attr(self, e: A.Attr, scope: Scope) -> Value | Weak:
         x = self.tensor(e.value, scope, f"'.{e.name}'")
         loc = self.here(e.loc, scope)
+        if isinstance(x, Weak):
+            return weak_apply(lambda t: self.transpose(t, e.name, loc), [x], loc)
+        return self.transpose(x, e.name, loc)
+
+    def transpose(self, x: Value, name: str, loc: Loc) -> Value:
         perm = list(reversed(range(x.type.rank)))
-        if e.name == "T" and x.type.rank < 2:
+        if name == "T" and x.type.rank < 2:
             return x                                  # as NumPy: .T of a vector is itself
-        if e.name == "mT":
+        if name == "mT":
             if x.type.rank < 2:
                 raise GraphTypeError(f"'.mT' needs at least 2 axes, got {x.type}", loc)
             perm = list(range(x.type.rank))
             perm[-2:] = perm[:-3:-1]
         return make("transpose", x, perm=tuple(perm), loc=loc)
 
-    def tensor(self, e: A.Expr, scope: Scope, what: str) -> Value:
+    def tensor(self, e: A.Expr, scope: Scope, what: str) -> Value | Weak:
+        """A tensor, or a weak value (which transposes and indexes as one, staying weak)."""
         x = self.eval(e, scope)
+        if isinstance(x, Weak) and x.default.type.rank > 0:
+            return x
         if not isinstance(x, Value):
             raise GraphTypeError(f"{what} needs a tensor, got {describe(x)}",
                                  self.here(e.loc, scope))
@@ -389,7 +415,7 @@ class Elaborator:
                                  self.here(e.loc, scope))
         return v
 
-    def eval_Index(self, e: A.Index, scope: Scope) -> Value:
+    def eval_Index(self, e: A.Index, scope: Scope) -> Value | Weak:
         x = self.tensor(e.value, scope, "indexing")
         items = []
         for item in e.items:
@@ -400,7 +426,10 @@ class Elaborator:
                 items.append(("slice", parts, self.here(item.loc, scope)))
             else:
                 items.append(("index", self.eval(item, scope), self.here(item.loc, scope)))
-        return index(x, items, self.here(e.loc, scope))
+        loc = self.here(e.loc, scope)
+        if isinstance(x, Weak):
+            return weak_apply(lambda t: index(t, items, loc), [x], loc)
+        return index(x, items, loc)
 
     def eval_Call(self, e: A.Call, scope: Scope) -> Any:
         name = e.func.id

@@ -20,7 +20,7 @@ def snippet(source_text: str, line: int, col: int, note: str = "") -> str:
        14 |     logits = x @ W
           |                ^
     """
-    lines = source_text.splitlines()
+    lines = source_text.split("\n")         # as lark counts lines (not str.splitlines)
     if not 1 <= line <= len(lines):
         return ""
     text = lines[line - 1].rstrip()
@@ -180,6 +180,31 @@ def _offset(text: str, line: int, col: int) -> int:
     return sum(len(s) + 1 for s in lines[:line - 1]) + col - 1
 
 
+def _keyword_fix(text: str, lines: list[str], line: int, col: int, first: str,
+                 lark: Any) -> str:
+    """"did you mean 'input'?" for a line's misspelt first word, only when writing the keyword
+    there gets the parse past the error (so ``graph g { ... }`` never hears of 'grad')."""
+    from lark.exceptions import UnexpectedInput
+    if first in KEYWORDS:
+        return ""
+    hint = suggest(first, list(KEYWORDS))
+    if not hint:
+        return ""
+    word = hint.split("'")[1]
+    start = _offset(text, line, lines[line - 1].index(first) + 1)
+    fixed = text[:start] + word + text[start + len(first):]
+    try:
+        lark.parse(fixed)
+    except UnexpectedInput as e:
+        where = getattr(e, "token", None)
+        if e.line is not None and e.line > 0 and not (
+                where is not None and where.type in ("$END", "_SEP") and str(where) == ""):
+            moved = _offset(fixed, e.line, e.column) - (len(word) - len(first))
+            if moved <= _offset(text, line, col):
+                return ""
+    return hint.removeprefix("; ")
+
+
 def describe_parse_error(e: Any, text: str, filename: str, lark: Any) -> GraphSyntaxError:
     """Word a lark ``UnexpectedInput`` for people: where, what was found, what would fit."""
     from lark.exceptions import UnexpectedCharacters, UnexpectedToken
@@ -212,7 +237,7 @@ def describe_parse_error(e: Any, text: str, filename: str, lark: Any) -> GraphSy
         first = lines[line - 1].split(None, 1)[0] if lines[line - 1].strip() else ""
         hint = hint or FOREIGN.get(first.split("(")[0], "")
         if not hint and first.isidentifier() and col > lines[line - 1].index(first) + 1:
-            hint = suggest(first, list(KEYWORDS)).removeprefix("; ")
+            hint = _keyword_fix(text, lines, line, col, first, lark)
     opened = _unclosed(text, _offset(text, line, col))
     if opened is not None and (at_end or opened[0] != "{" and opened[1] < line):
         hint = (hint + "; " if hint else "") + \

@@ -11,7 +11,9 @@ from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedInput, VisitError
 
 from graphc import ast as A
-from graphc.errors import GraphSyntaxError, Loc, attach_snippet, describe_parse_error
+from graphc.errors import (GraphError, GraphSyntaxError, GraphTypeError, Loc, attach_snippet,
+                           describe_parse_error)
+from graphc.values import INT_MAX
 
 OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 
@@ -134,7 +136,12 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[misc]
         return A.Unary("neg", operand, self._loc(op))
 
     def int(self, meta: Any, tok: Token) -> A.Int:
-        return A.Int(int(tok), self._loc(tok))
+        digits = str(tok).lstrip("0") or "0"
+        if len(digits) > 19 or int(digits) > INT_MAX:     # never int() a 5,000-digit string
+            raise GraphTypeError("integer literal too large: integers must fit in int64 "
+                                 "(at most 9223372036854775807); write a float (1e30) for "
+                                 "a larger number", self._loc(tok))
+        return A.Int(int(digits), self._loc(tok))
 
     def float(self, meta: Any, tok: Token) -> A.Float:
         return A.Float(float(tok), self._loc(tok))
@@ -209,11 +216,14 @@ def _misplaced(stmt: Any, where: str) -> GraphSyntaxError:
 
 
 def _check_body(body: tuple, allowed: tuple, where: str, loop_where: str) -> None:
-    for stmt in body:
-        if not isinstance(stmt, allowed):
-            raise _misplaced(stmt, where)
-        if isinstance(stmt, A.For):
-            _check_body(stmt.body, _IN_LOOP, loop_where, loop_where)
+    todo = [(body, allowed, where)]                 # no recursion: loops may nest 10,000 deep
+    while todo:
+        stmts, ok, here = todo.pop()
+        for stmt in stmts:
+            if not isinstance(stmt, ok):
+                raise _misplaced(stmt, here)
+            if isinstance(stmt, A.For):
+                todo.append((stmt.body, _IN_LOOP, loop_where))
 
 
 def check_placement(defs: tuple) -> None:
@@ -238,8 +248,15 @@ def check_placement(defs: tuple) -> None:
                                 "inside a 'for' loop")
 
 
+def normalize_source(text: str) -> str:
+    """Line ends as ``\n`` (``\r\n`` and a lone ``\r`` too) and no leading BOM, so that lark's
+    line numbers, the caret and every other line/col computation agree."""
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def parse(text: str, filename: str = "<string>") -> A.Module:
     """Parse a whole .graph file. Raises GraphSyntaxError with file:line:col and a caret."""
+    text = normalize_source(text)
     try:
         try:
             tree = parser().parse(text)
@@ -248,12 +265,13 @@ def parse(text: str, filename: str = "<string>") -> A.Module:
         try:
             defs = _ToAst(filename).transform(tree)
         except VisitError as e:
-            if isinstance(e.orig_exc, GraphSyntaxError):
+            if isinstance(e.orig_exc, GraphError):
                 raise e.orig_exc from None
             raise
         check_placement(defs)
     except RecursionError:
-        raise GraphSyntaxError("the program nests too deeply", Loc(filename, 1, 1)) from None
-    except GraphSyntaxError as e:
+        raise attach_snippet(GraphSyntaxError("the program nests too deeply",
+                                              Loc(filename, 1, 1)), text) from None
+    except GraphError as e:
         raise attach_snippet(e, text)
     return A.Module(defs, filename)

@@ -18,7 +18,7 @@ from lark.lexer import PatternStr
 
 from ir.core import Func, Value, const, make, normalize_scalar
 from ir.errors import GraphError, GraphSyntaxError, GraphTypeError, Loc
-from ir.types import Dim, DType, TensorType, dim_add, dim_mul, dim_str
+from ir.types import DIM_MAX, Dim, DType, TensorType, dim_add, dim_mul, dim_str
 
 # ---------------------------------------------------------------------------------------- print
 
@@ -242,8 +242,14 @@ class _Syntax(Transformer):  # type: ignore[type-arg]
         return (items[0], items[1])
 
     def type(self, items: list[Any]) -> _Typed:
-        return _Typed(TensorType(DType(str(items[0])), tuple(items[1:])),
-                      items[0].line, items[0].column)
+        tok = items[0]
+        for d in items[1:]:
+            if isinstance(d, int) and d < 0:
+                raise _TextError(GraphTypeError, f"dim {d} is negative", tok.line, tok.column)
+        try:
+            return _Typed(TensorType(DType(str(tok)), tuple(items[1:])), tok.line, tok.column)
+        except GraphTypeError as e:                 # a dim too large for int64
+            raise _TextError(GraphTypeError, e.message, tok.line, tok.column) from None
 
     def float(self, items: list[Token]) -> float:
         return float(items[0])
@@ -261,7 +267,12 @@ class _Syntax(Transformer):  # type: ignore[type-arg]
         return tuple(items)
 
     def int(self, items: list[Token]) -> int:
-        return int(items[0])
+        tok = items[0]
+        digits = str(tok).lstrip("0") or "0"
+        if len(digits) > 19 or int(digits) > DIM_MAX + 1:   # never int() 5,000 digits; 2**63
+            raise _TextError(GraphTypeError, "integer too large: integers (dims, attributes) "
+                             "must fit in int64", tok.line, tok.column)   # is -2**63 negated
+        return int(digits)
 
     def sym(self, items: list[Token]) -> Dim:
         return Dim.sym(str(items[0]))
@@ -302,7 +313,7 @@ class _Reader:
     """Builds Funcs from syntax records through ``make``; every error gets ``line:col``."""
 
     def __init__(self, text: str, file: str):
-        self.lines = text.splitlines()
+        self.lines = text.split("\n")          # as lark counts lines
         self.file = file
 
     def error(self, cls: type[GraphError], message: str, line: int, col: int) -> GraphError:
@@ -326,8 +337,9 @@ class _Reader:
         line, col = e.line, e.column
         tok = getattr(e, "token", None)
         if isinstance(e, UnexpectedEOF) or line < 1 or (tok is not None and tok.type == "$END"):
-            line = max(len(self.lines), 1)
-            col = len(self.lines[-1]) + 1 if self.lines else 1
+            lines = self.lines[:-1] if len(self.lines) > 1 and not self.lines[-1] else self.lines
+            line = max(len(lines), 1)                   # the end of the last line of text
+            col = len(lines[-1]) + 1 if lines else 1
         if isinstance(e, UnexpectedCharacters):
             what = f"unexpected character {e.char!r}"
             expected = e.allowed or set()
@@ -412,14 +424,21 @@ class _Reader:
                              f"{inferred} inferred for {what}", typed.line, typed.col)
 
 
+def _normalize(text: str) -> str:
+    """``\n`` line ends (from ``\r\n`` or a lone ``\r``) and no BOM, as the .graph reader."""
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def parse_type(text: str, file: str = "<ir>") -> TensorType:
     """``f32[N+4,6]`` -> TensorType (dims are ints or ir.types.Dim polynomials)."""
+    text = _normalize(text)
     typed: _Typed = _Reader(text, file).syntax(text.rstrip(), start="type")
     return typed.type
 
 
 def parse_funcs(text: str, file: str = "<ir>") -> list[Func]:
     """Read one or several printed functions back; bad text raises GraphSyntaxError (line:col)."""
+    text = _normalize(text)
     reader = _Reader(text, file)
     return [reader.func(fs) for fs in reader.syntax(text)]
 

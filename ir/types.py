@@ -167,16 +167,25 @@ def dim_eval(d: DimLike, env: Mapping[str, int]) -> int:
     return sum(c * math.prod(env[s] for s in m) for m, c in d.terms)
 
 
+DIM_MAX = 2 ** 63 - 1       # dims and their polynomials' coefficients are int64
+
+
+def _int_str(n: int) -> str:
+    """``str(n)``, but never Python's ValueError for an integer of over 4,300 digits."""
+    return str(n) if n.bit_length() < 10_000 else f"<{n.bit_length()}-bit integer>"
+
+
 def dim_str(d: DimLike) -> str:
+    """``N+4``, ``2*M*N-N+3``: the text ir.lark reads back. Never raises."""
     if isinstance(d, int):
-        return str(d)
+        return _int_str(d)
     out = ""
     for m, c in d.terms:
         body = "*".join(m)
         if not m:
-            body = str(abs(c))
+            body = _int_str(abs(c))
         elif abs(c) != 1:
-            body = f"{abs(c)}*{body}"
+            body = f"{_int_str(abs(c))}*{body}"
         if not out:
             out = ("-" if c < 0 else "") + body
         else:
@@ -195,6 +204,13 @@ Shape = tuple[DimLike, ...]
 class TensorType:
     dtype: DType
     shape: Shape = ()
+
+    def __post_init__(self) -> None:
+        for d in self.shape:
+            big = abs(d) > DIM_MAX if isinstance(d, int) else \
+                any(abs(c) > DIM_MAX for _, c in d.terms)
+            if big:
+                raise GraphTypeError(f"dim too large: {dim_str(d)} does not fit in int64")
 
     @property
     def rank(self) -> int:

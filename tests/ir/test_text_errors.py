@@ -94,3 +94,46 @@ def test_non_canonical_attribute_prints_for_debugging_but_does_not_read_back() -
     assert text.splitlines()[1] == "  %0 = dim {dtype=f32, value=<list: [3]>} : f32[]"
     with pytest.raises(GraphSyntaxError, match="unexpected character '<'"):
         parse(text)
+
+
+@pytest.mark.parametrize("text, line, col, words", [
+    ("func @f(%x: f32[" + "9" * 5000 + "]) -> (f32[]) {\n  return %x\n}", 1, 17,
+     "integer too large"),
+    (body("  %0 = sum %x {axis=[" + "9" * 5000 + "], keepdims=false} : f32[]"), 2, 22,
+     "integer too large"),
+    ("func @f(%x: f32[9223372036854775808]) -> (f32[]) {\n  return %x\n}", 1, 13,
+     "dim too large"),
+    ("func @f(%x: f32[9223372036854775807*N*4]) -> (f32[]) {\n  return %x\n}", 1, 13,
+     "dim too large"),
+    ("func @f(%x: f32[-3]) -> (f32[-3]) {\n  return %x\n}", 1, 13, "dim -3 is negative"),
+], ids=["5000-digit-dim", "5000-digit-attr", "dim-2**63", "coefficient", "negative-dim"])
+def test_integers_beyond_int64_are_located_type_errors(text: str, line: int, col: int,
+                                                       words: str) -> None:
+    with pytest.raises(GraphTypeError) as e:
+        parse(text)
+    assert (e.value.loc.line, e.value.loc.col) == (line, col) and words in e.value.message
+
+
+def test_int64_min_constant_reads_back() -> None:
+    text = "func @f() -> (i64[]) {\n  %0 = const -9223372036854775808 : i64[]\n  return %0\n}"
+    assert str(parse(text)) == text
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_cr_line_ends_read_and_locate_like_newlines(newline: str) -> None:
+    text = newline.join(["func @f(%x: f32[4]) -> (f32[4]) {", "  %0 = neg %x : f32[4]",
+                         "  return %1", "}"])
+    with pytest.raises(GraphSyntaxError) as e:
+        parse(text)
+    assert (e.value.loc.line, e.value.loc.col) == (3, 10), str(e.value)
+    assert "return %1" in e.value.snippet.splitlines()[0]
+    assert str(parse(text.replace("%1", "%0"))) == text.replace(newline, "\n").replace(
+        "%1", "%0")
+
+
+def test_form_feed_in_a_comment_does_not_move_the_caret() -> None:
+    text = body("  %0 = neg %x : f32[4]  # a\x0cb.graph:1:1", ret="  return %1\n}")
+    with pytest.raises(GraphSyntaxError) as e:
+        parse(text)
+    assert (e.value.loc.line, e.value.loc.col) == (3, 10)
+    assert e.value.snippet.startswith("  return %1"), e.value.snippet
