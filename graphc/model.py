@@ -123,8 +123,12 @@ class Model:
             raise GraphCallError(f"checkpoint={checkpoint!r} is not a usable byte budget: "
                                  f"{e}") from None
         self.optimized = {k: self._pipeline(k) for k in self.funcs}
-        self._requirements = {k: shapecheck.requirements(f) + shapecheck.limits(f)
-                              for k, f in self.optimized.items()}
+        try:
+            self._requirements = {k: shapecheck.requirements(f) + shapecheck.limits(f)
+                                  for k, f in self.optimized.items()}
+        except GraphError as e:
+            raise attach_snippet(e, graph.source) if e.loc and \
+                e.loc.file == graph.filename else e
         self._signatures = {k: {p.attrs["name"]: p.type for p in f.params}
                             for k, f in self.optimized.items()}
         self._bindings: dict[str, dict[tuple, dict[str, int]]] = {k: {} for k in self.optimized}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ir.core import Func, Value
-from ir.errors import GraphCallError
+from ir.errors import GraphCallError, GraphTypeError
 from ir.ops import registry
 from ir.types import Dim, DimLike, dim_eval, dim_mul, dim_str
 
@@ -69,12 +69,16 @@ def _binding(env: Mapping[str, int]) -> str:
 
 def limits(func: Func) -> tuple[Fits, ...]:
     """Every dim expression of ``func`` (and of its fused kernels' bodies) that native code
-    evaluates in 64 bits: each value's byte size and each dim in its attributes."""
+    evaluates in 64 bits: each value's byte size and each dim in its attributes. One that is
+    static and too large is a GraphTypeError now."""
     out: dict[DimLike, Fits] = {}
 
     def fits(d: Any, v: Value, what: str = "the dim expression") -> None:
         if isinstance(d, Dim):
             out.setdefault(d, Fits(d, v, what))
+        elif isinstance(d, int) and not isinstance(d, bool) and abs(d) > INT64_MAX:
+            raise GraphTypeError(f"{what} of {v.type} is {dim_str(d)}, too large for 64-bit "
+                                 f"sizes", v.loc)
         elif isinstance(d, tuple):
             for x in d:
                 fits(x, v)

@@ -152,3 +152,11 @@ def test_bad_labels_and_indices_name_value_position_and_bound(backend: str, labe
     with pytest.raises(GraphCallError, match=match):
         m(logits=np.zeros((5, 4), np.float32), labels=np.array(labels, np.int32),
           idx=np.array(idx, np.int64))
+
+
+def test_a_static_size_beyond_64_bits_is_a_compile_error() -> None:
+    # 2**62 * 4 elements * 4 bytes: each dim fits int64, the byte size does not
+    with pytest.raises(graphc.GraphTypeError, match="byte size of f32.* too large") as e:
+        graphc.compile_source("graph g {\n    input x: f32[4611686018427387904, 4]\n"
+                              "    output y = x * 2.0\n}\n", backend="interp")
+    assert e.value.loc is not None and e.value.loc.line == 2 and "^" in str(e.value)
