@@ -73,7 +73,7 @@ def run(func: Func) -> Func:
 
 
 def apply(func: Func, p: Policy, forward: int) -> Func:
-    part = fusion.partition(func)
+    part = fusion.partition(func, notes=False)
     src = part.source
     fwd = _ancestors(src.results[:forward])
     saved = saved_values(src, fwd, part.roots)

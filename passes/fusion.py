@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from ir.core import Func, Value, make, rebuild
-from ir.ops.fused import Pattern, analyze, region, role
+from ir.ops.fused import Pattern, analyze, joined, refused, region, role
 from passes import rewrite as engine
 from passes.rewrite import has_grad, rewrite
 
@@ -29,12 +29,18 @@ CHEAP = frozenset(("neg", "abs", "sign", "relu", "add", "sub", "mul", "maximum",
                    "where", "cast", "square", "stop_gradient", "isfinite", "leaky_relu",
                    "broadcast_to", "reshape", "dim"))
 RECOMPUTE = ("cheap", "elementwise", "none")
+# at most this many kernels recompute one value: in a chain where each step reads the one
+# before (``h = tanh(h) * 0.5 + h`` with every tanh kept for backward), unbounded recomputation
+# put every earlier step into each later kernel, n^2 work in all
+MAX_COPIES = 8
 
 
 @dataclass
 class _Kernel:
     root: Value
     members: dict[int, Value] = field(default_factory=dict)
+    kind: str = "single"            # what ``analyze`` says of the members, kept as they grow
+    anchor: Value | None = None     # and its anchor (the matmul, the leading fold)
 
     def inside(self, v: Value) -> bool:
         return id(v) in self.members or v.op == "const"
@@ -49,7 +55,7 @@ class Partition:
 
 
 def run(func: Func) -> Func:
-    return partition(func).func
+    return partition(func, notes=False).func
 
 
 def explain(func: Func, recompute: str = "cheap") -> list[str]:
@@ -57,12 +63,14 @@ def explain(func: Func, recompute: str = "cheap") -> list[str]:
     return list(partition(func, recompute).notes)
 
 
-def partition(func: Func, recompute: str = "cheap") -> Partition:
+def partition(func: Func, recompute: str = "cheap", notes: bool = True) -> Partition:
+    """The kernels of ``func``; ``notes=False`` leaves out the reasons for rejections (finding
+    the cycle a rejected value would form costs more than the partition itself)."""
     if has_grad(func):
         return Partition(func, (), func, {})
     func = rewrite(func, _mask_reader(func))
     values = func.values()
-    p = _Partitioner(func, values, recompute)
+    p = _Partitioner(func, values, recompute, notes)
     for v in reversed(values):
         p.decide(v)
     roots = {}
@@ -91,10 +99,10 @@ def _is_zero(v: Value) -> bool:
 
 
 class _Partitioner:
-    def __init__(self, func: Func, values: list[Value], recompute: str):
+    def __init__(self, func: Func, values: list[Value], recompute: str, notes: bool = True):
         if recompute not in RECOMPUTE:
             raise ValueError(f"recompute must be one of {RECOMPUTE}, got {recompute!r}")
-        self.func, self.values, self.recompute = func, values, recompute
+        self.func, self.values, self.recompute, self.explain = func, values, recompute, notes
         self.users: dict[int, list[Value]] = defaultdict(list)
         for v in values:
             for i in dict.fromkeys(v.inputs):
@@ -103,9 +111,16 @@ class _Partitioner:
         self.kernels: list[_Kernel] = []
         self.home: dict[int, list[int]] = {}     # value -> kernels that compute it
         self.notes: list[str] = []
-        self.bit = {id(v): 1 << k for k, v in enumerate(values)}
+        self.grown: dict[int, tuple[str, Value | None]] = {}   # why_not's verdicts, to commit
+        self.bit: dict[int, int] = {}
         self.above: dict[int, int] = {}          # value -> bitset of the values it depends on
-        for v in values:
+
+    def ancestry(self) -> None:
+        """``bit`` and ``above``, for notes on cycles: n^2 bits, so made only when asked."""
+        if self.bit:
+            return
+        self.bit = {id(v): 1 << k for k, v in enumerate(self.values)}
+        for v in self.values:
             acc = 0
             for i in v.inputs:
                 acc |= self.above[id(i)] | self.bit[id(i)]
@@ -126,18 +141,29 @@ class _Partitioner:
             if why is None:
                 for k in kernels:
                     self.kernels[k].members[id(v)] = v
+                    self.kernels[k].kind, self.kernels[k].anchor = self.grown[k]
                 self.home[id(v)] = kernels
                 return
             if role(v) != "single" and why:
                 self.notes.append(why)
         if is_view(v):
             return                                   # stays a view of its input
-        self.kernels.append(_Kernel(v, {id(v): v}))
+        kern = _Kernel(v, {id(v): v})
+        pattern = analyze(v, kern.inside)
+        if isinstance(pattern, Pattern):
+            kern.kind, kern.anchor = pattern.kind, pattern.anchor
+        self.kernels.append(kern)
         self.home[id(v)] = [len(self.kernels) - 1]
 
     def why_not(self, v: Value, kernels: list[int]) -> str | None:
         """None if ``v`` can join every kernel in ``kernels``, else why not ("" = say nothing)."""
+        if len(kernels) > MAX_COPIES and self.duplicable(v):
+            return (f"fusion: {_what(v)} is materialized: {len(kernels)} kernels use it, more "
+                    f"than the {MAX_COPIES} that may each recompute it")
         if len(kernels) > 1 and not self.duplicable(v):
+            if not self.explain:
+                return ""
+            self.ancestry()
             for k in kernels:
                 x = self.reader_of(v, self.kernels[k])
                 if x is not None:
@@ -146,14 +172,28 @@ class _Partitioner:
                             f"{_what(x)}, which needs it, so fusing would form a cycle")
             return (f"fusion: {_what(v)} is materialized: {len(kernels)} kernels use it and "
                     f"recomputing '{v.op}' in each would duplicate expensive work")
+        self.grown = {}
         for k in kernels:
             kern = self.kernels[k]
             if role(kern.root) == "single":
                 return ""
-            got = analyze(kern.root, partial(_inside_with, kern, v))
+            got = self.grow(kern, v)
             if isinstance(got, str):
                 return f"fusion: {_what(v)} stays out of the kernel of {_what(kern.root)}: {got}"
+            self.grown[k] = got
         return None
+
+    def grow(self, kern: _Kernel, v: Value) -> tuple[str, Value | None] | str:
+        """The kind and anchor of ``kern`` with ``v`` in it, or why ``v`` cannot join; the
+        region is analyzed afresh only when its kind and anchor do not tell."""
+        why = refused(kern.kind, kern.anchor, v)
+        if why is not None:
+            return why
+        kind = joined(kern.kind, kern.anchor, v)
+        if kind is not None:
+            return kind, kern.anchor
+        got = analyze(kern.root, partial(_inside_with, kern, v))
+        return got if isinstance(got, str) else (got.kind, got.anchor)
 
     def duplicable(self, v: Value) -> bool:
         if role(v) != "loop" or self.recompute == "none":

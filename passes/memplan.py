@@ -10,7 +10,8 @@ others by element size, so every buffer is aligned for its dtype at every bindin
 from __future__ import annotations
 
 import functools
-
+import heapq
+from collections import Counter
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -92,30 +93,31 @@ def allocate(intervals: Sequence[Interval]) -> Layout:
     sizes: list[DimLike] = []
     aligns: list[int] = []
     slot_of: dict[int, int] = {}
-    free: list[int] = []
-    live: list[Interval] = []
-    for iv in sorted(intervals, key=lambda iv: iv.start):
-        for done in [x for x in live if x.end < iv.start]:
-            live.remove(done)
-            free.append(slot_of[done.key])
+    free = _FreeSlots(sizes)
+    live: dict[int, Interval] = {}
+    ends: list[tuple[int, int, int]] = []          # (end, order, key) of live buffers: a heap
+    for t, iv in enumerate(sorted(intervals, key=lambda iv: iv.start)):
+        while ends and ends[0][0] < iv.start:
+            key = heapq.heappop(ends)[2]
+            if live.pop(key, None) is not None:
+                free.add(slot_of[key])
         if iv.takes is not None and iv.takes in slot_of:
-            old = next(x for x in live if x.key == iv.takes)
+            old = live.pop(iv.takes)
             assert old.end == iv.start and dominates(sizes[slot_of[old.key]], iv.size)
-            live.remove(old)
             slot = slot_of[old.key]
         else:
-            pick = _pick(free, sizes, iv.size)
+            pick = free.take(iv.size)
             if pick is None:
                 sizes.append(iv.size)
                 aligns.append(iv.align)
                 slot = len(sizes) - 1
             else:
                 slot = pick
-                free.remove(slot)
                 sizes[slot] = sizes[slot] if dominates(sizes[slot], iv.size) else iv.size
         aligns[slot] = max(aligns[slot], iv.align)
         slot_of[iv.key] = slot
-        live.append(iv)
+        live[iv.key] = iv
+        heapq.heappush(ends, (iv.end, t, iv.key))
     order = sorted(range(len(sizes)), key=lambda s: (not _aligned64(sizes[s]), -aligns[s], s))
     rank = {s: k for k, s in enumerate(order)}
     offsets: dict[int, DimLike] = {}
@@ -136,12 +138,32 @@ def _aligned64(d: DimLike) -> bool:
     return all(c % 64 == 0 for c in coeffs(d).values())
 
 
-def _pick(free: list[int], sizes: list[DimLike], need: DimLike) -> int | None:
-    big = [s for s in free if dominates(sizes[s], need)]
-    if big:
-        return min(big, key=lambda s: (at_ref(sizes[s]), s))
-    small = [s for s in free if dominates(need, sizes[s])]
-    return max(small, key=lambda s: (at_ref(sizes[s]), -s)) if small else None
+class _FreeSlots:
+    """Free slots grouped by size, each group a heap of slot numbers, so that picking one looks
+    at each distinct size once instead of at every free slot."""
+
+    def __init__(self, sizes: list[DimLike]):
+        self.sizes = sizes
+        self.groups: dict[DimLike, list[int]] = {}
+
+    def add(self, slot: int) -> None:
+        heapq.heappush(self.groups.setdefault(self.sizes[slot], []), slot)
+
+    def take(self, need: DimLike) -> int | None:
+        """The smallest free slot that holds ``need`` for every binding (the lowest numbered
+        among equals), else the largest one that ``need`` holds (it grows), else None."""
+        big = [d for d in self.groups if dominates(d, need)]
+        if big:
+            d = min(big, key=lambda d: (at_ref(d), self.groups[d][0]))
+        else:
+            small = [d for d in self.groups if dominates(need, d)]
+            if not small:
+                return None
+            d = max(small, key=lambda d: (at_ref(d), -self.groups[d][0]))
+        slot = heapq.heappop(self.groups[d])
+        if not self.groups[d]:
+            del self.groups[d]
+        return slot
 
 # ---------------------------------------------------------------------------- the plan
 
@@ -222,16 +244,22 @@ class _Graph:
                        if id(storage(i)) in index] for k in kernels]
         self.same = [_same_index(k, index) for k in kernels]
         self.updates = _param_updates(func, kernels, self.outs)
-        self.below: list[int] = []              # bitset of the kernels each one depends on
-        for rs in self.reads:
-            acc = 0
-            for u in rs:
-                acc |= self.below[u] | (1 << u)
-            self.below.append(acc)
+        self.param_readers = _param_readers(kernels, self.updates)
+        self.users: list[list[int]] = [[] for _ in kernels]
+        for n, rs in enumerate(self.reads):
+            for u in dict.fromkeys(rs):
+                self.users[u].append(n)
 
     def readers_first(self, n: int, p: Value) -> set[int]:
-        """The other readers of param ``p`` that update ``n`` may wait for."""
-        return {j for j in _readers(self.kernels, p) if j != n and not self.below[j] >> n & 1}
+        """The other readers of param ``p`` that update ``n`` may wait for (those that do not
+        depend on ``n``)."""
+        after_n, stack = {n}, [n]
+        while stack:
+            for u in self.users[stack.pop()]:
+                if u not in after_n:
+                    after_n.add(u)
+                    stack.append(u)
+        return {j for j in self.param_readers[id(p)] if j not in after_n}
 
     def cost(self, p: Plan) -> int:
         return at_ref(p.peak) + sum(at_ref(nbytes(self.kernels[n])) for n in self.updates
@@ -259,13 +287,20 @@ class _Graph:
             intervals.append(Interval(n, nbytes(kernels[n]), kernels[n].dtype.itemsize,
                                       step[n], last[n], takes))
         inplace = {n: p.attrs["name"] for n, p in self.updates.items()
-                   if all(step[j] < step[n] for j in _readers(kernels, p) if j != n)}
+                   if all(step[j] < step[n] for j in self.param_readers[id(p)] if j != n)}
         return Plan(tuple(kernels), tuple(order), tuple(intervals), allocate(intervals), outs,
                     inplace)
 
 
-def _readers(kernels: list[Value], p: Value) -> list[int]:
-    return [j for j, k in enumerate(kernels) if any(storage(i) is p for i in k.inputs)]
+def _param_readers(kernels: list[Value], updates: dict[int, Value]) -> dict[int, list[int]]:
+    """For each param that an update may overwrite, the kernels that read it (through views
+    too), in order."""
+    out: dict[int, list[int]] = {id(p): [] for p in updates.values()}
+    for j, k in enumerate(kernels):
+        for s in dict.fromkeys(id(storage(i)) for i in k.inputs):
+            if s in out:
+                out[s].append(j)
+    return out
 
 
 def _param_updates(func: Func, kernels: list[Value], outs: dict[int, int]) -> dict[int, Value]:
@@ -274,15 +309,9 @@ def _param_updates(func: Func, kernels: list[Value], outs: dict[int, int]) -> di
     returned = {id(storage(r)) for r in func.results}
     out: dict[int, Value] = {}
     for n in outs:
-        k = kernels[n]
-        body = k.attrs["body"]
-        pattern = analyze(body.results[0], lambda v: v.op != "arg")
-        if isinstance(pattern, str):
-            continue
         name = func.result_names[outs[n]] if func.result_names else None
-        legal = [k.inputs[pos] for pos in same_index_inputs(body, pattern)]
-        legal = [p for p in legal if p.op == "arg" and id(p) not in returned
-                 and p not in out.values()]
+        legal = [p for p in in_place_inputs(kernels[n]) if p.op == "arg"
+                 and id(p) not in returned and p not in out.values()]
         legal.sort(key=lambda p: p.attrs["name"] != name)     # sgd_step names it after p
         if legal:
             out[n] = legal[0]
@@ -290,43 +319,116 @@ def _param_updates(func: Func, kernels: list[Value], outs: dict[int, int]) -> di
 
 
 def _same_index(k: Value, index: dict[int, int]) -> list[int]:
-    """Kernels whose buffer ``k`` may overwrite in place: read only at the element written."""
+    """Kernels whose buffer ``k`` may overwrite in place when they die at ``k``."""
+    return [index[id(x)] for x in in_place_inputs(k) if id(x) in index]
+
+
+def in_place_inputs(k: Value) -> list[Value]:
+    """The inputs of kernel ``k`` whose buffer its result may overwrite: the body reads them
+    only at the element it writes (``same_index_inputs``), and ``k`` reads that buffer through
+    no other input. A transposed, sliced or broadcast view of it is read at other elements,
+    some already overwritten, whether it feeds a matmul operand or the elementwise part."""
     body = k.attrs["body"]
     pattern = analyze(body.results[0], lambda v: v.op != "arg")
     if isinstance(pattern, str):
         return []
-    return [index[id(k.inputs[p])] for p in same_index_inputs(body, pattern)
-            if id(k.inputs[p]) in index]
+    readers: dict[int, int] = {}                # buffer -> how many distinct inputs read it
+    for i in dict.fromkeys(k.inputs):
+        readers[id(storage(i))] = readers.get(id(storage(i)), 0) + 1
+    out: dict[int, Value] = {}
+    for pos in same_index_inputs(body, pattern):
+        x = k.inputs[pos]
+        if storage(x) is x and readers[id(x)] == 1:
+            out.setdefault(id(x), x)
+    return list(out.values())
 
 
 def _schedule(kernels: list[Value], reads: list[list[int]], same: list[list[int]],
               outs: dict[int, int], keep: set[int], after: dict[int, set[int]]) -> list[int]:
     """List scheduling: a ready kernel that frees at least what it allocates goes first (most
-    freed first), else the earliest in program order, which keeps recomputation late."""
-    pending = [set(rs) for rs in reads]
-    readers: dict[int, set[int]] = {n: set() for n in range(len(kernels))}
+    freed first), else the earliest in program order, which keeps recomputation late.
+
+    Incremental, so that a schedule costs about the size of the graph: what running a kernel
+    would free changes only when the second-to-last reader of one of its inputs runs."""
+    count = len(kernels)
+    readers: list[set[int]] = [set() for _ in range(count)]
     for n, rs in enumerate(reads):
         for u in rs:
             readers[u].add(n)
     size = [at_ref(nbytes(k)) for k in kernels]
+    left = [len(r) for r in readers]               # readers of each buffer not yet run
+    waiting = [len(set(rs)) for rs in reads]       # inputs of each kernel not yet run
+    times = [Counter(rs) for rs in reads]          # how often each kernel lists each input
+    in_same = [set(s) for s in same]
+    # per kernel, over its inputs it would free (each as often as ``reads`` lists it): bytes
+    # in all, bytes of those it may overwrite in place, and how many of those there are
+    freed, freed_same, dying_same = [0] * count, [0] * count, [0] * count
+
+    def dies_at(u: int, n: int) -> None:
+        if u in keep or u in outs:
+            return
+        freed[n] += times[n][u] * size[u]
+        if u in in_same[n]:
+            freed_same[n] += times[n][u] * size[u]
+            dying_same[n] += times[n][u]
+
+    for u in range(count):
+        if left[u] == 1:
+            dies_at(u, next(iter(readers[u])))
+
+    def delta(n: int) -> int:
+        inplace = dying_same[n] > 0
+        alloc = 0 if n in outs or inplace else size[n]
+        return alloc - (freed[n] - freed_same[n] if inplace else freed[n])
+
     done: set[int] = set()
     order: list[int] = []
-    while len(order) < len(kernels):
-        ready = [n for n in range(len(kernels)) if n not in done and pending[n] <= done]
-        wanted = [n for n in ready if after.get(n, set()) <= done]
-        ready = wanted or ready                  # soft edges give way rather than deadlock
+    score: dict[int, int] = {}                    # ready kernels whose soft edges are met
+    held: set[int] = set()                         # ready kernels still waiting on soft edges
+    freeing: list[tuple[int, int]] = []            # heaps over ``score``, stale entries skipped
+    earliest: list[int] = []
 
-        def delta(n: int) -> int:
-            dying = [u for u in reads[n] if readers[u] - done == {n} and u not in keep
-                     and u not in outs]
-            inplace = any(u in dying for u in same[n])
-            alloc = 0 if n in outs or inplace else size[n]
-            return alloc - sum(size[u] for u in dying if not (inplace and u in same[n]))
-        scored = [(delta(n), n) for n in ready]
-        freeing = [s for s in scored if s[0] <= 0]
-        n = min(freeing)[1] if freeing else min(ready)
+    def offer(n: int) -> None:
+        if not after.get(n, set()) <= done:
+            held.add(n)
+            return
+        score[n] = d = delta(n)
+        heapq.heappush(earliest, n)
+        if d <= 0:
+            heapq.heappush(freeing, (d, n))
+
+    for n in range(count):
+        if waiting[n] == 0:
+            offer(n)
+    while len(order) < count:
+        if score:
+            while freeing and score.get(freeing[0][1]) != freeing[0][0]:
+                heapq.heappop(freeing)
+            while earliest[0] not in score:
+                heapq.heappop(earliest)
+            n = freeing[0][1] if freeing else earliest[0]
+            del score[n]
+        else:                                      # soft edges give way rather than deadlock
+            scored = [(delta(m), m) for m in held]
+            least = [x for x in scored if x[0] <= 0]
+            n = min(least)[1] if least else min(held)
+            held.discard(n)
         order.append(n)
         done.add(n)
+        for u in times[n]:
+            left[u] -= 1
+            if left[u] == 1:                       # its last reader would now free it
+                last = next(r for r in readers[u] if r not in done)
+                dies_at(u, last)
+                if last in score:
+                    offer(last)
+        for r in readers[n]:
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                offer(r)
+        for m in [m for m in held if after.get(m, set()) <= done]:
+            held.discard(m)
+            offer(m)
     return order
 
 

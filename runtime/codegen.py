@@ -56,6 +56,25 @@ class DimEval:
         return self.cache[s]
 
 
+def _shares_output(plan: Plan, bufs: Sequence[int]) -> set[int]:
+    """The output ``bufs[0]`` and the inputs it overwrites in place (the memory plan gave both
+    one slot, or the output is a param's updated value written over the caller's array): the
+    kernel reads and writes that memory through two pointers, so neither may be ``noalias``."""
+    if not bufs:
+        return set()
+    out = bufs[0]
+    o = plan.buffers[out]
+    same: set[int] = set()
+    for b in bufs[1:]:
+        x = plan.buffers[b]
+        if o.kind == "slot" and x.kind == "slot" and plan.offsets.get(b) == plan.offsets.get(out):
+            same.add(b)
+        elif o.kind == "result" and x.kind == "param" and \
+                plan.inplace.get(o.index) == plan.func.params[x.index].attrs["name"]:
+            same.add(b)
+    return same | {out} if same else set()
+
+
 class Kernel:
     """An LLVM function ``i32 (ptr dims, ptr buf0, ...)`` being built; buf0 is the output."""
 
@@ -70,8 +89,10 @@ class Kernel:
             # inlined into one driver, thousands of kernels (unrolled loops) make LLVM's
             # optimiser superlinear; kept apart, each is optimised on its own
             self.fn.attributes.add("noinline")
-        for a in self.fn.args[1:]:
-            a.add_attribute("noalias")
+        shared = _shares_output(cg.plan, self.bufs)
+        for b, a in zip(self.bufs, self.fn.args[1:]):
+            if b not in shared:
+                a.add_attribute("noalias")
         self.entry = self.fn.append_basic_block("entry")
         start = self.fn.append_basic_block("start")
         self.b = ir.IRBuilder(start)

@@ -236,6 +236,40 @@ def analyze(root: Value, inside: Callable[[Value], bool]) -> Pattern | str:
     return Pattern("loop", root, tuple(ms))
 
 
+# Growing a kernel one value at a time. Fusion adds a value only once all its users are in the
+# kernel, so nothing in the kernel flows into it; for the common cases that fixes what ``analyze``
+# would say of the grown region from the kernel's kind and anchor alone, without walking it again
+# (a region walk per added value made fusing a chain of n values take n^2 steps).
+
+
+def joined(kind: str, anchor: Value | None, v: Value) -> str | None:
+    """The kind of a kernel of ``kind`` once ``v`` joins it, when that is certain without a new
+    ``analyze``: an elementwise ``v`` upstream of everything in the kernel changes no fold's or
+    epilogue's rule, unless it is an operand of the kernel's matmul."""
+    if role(v) != "loop" or kind not in ("loop", "row", "reduce", "matmul"):
+        return None
+    if kind == "matmul" and (anchor is None or any(x is v for x in anchor.inputs)):
+        return None
+    return kind
+
+
+def refused(kind: str, anchor: Value | None, v: Value) -> str | None:
+    """Why ``v`` cannot join a kernel of ``kind`` (``analyze``'s sentence), when that is
+    certain without a new ``analyze``."""
+    if kind not in ("loop", "row", "reduce", "matmul"):
+        return None
+    r = role(v)
+    if r == "single":
+        return f"'{v.op}' is lowered on its own"
+    if (r == "matmul" and kind in ("row", "reduce")) or (r == "fold" and kind == "matmul"):
+        return "a matmul and a reduction need separate kernels"
+    if r == "matmul" and kind == "matmul":
+        return "a kernel holds at most one matmul"
+    if kind == "matmul" and anchor is not None and any(x is v for x in anchor.inputs):
+        return "a matmul reads each operand element many times, so its operands are materialized"
+    return None
+
+
 def _trailing(fold: Value) -> bool:
     r, axes = fold.inputs[0].type.rank, fold.attrs["axis"]
     return bool(axes == tuple(range(r - len(axes), r)))
@@ -314,27 +348,36 @@ def same_index_inputs(body: Func, pattern: Pattern) -> tuple[int, ...]:
     take their buffer (in place) when they die here."""
     if pattern.kind not in ("loop", "row", "matmul"):
         return ()
-    out = []
-    for k, p in enumerate(body.params):
-        if p.shape != pattern.root.shape or p.dtype.itemsize != pattern.root.dtype.itemsize:
-            continue
-        if _read_in_place(p, pattern):
-            out.append(k)
-    return tuple(out)
+    spoiled = _spoiled(pattern, body.params)
+    root = pattern.root
+    return tuple(k for k, p in enumerate(body.params) if p.shape == root.shape
+                 and p.dtype.itemsize == root.dtype.itemsize and id(p) not in spoiled)
 
 
-def _read_in_place(p: Value, pattern: Pattern) -> bool:
-    reach = depends(list(pattern.members), [p])
+def _spoiled(pattern: Pattern, params: tuple[Value, ...]) -> set[int]:
+    """Members and ``params`` from which a read at another element than the one written is
+    reachable: a matmul operand, a fold whose rows are not the output's, a non-elementwise op
+    or one of another shape than the output, or a broadcast of what the value reaches. One
+    sweep, users first, so asking for every input costs one walk of the kernel."""
+    users: dict[int, list[Value]] = {}
     for v in pattern.members:
-        if id(v) not in reach or v is p:
-            continue
-        if v is pattern.anchor and pattern.kind == "matmul":
-            return False                       # an operand: read for many outputs
-        if role(v) == "fold" and pattern.kind == "row":
-            continue                           # folds read row o while row o is computed
-        if get(v.op).kind != ELEMENTWISE or v.shape != pattern.root.shape:
-            return False
-        if any(id(i) in reach and i.shape != v.shape for i in v.inputs):
-            return False
-    return not (pattern.kind == "row" and any(id(f) in reach for f in pattern.reductions)
-                and pattern.root.shape != pattern.space)
+        for i in dict.fromkeys(v.inputs):
+            users.setdefault(id(i), []).append(v)
+    spoiled: set[int] = set()
+    for v in list(reversed(pattern.members)) + list(params):
+        for u in users.get(id(v), ()):
+            if id(u) in spoiled or _reads_elsewhere(u, v, pattern):
+                spoiled.add(id(v))
+                break
+    return spoiled
+
+
+def _reads_elsewhere(u: Value, x: Value, pattern: Pattern) -> bool:
+    """Whether ``u``, reading ``x``, reads it (or makes what it feeds read it) at an element
+    other than the one the kernel writes."""
+    root = pattern.root
+    if u is pattern.anchor and pattern.kind == "matmul":
+        return True                            # an operand: read for many outputs
+    if role(u) == "fold" and pattern.kind == "row":
+        return root.shape != pattern.space     # folds read row o while row o is computed
+    return get(u.op).kind != ELEMENTWISE or u.shape != root.shape or x.shape != u.shape

@@ -131,6 +131,7 @@ def check_plan(func: Func) -> None:
     for r in func.results:
         if id(storage(r)) in step and storage(r) is not r:
             last[id(storage(r))] = len(kernels)
+    check_param_updates(func)
     arena = [k for k in kernels if "offset" in k.attrs]
     assert all(("out" in k.attrs) != ("offset" in k.attrs) for k in kernels)
     peak = poly_max([k.attrs["offset"] + memplan.nbytes(k) for k in arena])
@@ -159,7 +160,30 @@ def in_place(b: Value, a: Value, last: dict[int, int]) -> bool:
     assert not isinstance(pattern, str)
     legal = [b.inputs[p] for p in same_index_inputs(body, pattern)]
     return last[id(a)] == b.attrs["step"] and any(x is a for x in legal) \
-        and a.attrs["slot"] == b.attrs["slot"]
+        and a.attrs["slot"] == b.attrs["slot"] and only_direct_reader(b, a)
+
+
+def only_direct_reader(k: Value, a: Value) -> bool:
+    """``k`` reads ``a``'s buffer through ``a`` itself, never through a view of it."""
+    return all(i is a or storage(i) is not a for i in k.inputs)
+
+
+def check_param_updates(func: Func) -> None:
+    """A kernel that overwrites a param's array is its last reader, and reads it only at the
+    element it writes."""
+    kernels = [v for v in func.values() if v.op == "fused"]
+    params = {p.attrs["name"]: p for p in func.params}
+    for k in kernels:
+        if "inplace" not in k.attrs:
+            continue
+        p = params[k.attrs["inplace"]]
+        body = k.attrs["body"]
+        pattern = analyze(body.results[0], lambda v: v.op != "arg")
+        assert not isinstance(pattern, str)
+        assert any(k.inputs[i] is p for i in same_index_inputs(body, pattern))
+        assert only_direct_reader(k, p), f"{body.name} also reads a view of %{p.attrs['name']}"
+        assert all(j.attrs["step"] < k.attrs["step"] for j in kernels if j is not k
+                   and any(storage(i) is p for i in j.inputs))
 
 
 def test_the_chain_plan_holds_its_invariants() -> None:
