@@ -33,6 +33,9 @@ RECOMPUTE = ("cheap", "elementwise", "none")
 # before (``h = tanh(h) * 0.5 + h`` with every tanh kept for backward), unbounded recomputation
 # put every earlier step into each later kernel, n^2 work in all
 MAX_COPIES = 8
+# at most this many ops in one kernel: the backend lowers a body as one expression tree (its
+# depth bounded by this), and LLVM optimises one kernel at a time in time superlinear in its size
+MAX_MEMBERS = 256
 
 
 @dataclass
@@ -177,6 +180,9 @@ class _Partitioner:
             kern = self.kernels[k]
             if role(kern.root) == "single":
                 return ""
+            if len(kern.members) >= MAX_MEMBERS:
+                return (f"fusion: {_what(v)} stays out of the kernel of {_what(kern.root)}: "
+                        f"that kernel already holds {MAX_MEMBERS} ops, the most one kernel may")
             got = self.grow(kern, v)
             if isinstance(got, str):
                 return f"fusion: {_what(v)} stays out of the kernel of {_what(kern.root)}: {got}"

@@ -283,3 +283,24 @@ def test_memplan_decides_as_the_plain_versions_do(data: st.DataObject, dtype: DT
 def test_memplan_of_a_chain_decides_as_the_plain_versions_do(entry: str) -> None:
     func = build_funcs(elaborate_source(chain(12, grad=True), "<s>")["g"])[entry]
     check_memplan_matches_the_plain_versions(optimized(func, "fusion"))
+
+
+def test_no_kernel_holds_more_than_max_members_ops() -> None:
+    # a 600-step chain used to fuse into one kernel whose expression tree was too deep for the
+    # backend (RecursionError natively) and too large for LLVM to optimise quickly
+    f = build_funcs(elaborate_source(chain(600, False), "<chain>")["g"])["forward"]
+    out = fusion.run(run_pipeline(f, 2, after="dce"))
+    sizes = [len(v.attrs["body"].values()) for v in out.values() if v.op == "fused"]
+    assert max(sizes) <= fusion.MAX_MEMBERS + 8        # + the body's params and consts
+    assert len(sizes) >= 600 * 4 // fusion.MAX_MEMBERS
+
+
+@pytest.mark.slow
+def test_a_long_chain_compiles_natively() -> None:
+    import numpy as np
+    src = chain(700, False)
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    w = np.eye(4, dtype=np.float32)
+    native = graphc.compile_source(src, cache=False)(x=x, W=w)["h"]
+    np.testing.assert_allclose(native, graphc.compile_source(src, backend="interp")(x=x, W=w)["h"],
+                               rtol=1e-4)
