@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ir.errors import (GraphArgumentTypeError, GraphCallError, GraphError, GraphFileError,
+from graphc.ir.errors import (GraphArgumentTypeError, GraphCallError, GraphError, GraphFileError,
                        GraphSyntaxError, GraphTypeError, GraphWarning, NumericsError)
 from graphc.model import OPTIONS, Model, check_options
 
@@ -31,7 +31,7 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
     {"budget": bytes, "N": n}; debug: bounds-check every load and store of the generated code
     (default: the GRAPHC_DEBUG environment variable)."""
     if unknown:
-        from ir.ops.registry import suggest
+        from graphc.ir.ops.registry import suggest
         name = next(iter(unknown))
         raise GraphArgumentTypeError(f"compile has no option '{name}'"
                                      + suggest(name, list(OPTIONS)))
@@ -53,7 +53,7 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
                                  f"choose one with graph=")
         graph = next(iter(graphs))
     if graph not in graphs:
-        from ir.ops.registry import suggest
+        from graphc.ir.ops.registry import suggest
         raise GraphTypeError(f"{filename} has no graph '{graph}'" + suggest(graph, list(graphs)))
     return Model(graphs[graph], **options)
 

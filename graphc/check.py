@@ -7,10 +7,10 @@ import numpy as np
 
 from graphc.model import build_funcs
 from graphc.program import GraphDef
-from ir import interp
-from ir.core import Func, Value, make, rebuild, transform
-from ir.types import DType, TensorType
-from passes import autodiff
+from graphc.ir import interp
+from graphc.ir.core import Func, Value, make, rebuild, transform
+from graphc.ir.types import DType, TensorType
+from graphc.passes import autodiff
 
 TOLERANCE = 1e-4
 

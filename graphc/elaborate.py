@@ -16,9 +16,9 @@ from graphc.syntax import parse
 from graphc.syntax import normalize_source
 from graphc.values import (DTYPES, Multi, Weak, check_int, describe, static_binary, static_neg,
                            tensors_like, to_tensor, weak_apply)
-from ir.core import Func, Value, make
-from ir.ops import registry
-from ir.types import Dim, TensorType
+from graphc.ir.core import Func, Value, make
+from graphc.ir.ops import registry
+from graphc.ir.types import Dim, TensorType
 
 MAX_UNROLL = 100_000
 _UNSET = object()

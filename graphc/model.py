@@ -6,17 +6,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
-import passes
+import graphc.passes
 from graphc import init as initializers
 from graphc.errors import attach_snippet
 from graphc.program import GraphDef
-from ir import interp, shapecheck
-from ir.args import convert_arg
-from ir.core import Func, make
-from ir.errors import GraphArgumentTypeError, GraphCallError, GraphError
-from ir.ops.registry import suggest
-from ir.types import DType, TensorType
-from passes import checkpoint as checkpointing
+from graphc.ir import interp, shapecheck
+from graphc.ir.args import convert_arg
+from graphc.ir.core import Func, make
+from graphc.ir.errors import GraphArgumentTypeError, GraphCallError, GraphError
+from graphc.ir.ops.registry import suggest
+from graphc.ir.types import DType, TensorType
+from graphc.passes import checkpoint as checkpointing
 
 BACKENDS = ("native", "interp")
 
@@ -135,14 +135,14 @@ class Model:
         self.check_numerics = check_numerics
         self._native = None
         if backend == "native":
-            from runtime import compile_module
+            from graphc.runtime import compile_module
             self._native = compile_module(self.optimized, opt_level=opt_level, cache=cache,
                                           check_numerics=check_numerics, debug=debug)
 
     def _pipeline(self, name: str, after: str | None = None) -> Func:
         """Run the pass pipeline on entry point ``name`` (up to pass ``after``)."""
         with checkpointing.using(self.checkpoint, self._forward_results(name)):
-            return passes.run_pipeline(self.funcs[name], self.opt_level, after=after,
+            return graphc.passes.run_pipeline(self.funcs[name], self.opt_level, after=after,
                                        verify_each=self.verify_each)
 
     def _forward_results(self, name: str) -> int:
@@ -261,7 +261,7 @@ class Model:
     def dump_ir(self, func: str | None = None, after: str | None = None) -> str:
         """The optimised IR of ``func`` (default: every function), or as it was after pass
         ``after`` (``ir-unopt`` for none)."""
-        from ir.text import print_func
+        from graphc.ir.text import print_func
         names = [func] if func else list(self.funcs)
         texts = []
         for name in names:
@@ -281,8 +281,8 @@ class Model:
         was kept out of a kernel that uses it, saying why."""
         if after != "fusion":
             return ""
-        from passes import fusion
-        names = [n for n, _ in passes.describe_pipeline(self.opt_level)]
+        from graphc.passes import fusion
+        names = [n for n, _ in graphc.passes.describe_pipeline(self.opt_level)]
         before = self._pipeline(name, names[names.index("fusion") - 1])
         return "".join(f"\n# {note}" for note in fusion.explain(before))
 
@@ -291,7 +291,7 @@ class Model:
         else forward) at the binding ``dims`` (e.g. ``N=256``): ``peak_bytes`` (the arena the
         runtime allocates), ``peak_formula``, ``buffers`` (size, lifetime, slot of each kernel's
         result) and ``saved`` (forward results the backward reads)."""
-        from passes import memplan
+        from graphc.passes import memplan
         name = func or ("backward" if "backward" in self.funcs else "forward")
         if name not in self.funcs and name not in ("backward", "sgd_step"):
             raise GraphCallError(f"no function '{name}'" + suggest(name, list(self.funcs)))

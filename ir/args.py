@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ir.errors import GraphCallError
-from ir.types import TensorType
+from graphc.ir.errors import GraphCallError
+from graphc.ir.types import TensorType
 
 
 def convert_arg(name: str, given: Any, ty: TensorType) -> np.ndarray:

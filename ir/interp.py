@@ -6,11 +6,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ir.core import Func, Value
-from ir import shapecheck
-from ir.errors import GraphCallError, GraphError, NumericsError
-from ir.ops import registry
-from ir.types import Dim, DimLike, TensorType, dim_eval
+from graphc.ir.core import Func, Value
+from graphc.ir import shapecheck
+from graphc.ir.errors import GraphCallError, GraphError, NumericsError
+from graphc.ir.ops import registry
+from graphc.ir.types import Dim, DimLike, TensorType, dim_eval
 
 
 def bind_dims(named: Sequence[tuple[str, TensorType, tuple[int, ...]]]) -> dict[str, int]:

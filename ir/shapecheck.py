@@ -8,10 +8,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ir.core import Func, Value
-from ir.errors import GraphCallError, GraphTypeError
-from ir.ops import registry
-from ir.types import Dim, DimLike, dim_eval, dim_mul, dim_str
+from graphc.ir.core import Func, Value
+from graphc.ir.errors import GraphCallError, GraphTypeError
+from graphc.ir.ops import registry
+from graphc.ir.types import Dim, DimLike, dim_eval, dim_mul, dim_str
 
 
 @dataclass(frozen=True, slots=True)

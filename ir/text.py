@@ -16,9 +16,9 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.lexer import PatternStr
 
-from ir.core import Func, Value, const, make, normalize_scalar
-from ir.errors import GraphError, GraphSyntaxError, GraphTypeError, Loc
-from ir.types import DIM_MAX, Dim, DType, TensorType, dim_add, dim_mul, dim_str
+from graphc.ir.core import Func, Value, const, make, normalize_scalar
+from graphc.ir.errors import GraphError, GraphSyntaxError, GraphTypeError, Loc
+from graphc.ir.types import DIM_MAX, Dim, DType, TensorType, dim_add, dim_mul, dim_str
 
 # ---------------------------------------------------------------------------------------- print
 

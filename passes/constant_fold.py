@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from ir.core import Func, Value, const
-from ir.interp import eval_value
-from ir.ops import registry
-from ir.types import Dim, TensorType
-from passes.rewrite import has_grad, rewrite
+from graphc.ir.core import Func, Value, const
+from graphc.ir.interp import eval_value
+from graphc.ir.ops import registry
+from graphc.ir.types import Dim, TensorType
+from graphc.passes.rewrite import has_grad, rewrite
 
 MAX_ELEMENTS = 1024
 MAX_INPUT_ELEMENTS = 1 << 16

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from ir.core import Func, Value, make, rebuild
-from ir.ops.fused import Pattern, analyze, joined, refused, region, role
-from passes import rewrite as engine
-from passes.rewrite import has_grad, rewrite
+from graphc.ir.core import Func, Value, make, rebuild
+from graphc.ir.ops.fused import Pattern, analyze, joined, refused, region, role
+from graphc.passes import rewrite as engine
+from graphc.passes.rewrite import has_grad, rewrite
 
 # ops recomputed in every kernel that uses them instead of being materialized (about one
 # instruction each); under checkpointing's "elementwise" policy every elementwise op is

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ir.core import Func, Value, const, make
-from ir.ops import registry
-from ir.ops.rules import reduced_shape
-from ir.types import DimLike, DType, TensorType, dim_prod
-from passes.rewrite import has_grad, rewrite
+from graphc.ir.core import Func, Value, const, make
+from graphc.ir.ops import registry
+from graphc.ir.ops.rules import reduced_shape
+from graphc.ir.types import DimLike, DType, TensorType, dim_prod
+from graphc.passes.rewrite import has_grad, rewrite
 
 
 @dataclass(slots=True)

@@ -10,13 +10,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ir.args import convert_arg
-from ir.errors import GraphCallError, GraphError, NumericsError
-from ir.interp import bind_dims
-from ir.ops.registry import suggest
-from ir.types import dim_str
-from runtime.arena import Arena, arena_bytes
-from runtime.plan import (DETAIL_WORDS, ERR_ALLOC, ERR_ARG_NUMERICS, ERR_BOUNDS, ERR_DEBUG_BOUNDS,
+from graphc.ir.args import convert_arg
+from graphc.ir.errors import GraphCallError, GraphError, NumericsError
+from graphc.ir.interp import bind_dims
+from graphc.ir.ops.registry import suggest
+from graphc.ir.types import dim_str
+from graphc.runtime.arena import Arena, arena_bytes
+from graphc.runtime.plan import (DETAIL_WORDS, ERR_ALLOC, ERR_ARG_NUMERICS, ERR_BOUNDS, ERR_DEBUG_BOUNDS,
                           ERR_INDEX, ERR_NUMERICS, Plan)
 
 ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)   # CFUNCTYPE drops the GIL

@@ -4,13 +4,13 @@ views and constants globals. ``unfuse`` turns kernels back into plain ops, for c
 (which names the op that went wrong) and for bodies this backend has no single lowering for."""
 from __future__ import annotations
 
-from ir.core import Func, Value, rebuild
-from ir.ops import registry
-from ir.ops.fused import FUSED, Pattern, analyze, inline
-from ir.types import DimLike, DType
-from passes.memplan import poly_max
-from runtime import arena, views
-from runtime.plan import Buffer, Operand, Plan, Step, View, contiguous, finish_results, symbols_of
+from graphc.ir.core import Func, Value, rebuild
+from graphc.ir.ops import registry
+from graphc.ir.ops.fused import FUSED, Pattern, analyze, inline
+from graphc.ir.types import DimLike, DType
+from graphc.ir.slots import poly_max
+from graphc.runtime import arena, views
+from graphc.runtime.plan import Buffer, Operand, Plan, Step, View, contiguous, finish_results, symbols_of
 
 
 def unfuse(func: Func) -> Func:

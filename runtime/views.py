@@ -3,9 +3,9 @@ become new strides over the same buffer; constants become read-only globals (a s
 one element with all strides 0). Slice bounds on symbolic axes become run-time checks."""
 from __future__ import annotations
 
-from ir.core import Value
-from ir.types import Dim, DimLike, dim_add, dim_mul
-from runtime.plan import (Buffer, Check, Plan, View, broadcast_view, contiguous, is_contiguous)
+from graphc.ir.core import Value
+from graphc.ir.types import Dim, DimLike, dim_add, dim_mul
+from graphc.runtime.plan import (Buffer, Check, Plan, View, broadcast_view, contiguous, is_contiguous)
 
 VIEW_OPS = ("reshape", "transpose", "broadcast_to", "slice")
 

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 import graphc
-from ir.types import dim_eval, dim_str
-from runtime import compile_module
-from runtime.kernelplan import unfuse
+from graphc.ir.types import dim_eval, dim_str
+from graphc.runtime import compile_module
+from graphc.runtime.kernelplan import unfuse
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 GRAPHS = ("mlp.graph", "mlp3.graph")

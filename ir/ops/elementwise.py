@@ -8,12 +8,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ir.core import Value, make
-from ir.ops.registry import (ASSOCIATIVE, COMMUTATIVE, ELEMENTWISE, IDEMPOTENT, REQUIRED, OpDef,
+from graphc.ir.core import Value, make
+from graphc.ir.ops.registry import (ASSOCIATIVE, COMMUTATIVE, ELEMENTWISE, IDEMPOTENT, REQUIRED, OpDef,
                              defop)
-from ir.ops.rules import (ANY, BOOL, FLOAT, NUMERIC, as_dtype, as_float, binary,
+from graphc.ir.ops.rules import (ANY, BOOL, FLOAT, NUMERIC, as_dtype, as_float, binary,
                           broadcast_shapes, call, fail, no_grad, require, sample, to_bool, unary)
-from ir.types import DType, TensorType
+from graphc.ir.types import DType, TensorType
 
 REALS = (-2.0, 2.0)
 POSITIVE = (0.2, 3.0)

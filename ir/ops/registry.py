@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ir.errors import GraphTypeError
+from graphc.ir.errors import GraphTypeError
 
 # kinds: how an op lowers and fuses
 ELEMENTWISE = "elementwise"
@@ -34,6 +34,9 @@ class OpDef:
     canon: Callable[..., dict[str, Any]] | None = None  # (types, attrs) -> normalised attrs
     ref: Callable[..., Any] | None = None    # NumPy semantics: (*arrays, **attrs) -> ndarray
     vjp: Callable[..., Any] | None = None    # (g, out, *inputs, **attrs) -> [Value | None]
+    # an op that stands for other ops (a kernel): its value computed by them, which is what
+    # autodiff differentiates in place of a vjp
+    expand: Callable[..., Any] | None = None  # (value) -> Value
     decompose: Callable[..., Any] | None = None  # COMPOSITE: (*values, **attrs) -> Value(s)
     # lowering, by kind (runtime passes its emitter ``em``; ir/ never imports llvmlite)
     lower: Callable[..., Any] | None = None  # ELEMENTWISE: (em, *scalars, **attrs) -> scalar

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from ir.core import Value, const, make
-from ir.errors import GraphCallError, GraphTypeError
-from ir.ops.registry import COMPOSITE, MOVEMENT, REQUIRED, defop
-from ir.ops.rules import (ANY, NUMERIC, N, as_dim, as_int, as_shape, broadcast_to_shape, dim_sum,
+from graphc.ir.core import Value, const, make
+from graphc.ir.errors import GraphCallError, GraphTypeError
+from graphc.ir.ops.registry import COMPOSITE, MOVEMENT, REQUIRED, defop
+from graphc.ir.ops.rules import (ANY, NUMERIC, N, as_dim, as_int, as_shape, broadcast_to_shape, dim_sum,
                           fail, norm_axes, norm_axis, require, resolve_reshape, sample)
-from ir.types import DimLike, TensorType, dim_div, dim_str
+from graphc.ir.types import DimLike, TensorType, dim_div, dim_str
 
 # ---------------------------------------------------------------------------- reshape, transpose
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from ir.errors import GraphTypeError
-from ir.ops.registry import CREATE, REQUIRED, SPECIAL, defop
-from ir.types import DType, TensorType, dim_prod
+from graphc.ir.errors import GraphTypeError
+from graphc.ir.ops.registry import CREATE, REQUIRED, SPECIAL, defop
+from graphc.ir.types import DType, TensorType, dim_prod
 
 
 def _arg_type(*, name: str, dtype: DType, shape: tuple) -> TensorType:

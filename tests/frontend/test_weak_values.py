@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import graphc
-from ir import interp
+from graphc.ir import interp
 from tests.frontend.util import graph
 from tests.frontend.util import run as run_forward
 

@@ -10,7 +10,7 @@ from graphc import ast as A
 from graphc.elaborate import elaborate_source
 from graphc.program import GraphDef
 from graphc.syntax import parse
-from ir import interp
+from graphc.ir import interp
 
 
 def graph(src: str, name: str | None = None) -> GraphDef:

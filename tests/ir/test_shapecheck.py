@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ir import interp
-from ir.core import Func, make
-from ir.errors import GraphCallError, GraphTypeError, Loc
-from ir.shapecheck import requirements
-from ir.types import Dim, DType
-from passes import autodiff
+from graphc.ir import interp
+from graphc.ir.core import Func, make
+from graphc.ir.errors import GraphCallError, GraphTypeError, Loc
+from graphc.ir.shapecheck import requirements
+from graphc.ir.types import Dim, DType
+from graphc.passes import autodiff
 
 N, M = Dim.sym("N"), Dim.sym("M")
 

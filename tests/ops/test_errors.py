@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from ir.core import at, make
-from ir.errors import GraphTypeError, Loc
-from ir.types import Dim, DType, TensorType
+from graphc.ir.core import at, make
+from graphc.ir.errors import GraphTypeError, Loc
+from graphc.ir.types import Dim, DType, TensorType
 from tests.ops.harness import args_of
 
 N, M = Dim.sym("N"), Dim.sym("M")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ir import interp
-from ir.core import Func, make
-from ir.errors import GraphCallError
-from ir.types import Dim, DType, TensorType
+from graphc.ir import interp
+from graphc.ir.core import Func, make
+from graphc.ir.errors import GraphCallError
+from graphc.ir.types import Dim, DType, TensorType
 from tests.ops.harness import args_of, evaluate, gradient
 
 inf, nan = np.inf, np.nan

@@ -9,10 +9,10 @@ import threading
 import numpy as np
 import pytest
 
-from ir.core import Func, at, const, make
-from ir.errors import GraphCallError, Loc, NumericsError
-from ir.types import Dim, DType
-from runtime import compile_module
+from graphc.ir.core import Func, at, const, make
+from graphc.ir.errors import GraphCallError, Loc, NumericsError
+from graphc.ir.types import Dim, DType
+from graphc.runtime import compile_module
 from tests.runtime.conftest import assert_matches, reference
 
 N = Dim.sym("N")
@@ -181,7 +181,7 @@ def test_exp_loop_uses_vector_registers(dtype: DType) -> None:
 
 
 def test_layout_ops_are_views_and_chains_fuse() -> None:
-    from runtime.plan import Lazy, View, make_plan
+    from graphc.runtime.plan import Lazy, View, make_plan
     x = arg("x", (N, 4))
     t = make("transpose", x, perm=(1, 0))
     e = make("exp", make("tanh", t) * 2.0)
