@@ -9,13 +9,21 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from graphc.ir.errors import (GraphArgumentTypeError, GraphCallError, GraphError, GraphFileError,
-                       GraphSyntaxError, GraphTypeError, GraphWarning, NumericsError)
+from graphc.ir.errors import (
+    GraphArgumentTypeError,
+    GraphCallError,
+    GraphError,
+    GraphFileError,
+    GraphSyntaxError,
+    GraphTypeError,
+    GraphWarning,
+    NumericsError,
+)
 from graphc.model import OPTIONS, Model, check_options
 
 __all__ = ["compile", "compile_source", "Model", "GraphError", "GraphSyntaxError",
-           "GraphTypeError", "GraphCallError", "GraphArgumentTypeError", "GraphFileError", "NumericsError", "GraphWarning",
-           "__version__"]
+           "GraphTypeError", "GraphCallError", "GraphArgumentTypeError", "GraphFileError",
+           "NumericsError", "GraphWarning", "__version__"]
 __version__ = "0.1.0"
 
 
@@ -58,7 +66,7 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
     return Model(graphs[graph], **options)
 
 
-def compile(path: str | os.PathLike[str], graph: str | None = None,  # noqa: A001 - SPEC name
+def compile(path: str | os.PathLike[str], graph: str | None = None,  # noqa: A001 - the API's name
             **options: Any) -> Model:
     """Compile the ``.graph`` file at ``path``; the options are those of ``compile_source``."""
     if not isinstance(path, (str, os.PathLike)):

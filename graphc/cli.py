@@ -1,6 +1,6 @@
-"""The ``graphc`` command line (SPEC §3). User errors print one message and exit 1; bad usage
-exits 2; nobody sees a traceback from inside graphc: a bug is one line asking for a report, and
-a reader that closes the pipe early ends the command quietly."""
+"""The ``graphc`` command line (README, "Command line"). User errors print one message and exit 1;
+bad usage exits 2; nobody sees a traceback from inside graphc: a bug is one line asking for a
+report, and a reader that closes the pipe early ends the command quietly."""
 from __future__ import annotations
 
 import argparse

@@ -5,8 +5,16 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from graphc.ir.errors import (GraphCallError, GraphError, GraphFileError, GraphSyntaxError,
-                       GraphTypeError, GraphWarning, Loc, NumericsError)
+from graphc.ir.errors import (
+    GraphCallError,
+    GraphError,
+    GraphFileError,
+    GraphSyntaxError,
+    GraphTypeError,
+    GraphWarning,
+    Loc,
+    NumericsError,
+)
 from graphc.ir.ops.registry import suggest
 
 __all__ = ["GraphCallError", "GraphError", "GraphFileError", "GraphSyntaxError",

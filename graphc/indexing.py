@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphc.values import describe
 from graphc.ir.core import Value, make
 from graphc.ir.errors import GraphTypeError, Loc
 from graphc.ir.types import Dim, DimLike, TensorType
+from graphc.values import describe
 
 # An item is ("index", value, loc) or ("slice", (start, stop, step), loc) where each part is
 # None or a (value, loc) pair.

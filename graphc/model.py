@@ -9,7 +9,6 @@ import numpy as np
 import graphc.passes
 from graphc import init as initializers
 from graphc.errors import attach_snippet
-from graphc.program import GraphDef
 from graphc.ir import interp, shapecheck
 from graphc.ir.args import convert_arg
 from graphc.ir.core import Func, make
@@ -17,6 +16,7 @@ from graphc.ir.errors import GraphArgumentTypeError, GraphCallError, GraphError
 from graphc.ir.ops.registry import suggest
 from graphc.ir.types import DType, TensorType
 from graphc.passes import checkpoint as checkpointing
+from graphc.program import GraphDef
 
 BACKENDS = ("native", "interp")
 

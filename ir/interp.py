@@ -6,8 +6,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from graphc.ir.core import Func, Value
 from graphc.ir import shapecheck
+from graphc.ir.core import Func, Value
 from graphc.ir.errors import GraphCallError, GraphError, NumericsError
 from graphc.ir.ops import registry
 from graphc.ir.types import Dim, DimLike, TensorType, dim_eval

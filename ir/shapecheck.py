@@ -1,7 +1,8 @@
 """What a function's types assume about its symbolic dims but cannot prove at compile time: that
-two dims broadcast against each other are equal (SPEC §1: a symbolic dim meets any other dim only
-when equal, checked at call time), that a reshape keeps the element count, and that every dim
-expression (``M-5``) is non-negative. Checked once per call, before any kernel runs."""
+two dims broadcast against each other are equal (docs/language.md: a symbolic dim meets any
+other dim only when equal, checked at call time), that a reshape keeps the element count, and
+that every dim expression (``M-5``) is non-negative. Checked once per call, before any kernel
+runs."""
 from __future__ import annotations
 
 import math

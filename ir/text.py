@@ -1,6 +1,6 @@
-"""IR text (SPEC §4): ``print_func`` writes canonical text and ``parse`` reads it back through
-``make``, so ``str(parse(t)) == t`` and a pass is tested as IR text in, IR text out.
-The grammar is ``ir/ir.lark``; a Func-valued attribute (a fused body) prints as a nested block."""
+"""IR text (README, "The IR"): ``print_func`` writes canonical text and ``parse`` reads it back
+through ``make``, so ``str(parse(t)) == t`` and a pass is tested as IR text in, IR text out. The
+grammar is ``ir/ir.lark``; a Func-valued attribute (a fused body) prints as a nested block."""
 from __future__ import annotations
 
 import functools

@@ -13,8 +13,8 @@ from typing import Mapping
 
 from graphc.ir.core import Func, Value, make
 from graphc.ir.ops.fused import analyze, same_index_inputs
-from graphc.ir.types import DimLike, TensorType, dim_add, dim_eval, dim_mul
 from graphc.ir.slots import Interval, Layout, allocate, at_ref, poly_max
+from graphc.ir.types import DimLike, TensorType, dim_add, dim_eval, dim_mul
 from graphc.passes.fusion import is_view
 
 # ---------------------------------------------------------------------------- the plan

@@ -211,7 +211,7 @@ def fold_pow_one(v: Value, facts: Facts) -> Value | None:
 
 
 def fold_pow_two(v: Value, facts: Facts) -> Value | None:
-    """x ** 2 -> x * x (SPEC: an integral exponent is exact, x ** 2 is x*x)."""
+    """x ** 2 -> x * x (the language: an integral exponent is exact, x ** 2 is x*x)."""
     x, y = v.inputs
     if is_value(y, 2) and x.type == v.type:
         return make("mul", x, x)

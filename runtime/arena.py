@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 import numpy as np
 
 from graphc.ir.errors import GraphCallError
-from graphc.ir.types import DimLike, dim_add, dim_eval, dim_mul
 from graphc.ir.slots import Interval, allocate, poly_max, round_up
+from graphc.ir.types import DimLike, dim_add, dim_eval, dim_mul
 
 if TYPE_CHECKING:
     from graphc.runtime.plan import Plan

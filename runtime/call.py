@@ -1,4 +1,4 @@
-"""The calling convention: check and convert the caller's arrays (SPEC section 5), bind the
+"""The calling convention: check and convert the caller's arrays (docs/runtime.md), bind the
 symbolic dims, allocate fresh outputs, take this thread's arena (grown if this binding needs
 more), pack one pointer block and make one native call with the GIL released; error codes from
 the native side become GraphCallError / NumericsError."""
@@ -16,8 +16,16 @@ from graphc.ir.interp import bind_dims
 from graphc.ir.ops.registry import suggest
 from graphc.ir.types import dim_str
 from graphc.runtime.arena import Arena, arena_bytes
-from graphc.runtime.plan import (DETAIL_WORDS, ERR_ALLOC, ERR_ARG_NUMERICS, ERR_BOUNDS, ERR_DEBUG_BOUNDS,
-                          ERR_INDEX, ERR_NUMERICS, Plan)
+from graphc.runtime.plan import (
+    DETAIL_WORDS,
+    ERR_ALLOC,
+    ERR_ARG_NUMERICS,
+    ERR_BOUNDS,
+    ERR_DEBUG_BOUNDS,
+    ERR_INDEX,
+    ERR_NUMERICS,
+    Plan,
+)
 
 ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)   # CFUNCTYPE drops the GIL
 

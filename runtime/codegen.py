@@ -15,8 +15,20 @@ import llvmlite.ir as ll
 from graphc.ir.ops import registry
 from graphc.ir.types import DimLike, DType, dim_mul
 from graphc.runtime.emit import I1, I32, I64, PTR, Emitter, byte_size, mem_type, reg_type
-from graphc.runtime.plan import (DETAIL_WORDS, ERR_ARG_NUMERICS, ERR_DEBUG_BOUNDS, ERR_NUMERICS, Acc, Lazy, Operand, Plan, Reg, View,
-                          buffers_read, contiguous)
+from graphc.runtime.plan import (
+    DETAIL_WORDS,
+    ERR_ARG_NUMERICS,
+    ERR_DEBUG_BOUNDS,
+    ERR_NUMERICS,
+    Acc,
+    Lazy,
+    Operand,
+    Plan,
+    Reg,
+    View,
+    buffers_read,
+    contiguous,
+)
 
 ENTRY = "graphc_entry"
 INLINE_LIMIT = 64          # kernels per function beyond which they are not inlined

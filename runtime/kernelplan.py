@@ -7,10 +7,19 @@ from __future__ import annotations
 from graphc.ir.core import Func, Value, rebuild
 from graphc.ir.ops import registry
 from graphc.ir.ops.fused import FUSED, Pattern, analyze, inline
-from graphc.ir.types import DimLike, DType
 from graphc.ir.slots import poly_max
+from graphc.ir.types import DimLike, DType
 from graphc.runtime import arena, views
-from graphc.runtime.plan import Buffer, Operand, Plan, Step, View, contiguous, finish_results, symbols_of
+from graphc.runtime.plan import (
+    Buffer,
+    Operand,
+    Plan,
+    Step,
+    View,
+    contiguous,
+    finish_results,
+    symbols_of,
+)
 
 
 def unfuse(func: Func) -> Func:

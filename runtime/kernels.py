@@ -9,9 +9,9 @@ from typing import Sequence
 import llvmlite.ir as ll
 
 from graphc.ir.ops import registry
+from graphc.ir.ops.fused import FUSED
 from graphc.ir.ops.rules import reduce_identity
 from graphc.ir.types import DimLike, DType, dim_add, dim_mul, dim_prod
-from graphc.ir.ops.fused import FUSED
 from graphc.runtime import fusedgen
 from graphc.runtime.codegen import Kernel, emit_copy, emit_map
 from graphc.runtime.emit import I64, is_float, reg_type

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import llvmlite
 import numpy as np
+
 from graphc.ir import slots
 from graphc.ir.core import Func
 from graphc.ir.errors import GraphCallError

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from graphc.ir.core import Func, Value
-from graphc.ir.ops.fused import body_symbols
 from graphc.ir.ops import registry
+from graphc.ir.ops.fused import body_symbols
 from graphc.ir.types import DimLike, DType, Shape, dim_mul
 
 # error codes returned by generated code: kind << 24 | index

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from graphc.ir.core import Value
 from graphc.ir.types import Dim, DimLike, dim_add, dim_mul
-from graphc.runtime.plan import (Buffer, Check, Plan, View, broadcast_view, contiguous, is_contiguous)
+from graphc.runtime.plan import Buffer, Check, Plan, View, broadcast_view, contiguous, is_contiguous
 
 VIEW_OPS = ("reshape", "transpose", "broadcast_to", "slice")
 

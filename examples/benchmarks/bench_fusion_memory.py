@@ -1,4 +1,4 @@
-"""Fusion and memory planning on the SPEC MLPs (examples/mlp.graph, 784-256-10, and
+"""Fusion and memory planning on the example MLPs (examples/mlp.graph, 784-256-10, and
 examples/mlp3.graph, 784-256-256-10), value_and_grad, all from one run:
 
 - kernels and peak arena bytes: one kernel per op (the unfused baseline), the runtime's own

@@ -8,9 +8,9 @@ import numpy as np
 
 from graphc.ir.core import Value, const
 from graphc.ir.errors import GraphCallError, GraphTypeError
-from graphc.ir.ops.shape import first_true
 from graphc.ir.ops.registry import COMPOSITE, CREATE, REQUIRED, defop
 from graphc.ir.ops.rules import N, as_dim, as_dtype, as_shape, fail, no_grad, sample
+from graphc.ir.ops.shape import first_true
 from graphc.ir.types import DType, TensorType
 
 

@@ -9,10 +9,32 @@ from typing import Any, Callable
 import numpy as np
 
 from graphc.ir.core import Value, make
-from graphc.ir.ops.registry import (ASSOCIATIVE, COMMUTATIVE, ELEMENTWISE, IDEMPOTENT, REQUIRED, OpDef,
-                             defop)
-from graphc.ir.ops.rules import (ANY, BOOL, FLOAT, NUMERIC, as_dtype, as_float, binary,
-                          broadcast_shapes, call, fail, no_grad, require, sample, to_bool, unary)
+from graphc.ir.ops.registry import (
+    ASSOCIATIVE,
+    COMMUTATIVE,
+    ELEMENTWISE,
+    IDEMPOTENT,
+    REQUIRED,
+    OpDef,
+    defop,
+)
+from graphc.ir.ops.rules import (
+    ANY,
+    BOOL,
+    FLOAT,
+    NUMERIC,
+    as_dtype,
+    as_float,
+    binary,
+    broadcast_shapes,
+    call,
+    fail,
+    no_grad,
+    require,
+    sample,
+    to_bool,
+    unary,
+)
 from graphc.ir.types import DType, TensorType
 
 REALS = (-2.0, 2.0)

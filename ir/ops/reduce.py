@@ -10,8 +10,18 @@ import numpy as np
 from graphc.ir.core import Value, make
 from graphc.ir.ops.elementwise import mask
 from graphc.ir.ops.registry import COMPOSITE, REDUCE, defop
-from graphc.ir.ops.rules import (FLOAT, NUMERIC, call, canon_reduce, count, no_grad, reduce_identity,
-                          reduced_shape, require, sample)
+from graphc.ir.ops.rules import (
+    FLOAT,
+    NUMERIC,
+    call,
+    canon_reduce,
+    count,
+    no_grad,
+    reduce_identity,
+    reduced_shape,
+    require,
+    sample,
+)
 from graphc.ir.types import DType, TensorType
 
 REDUCE_ATTRS = (("axis", None), ("keepdims", False))

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from graphc.ir.errors import GraphTypeError
-from graphc.ir.types import Dim, DimLike, DType, Shape, TensorType, dim_add, dim_div, dim_prod, dim_str
+from graphc.ir.types import (
+    Dim,
+    DimLike,
+    DType,
+    Shape,
+    TensorType,
+    dim_add,
+    dim_div,
+    dim_prod,
+    dim_str,
+)
 
 # ---------------------------------------------------------------------------- test cases
 

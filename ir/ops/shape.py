@@ -10,8 +10,22 @@ import numpy as np
 from graphc.ir.core import Value, const, make
 from graphc.ir.errors import GraphCallError, GraphTypeError
 from graphc.ir.ops.registry import COMPOSITE, MOVEMENT, REQUIRED, defop
-from graphc.ir.ops.rules import (ANY, NUMERIC, N, as_dim, as_int, as_shape, broadcast_to_shape, dim_sum,
-                          fail, norm_axes, norm_axis, require, resolve_reshape, sample)
+from graphc.ir.ops.rules import (
+    ANY,
+    NUMERIC,
+    N,
+    as_dim,
+    as_int,
+    as_shape,
+    broadcast_to_shape,
+    dim_sum,
+    fail,
+    norm_axes,
+    norm_axis,
+    require,
+    resolve_reshape,
+    sample,
+)
 from graphc.ir.types import DimLike, TensorType, dim_div, dim_str
 
 # ---------------------------------------------------------------------------- reshape, transpose

@@ -1,4 +1,4 @@
-"""The command line (SPEC §3): emits, pass listing, gradient check, exit codes, no tracebacks."""
+"""The command line: emits, pass listing, gradient check, exit codes, no tracebacks."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,5 +1,5 @@
-"""The Python API on the SPEC MLP: forward, value_and_grad and sgd_step against NumPy written by
-hand, init_params, symbolic dims bound per call, and the call-time errors of SPEC §5."""
+"""The Python API on the example MLP: forward, value_and_grad and sgd_step against NumPy written by
+hand, init_params, symbolic dims bound per call, and the call-time errors of docs/runtime.md."""
 from __future__ import annotations
 
 import math

@@ -1,6 +1,6 @@
-"""Elaboration of the SPEC §1 examples into IR, checked against NumPy on the interpreter:
-the mlp, fns with several results, consts, for-unrolling (an RNN, truncated BPTT), symbolic
-dims bound to different sizes, weak literals, keyword arguments and source locations."""
+"""Elaboration of the language reference's examples into IR, checked against NumPy on the
+interpreter: the mlp, fns with several results, consts, for-unrolling (an RNN, truncated BPTT),
+symbolic dims bound to different sizes, weak literals, keyword arguments and source locations."""
 from __future__ import annotations
 
 import numpy as np

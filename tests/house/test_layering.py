@@ -51,7 +51,8 @@ def test_the_check_finds_a_planted_upward_import(tmp_path: pathlib.Path) -> None
         shutil.copytree(ROOT / folder, tmp_path / folder,
                         ignore=shutil.ignore_patterns("__pycache__"))
     planted = tmp_path / "ir" / "types.py"
-    planted.write_text(planted.read_text() + "\n\ndef _late():\n    from graphc.passes import dce\n")
+    planted.write_text(planted.read_text()
+                       + "\n\ndef _late():\n    from graphc.passes import dce\n")
     (tmp_path / "runtime" / "plan.py").write_text(
         (tmp_path / "runtime" / "plan.py").read_text() + "\nimport graphc.passes.fusion\n")
     found = upward_imports(tmp_path)
@@ -63,8 +64,8 @@ def test_users_files_named_like_the_layers_do_not_shadow_graphc(tmp_path: pathli
     for name in ("ir", "passes", "runtime"):
         (tmp_path / f"{name}.py").write_text("raise RuntimeError('the user\\'s own module')\n")
     program = ("import numpy as np, graphc\n"
-               "m = graphc.compile_source('graph g {\\n input x: f32[N]\\n output y = x * 2.0\\n}\\n',"
-               " backend='interp')\n"
+               "m = graphc.compile_source('graph g {\\n input x: f32[N]\\n"
+               " output y = x * 2.0\\n}\\n', backend='interp')\n"
                "print(float(m(x=np.ones(3, np.float32))['y'].sum()))\n")
     done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)

@@ -1,5 +1,5 @@
-"""Call-time checks of what types assume about symbolic dims (SPEC §1: a symbolic dim meets any
-other dim only when equal, checked at call time; dims must not go negative)."""
+"""Call-time checks of what types assume about symbolic dims (docs/language.md: a symbolic dim
+meets any other dim only when equal, checked at call time; dims must not go negative)."""
 from __future__ import annotations
 
 import numpy as np

@@ -7,7 +7,7 @@ import textwrap
 
 import numpy as np
 
-from graphc.ir import DType, Dim, Func, Loc, TensorType, at, const, make
+from graphc.ir import Dim, DType, Func, Loc, TensorType, at, const, make
 from graphc.ir.text import Module, parse, parse_funcs, parse_type, print_func, print_funcs
 from graphc.ir.verify import verify
 

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graphc.ir import DType, Dim, Func, const, make
+from graphc.ir import Dim, DType, Func, const, make
 from graphc.ir.text import parse
 from graphc.ir.types import dim_add, dim_mul
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from graphc.ir import Attrs, DType, Dim, Func, GraphError, Loc, TensorType, Value, const, make
+from graphc.ir import Attrs, Dim, DType, Func, GraphError, Loc, TensorType, Value, const, make
 from graphc.ir.verify import VerifyError, verify
 
 F4 = TensorType(DType.f32, (4,))

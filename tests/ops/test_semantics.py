@@ -1,4 +1,4 @@
-"""SPEC §1's semantics, one behaviour per test, against NumPy written by hand: gradient
+"""The language's semantics, one behaviour per test, against NumPy written by hand: gradient
 conventions, NaN propagation, empty reductions, stable losses, symbolic shapes, bounds."""
 from __future__ import annotations
 

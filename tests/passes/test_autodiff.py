@@ -10,7 +10,7 @@ import pytest
 from graphc.ir import interp
 from graphc.ir.core import Func, Value, const, make
 from graphc.ir.errors import GraphTypeError, GraphWarning
-from graphc.ir.types import DType, Dim
+from graphc.ir.types import Dim, DType
 from graphc.passes import autodiff
 from tests.conftest import check_pass
 from tests.gradcheck import numeric_grads

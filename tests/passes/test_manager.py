@@ -15,8 +15,15 @@ from graphc.ir.core import Func, Value, make
 from graphc.ir.errors import GraphCallError, GraphError
 from graphc.ir.text import print_func
 from graphc.ir.types import TensorType
-from graphc.passes import (PASSES, PIPELINES, REQUIRED, Pass, describe_pipeline, format_stats,
-                    run_pipeline)
+from graphc.passes import (
+    PASSES,
+    PIPELINES,
+    REQUIRED,
+    Pass,
+    describe_pipeline,
+    format_stats,
+    run_pipeline,
+)
 from graphc.passes.manager import PassError
 from graphc.passes.rewrite import Counter, counting, rewrite
 from tests.conftest import canonical, parse_one

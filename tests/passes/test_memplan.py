@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from graphc.ir.core import Func, Value
 from graphc.ir.ops.fused import analyze, same_index_inputs
+from graphc.ir.slots import Interval, allocate, dominates, poly_max, round_up
 from graphc.ir.types import Dim, DType, dim_eval
 from graphc.passes import fusion, memplan, run_pipeline
-from graphc.ir.slots import Interval, allocate, dominates, poly_max, round_up
 from graphc.passes.memplan import storage
 from tests.conftest import canonical, check_pass, parse_one
 from tests.runtime.test_arena import with_gradients

@@ -14,8 +14,7 @@ from graphc.ir.core import Func, make
 from graphc.ir.types import Dim, DType, dim_add
 from graphc.passes import run_pipeline
 from graphc.runtime import call, compile_module, module
-from graphc.runtime.plan import ERR_DEBUG_BOUNDS
-from graphc.runtime.plan import Plan, View
+from graphc.runtime.plan import ERR_DEBUG_BOUNDS, Plan, View
 
 N = Dim.sym("N")
 EXAMPLES = sorted(Path(__file__).resolve().parents[2].glob("examples/*.graph"))

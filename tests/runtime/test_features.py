@@ -1,5 +1,5 @@
 """Backend behaviour beyond single ops: one compile for every dim binding, views, run-time
-bounds, argument checking and conversion (SPEC section 5), in-place results, threads, the NaN
+bounds, argument checking and conversion (docs/runtime.md), in-place results, threads, the NaN
 guard and generated vector code."""
 from __future__ import annotations
 
