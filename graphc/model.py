@@ -10,9 +10,10 @@ import graphc.passes
 from graphc import init as initializers
 from graphc.errors import attach_snippet
 from graphc.ir import interp, shapecheck
-from graphc.ir.args import convert_arg
+from graphc.ir.args import Binder
 from graphc.ir.core import Func, make
 from graphc.ir.errors import GraphArgumentTypeError, GraphCallError, GraphError
+from graphc.ir.ops.fused import body_symbols
 from graphc.ir.ops.registry import suggest
 from graphc.ir.types import DType, TensorType
 from graphc.passes import checkpoint as checkpointing
@@ -129,9 +130,8 @@ class Model:
         except GraphError as e:
             raise attach_snippet(e, graph.source) if e.loc and \
                 e.loc.file == graph.filename else e
-        self._signatures = {k: {p.attrs["name"]: p.type for p in f.params}
-                            for k, f in self.optimized.items()}
-        self._bindings: dict[str, dict[tuple, dict[str, int]]] = {k: {} for k in self.optimized}
+        self._binders = {k: Binder(f, self._requirements[k], sorted(body_symbols(f)))
+                         for k, f in self.optimized.items()}
         self.check_numerics = check_numerics
         self._native = None
         if backend == "native":
@@ -153,29 +153,10 @@ class Model:
     # -- calling -------------------------------------------------------------------------------
     def _prepare(self, entry: str, given: Mapping[str, Any]
                  ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        """The arguments checked by name, converted without changing a value (declared dtype,
-        contiguous, in param order), and the dims they bind, checked against every assumption
-        of the compiled code. A binding is worked out once per tuple of shapes."""
+        """The arguments checked by name, converted without changing a value, and the dims
+        they bind, checked against every assumption of the compiled code (ir/args.py)."""
         self._entry(entry)                    # a clear error for a missing backward/sgd_step
-        want = self._signatures[entry]
-        if len(given) != len(want) or any(n not in want for n in given):
-            for name in given:
-                if name not in want:
-                    raise GraphCallError(f"unexpected argument '{name}'"
-                                         + suggest(name, list(want)))
-            missing = next(n for n in want if n not in given)
-            raise GraphCallError(f"missing argument '{missing}' ({want[missing]})")
-        args = {name: convert_arg(name, given[name], ty) for name, ty in want.items()}
-        key = tuple(a.shape for a in args.values())
-        bindings = self._bindings[entry]
-        env = bindings.get(key)
-        if env is None:
-            env = interp.bind_dims([(n, want[n], args[n].shape) for n in want])
-            shapecheck.check(self._requirements[entry], env)
-            if len(bindings) >= 256:
-                bindings.clear()
-            bindings[key] = env
-        return args, env
+        return self._binders[entry].bind(given)
 
     def _entry(self, entry: str) -> Func:
         if entry not in self.optimized:

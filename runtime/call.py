@@ -10,10 +10,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from graphc.ir.args import convert_arg
+from graphc.ir.args import Binder
 from graphc.ir.errors import GraphCallError, GraphError, NumericsError
-from graphc.ir.interp import bind_dims
-from graphc.ir.ops.registry import suggest
 from graphc.ir.types import dim_str
 from graphc.runtime.arena import Arena, arena_bytes
 from graphc.runtime.plan import (
@@ -32,30 +30,12 @@ ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)   # CFUNCTYPE dro
 
 def prepare_args(plan: Plan, args: Mapping[str, Any], dims: Mapping[str, int] | None = None
                  ) -> tuple[list[np.ndarray], dict[str, int]]:
-    """Arrays for every param, in order (contiguous, declared dtype), and the dim bindings."""
-    func = plan.func
-    names = [p.attrs["name"] for p in func.params]
-    for given in args:
-        if given not in names:
-            raise GraphCallError(f"unexpected argument '{given}' to {func.name}"
-                                 + suggest(given, names))
-    arrays, named = [], []
-    for p, name in zip(func.params, names):
-        if name not in args:
-            raise GraphCallError(f"missing argument '{name}' ({p.type}) to {func.name}")
-        a = convert_arg(name, args[name], p.type)
-        named.append((name, p.type, a.shape))
-        arrays.append(a)
-    env = bind_dims(named)
-    for s, n in (dims or {}).items():
-        if env.setdefault(s, int(n)) != n:
-            raise GraphCallError(f"dim {s} bound two ways: {s} = {env[s]} (arguments) vs {n}")
-    for s in plan.symbols:
-        if s not in env:
-            raise GraphCallError(f"dim {s} of {func.name} is not bound by any argument")
-        if env[s] < 0:
-            raise GraphCallError(f"dim {s} = {env[s]} is negative")
-    return arrays, env
+    """Arrays for every param, in order (contiguous, declared dtype), and the dim bindings,
+    through the plan's binder (made once per plan)."""
+    if plan.binder is None:
+        plan.binder = Binder(plan.func, symbols=plan.symbols)
+    arrays, env = plan.binder.bind(args, dims)
+    return list(arrays.values()), env
 
 
 def check_inplace(plan: Plan, inplace: Mapping[int, str], args: Mapping[str, Any],

@@ -109,6 +109,7 @@ class Plan:
     arena_cache: dict[tuple, int] = field(default_factory=dict)
     shape_cache: dict[tuple, list] = field(default_factory=dict)  # dims -> result shapes
     inplace: dict[int, str] = field(default_factory=dict)     # result -> param it may overwrite
+    binder: Any = None                                          # ir.args.Binder, made on demand
 
 
 def contiguous_strides(shape: Shape) -> Shape:
