@@ -96,12 +96,6 @@ def is_finite(v: Value, facts: Facts) -> bool:
     return memo[id(v)][1]
 
 
-# finite inputs give a finite result (max/min reductions are missing: over nothing they give -inf)
-_FINITE_IF_INPUTS = ("neg", "abs", "sign", "sin", "cos", "tanh", "sigmoid", "relu", "maximum",
-                     "minimum", "where", "stop_gradient", "reshape", "transpose", "broadcast_to",
-                     "slice", "take", "concat", "pad")
-
-
 def _finite_by_itself(v: Value) -> bool | None:
     """True / False when known from ``v`` alone, None when it depends on the inputs."""
     if not v.dtype.is_float or v.op in ("dim", "one_hot"):
@@ -113,7 +107,8 @@ def _finite_by_itself(v: Value) -> bool | None:
         if not src.is_float:
             return True
         return None if v.dtype.itemsize >= src.itemsize else False
-    return None if v.op in _FINITE_IF_INPUTS else False
+    # finite inputs give a finite result (not max/min reductions: over nothing they give -inf)
+    return None if registry.has(v.op, registry.PRESERVES_FINITE) else False
 
 # ---------------------------------------------------------------------------- arithmetic
 

@@ -51,7 +51,7 @@ def plan_kernels(func: Func) -> Plan | None:
             continue
         if v.op == "const":
             plan.operands[id(v)] = views.const_view(plan, v)
-        elif v.op in views.VIEW_OPS and views.is_view_op(plan, v):
+        elif registry.has(v.op, registry.VIEW) and views.is_view_op(plan, v):
             plan.operands[id(v)] = views.view_of(plan, v)
         elif v.op == FUSED:
             pattern = body_pattern(v)
@@ -111,7 +111,7 @@ def _step(plan: Plan, v: Value, pattern: Pattern) -> tuple[str, Value, tuple[Ope
     if op.op == "arg":
         return "copy", op, (leaf[id(op)],)
     ins = [leaf.get(id(i)) or plan.operands[id(i)] for i in op.inputs]
-    if op.op in views.VIEW_OPS:
+    if registry.has(op.op, registry.VIEW):
         for i, a in zip(op.inputs, ins):
             plan.operands[id(i)] = a
         src = views.view_of(plan, op) if views.is_view_op(plan, op) else ins[0]

@@ -49,9 +49,12 @@ def _fill(k: Kernel, out: View, value: ll.Value) -> None:
 
 
 def _combine(k: Kernel, how: str, acc: ll.Value, x: ll.Value) -> ll.Value:
+    """One step of a fold (argmax/argmin fold in ``emit_argreduce``)."""
     em = k.em
     if how == "add":
         return k.b.fadd(acc, x, flags=RFLAGS) if is_float(x.type) else k.b.add(acc, x)
+    if how not in ("max", "min"):
+        raise ValueError(f"no lowering for the fold {how!r}")   # registry.COMBINES grew
     if not is_float(x.type):
         return em.maximum(acc, x) if how == "max" else em.minimum(acc, x)
     # IEEE maximum/minimum propagate NaN, as NumPy's max/min do, and vectorise as reductions
