@@ -9,13 +9,21 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ir.errors import (GraphArgumentTypeError, GraphCallError, GraphError, GraphFileError,
-                       GraphSyntaxError, GraphTypeError, GraphWarning, NumericsError)
+from graphc.ir.errors import (
+    GraphArgumentTypeError,
+    GraphCallError,
+    GraphError,
+    GraphFileError,
+    GraphSyntaxError,
+    GraphTypeError,
+    GraphWarning,
+    NumericsError,
+)
 from graphc.model import OPTIONS, Model, check_options
 
 __all__ = ["compile", "compile_source", "Model", "GraphError", "GraphSyntaxError",
-           "GraphTypeError", "GraphCallError", "GraphArgumentTypeError", "GraphFileError", "NumericsError", "GraphWarning",
-           "__version__"]
+           "GraphTypeError", "GraphCallError", "GraphArgumentTypeError", "GraphFileError",
+           "NumericsError", "GraphWarning", "__version__"]
 __version__ = "0.1.0"
 
 
@@ -31,7 +39,7 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
     {"budget": bytes, "N": n}; debug: bounds-check every load and store of the generated code
     (default: the GRAPHC_DEBUG environment variable)."""
     if unknown:
-        from ir.ops.registry import suggest
+        from graphc.ir.ops.registry import suggest
         name = next(iter(unknown))
         raise GraphArgumentTypeError(f"compile has no option '{name}'"
                                      + suggest(name, list(OPTIONS)))
@@ -53,12 +61,12 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
                                  f"choose one with graph=")
         graph = next(iter(graphs))
     if graph not in graphs:
-        from ir.ops.registry import suggest
+        from graphc.ir.ops.registry import suggest
         raise GraphTypeError(f"{filename} has no graph '{graph}'" + suggest(graph, list(graphs)))
     return Model(graphs[graph], **options)
 
 
-def compile(path: str | os.PathLike[str], graph: str | None = None,  # noqa: A001 - SPEC name
+def compile(path: str | os.PathLike[str], graph: str | None = None,  # noqa: A001 - the API's name
             **options: Any) -> Model:
     """Compile the ``.graph`` file at ``path``; the options are those of ``compile_source``."""
     if not isinstance(path, (str, os.PathLike)):

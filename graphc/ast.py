@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from ir.errors import Loc
+from graphc.ir.errors import Loc
 
 # ---- expressions -------------------------------------------------------------------------
 

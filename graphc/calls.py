@@ -8,12 +8,20 @@ from typing import Any, Callable, Iterator
 
 from graphc import ast as A
 from graphc.init import INITIALIZERS
+from graphc.ir.core import Value, make
+from graphc.ir.errors import GraphError, GraphTypeError, Loc
+from graphc.ir.ops import registry
 from graphc.program import Init
-from graphc.values import (DTYPES, Weak, describe, tensors_like, to_attr, to_tensor, weak_apply,
-                           weakness)
-from ir.core import Value, make
-from ir.errors import GraphError, GraphTypeError, Loc
-from ir.ops import registry
+from graphc.values import (
+    DTYPES,
+    Weak,
+    describe,
+    tensors_like,
+    to_attr,
+    to_tensor,
+    weak_apply,
+    weakness,
+)
 
 Arg = tuple[Any, Loc]                    # an evaluated argument and where it was written
 Kwarg = tuple[str, Any, Loc]

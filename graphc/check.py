@@ -5,12 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graphc.ir import interp
+from graphc.ir.core import Func, Value, make, rebuild, transform
+from graphc.ir.types import DType, TensorType
 from graphc.model import build_funcs
+from graphc.passes import autodiff
 from graphc.program import GraphDef
-from ir import interp
-from ir.core import Func, Value, make, rebuild, transform
-from ir.types import DType, TensorType
-from passes import autodiff
 
 TOLERANCE = 1e-4
 

@@ -1,6 +1,6 @@
-"""The ``graphc`` command line (SPEC §3). User errors print one message and exit 1; bad usage
-exits 2; nobody sees a traceback from inside graphc: a bug is one line asking for a report, and
-a reader that closes the pipe early ends the command quietly."""
+"""The ``graphc`` command line (README, "Command line"). User errors print one message and exit 1;
+bad usage exits 2; nobody sees a traceback from inside graphc: a bug is one line asking for a
+report, and a reader that closes the pipe early ends the command quietly."""
 from __future__ import annotations
 
 import argparse
@@ -15,8 +15,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 import graphc
-import passes
-from ir.errors import GraphError, GraphWarning
+import graphc.passes
+from graphc.ir.errors import GraphError, GraphWarning
 
 
 def _bindings(items: Sequence[str]) -> dict[str, int]:
@@ -97,11 +97,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.time_passes:
         for name, f in model.funcs.items():
             stats: list[Any] = []
-            passes.run_pipeline(f, args.O, stats=stats)
-            print(f"=== {model.name}.{name} (-O{args.O})\n{passes.format_stats(stats)}",
+            graphc.passes.run_pipeline(f, args.O, stats=stats)
+            print(f"=== {model.name}.{name} (-O{args.O})\n{graphc.passes.format_stats(stats)}",
                   file=sys.stderr)
     if args.dump_after:
-        names = [n for n, _ in passes.describe_pipeline(args.O)]
+        names = [n for n, _ in graphc.passes.describe_pipeline(args.O)]
         chosen = names if args.dump_after == "all" else [args.dump_after]
         for p in chosen:
             if p not in names:
@@ -214,13 +214,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_passes(args: argparse.Namespace) -> int:
-    for name, doc in passes.describe_pipeline(args.O):
+    for name, doc in graphc.passes.describe_pipeline(args.O):
         print(f"{name:<16} {doc}")
     return 0
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from runtime.cache import NO_DIR, ObjectCache, cache_dir, cache_limit
+    from graphc.runtime.cache import NO_DIR, ObjectCache, cache_dir, cache_limit
     root = cache_dir()
     if root is None:
         raise graphc.GraphFileError(NO_DIR)

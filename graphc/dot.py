@@ -1,7 +1,7 @@
 """Graphviz DOT text of a function, for ``graphc compile --emit dot`` (render: ``dot -Tsvg``)."""
 from __future__ import annotations
 
-from ir.core import Func
+from graphc.ir.core import Func
 
 
 def to_dot(func: Func) -> str:

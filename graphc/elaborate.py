@@ -11,14 +11,23 @@ from graphc import ast as A
 from graphc.calls import Arg, Kwarg, bind_fn, call_op, check_fn_names, initializer
 from graphc.errors import GraphError, GraphTypeError, Loc, attach_snippet
 from graphc.indexing import index
+from graphc.ir.core import Func, Value, make
+from graphc.ir.ops import registry
+from graphc.ir.types import Dim, TensorType
 from graphc.program import Decl, GradSpec, GraphDef, Init
-from graphc.syntax import parse
-from graphc.syntax import normalize_source
-from graphc.values import (DTYPES, Multi, Weak, check_int, describe, static_binary, static_neg,
-                           tensors_like, to_tensor, weak_apply)
-from ir.core import Func, Value, make
-from ir.ops import registry
-from ir.types import Dim, TensorType
+from graphc.syntax import normalize_source, parse
+from graphc.values import (
+    DTYPES,
+    Multi,
+    Weak,
+    check_int,
+    describe,
+    static_binary,
+    static_neg,
+    tensors_like,
+    to_tensor,
+    weak_apply,
+)
 
 MAX_UNROLL = 100_000
 _UNSET = object()

@@ -5,9 +5,17 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ir.errors import (GraphCallError, GraphError, GraphFileError, GraphSyntaxError,
-                       GraphTypeError, GraphWarning, Loc, NumericsError)
-from ir.ops.registry import suggest
+from graphc.ir.errors import (
+    GraphCallError,
+    GraphError,
+    GraphFileError,
+    GraphSyntaxError,
+    GraphTypeError,
+    GraphWarning,
+    Loc,
+    NumericsError,
+)
+from graphc.ir.ops.registry import suggest
 
 __all__ = ["GraphCallError", "GraphError", "GraphFileError", "GraphSyntaxError",
            "GraphTypeError", "GraphWarning", "Loc", "NumericsError", "attach_snippet",

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from graphc.ir.core import Value, make
+from graphc.ir.errors import GraphTypeError, Loc
+from graphc.ir.types import Dim, DimLike, TensorType
 from graphc.values import describe
-from ir.core import Value, make
-from ir.errors import GraphTypeError, Loc
-from ir.types import Dim, DimLike, TensorType
 
 # An item is ("index", value, loc) or ("slice", (start, stop, step), loc) where each part is
 # None or a (value, loc) pair.

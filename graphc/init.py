@@ -1,5 +1,5 @@
-"""Param initializers (SPEC §1): Keras's definitions, drawn from one ``default_rng(seed)`` in
-declaration order so that a seed reproduces every param."""
+"""Param initializers (docs/language.md): Keras's definitions, drawn from one ``default_rng(seed)``
+in declaration order so that a seed reproduces every param."""
 from __future__ import annotations
 
 import math

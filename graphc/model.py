@@ -6,17 +6,18 @@ from typing import Any, Mapping
 
 import numpy as np
 
-import passes
+import graphc.passes
 from graphc import init as initializers
 from graphc.errors import attach_snippet
+from graphc.ir import interp, shapecheck
+from graphc.ir.args import Binder
+from graphc.ir.core import Func, make
+from graphc.ir.errors import GraphArgumentTypeError, GraphCallError, GraphError
+from graphc.ir.ops.fused import body_symbols
+from graphc.ir.ops.registry import suggest
+from graphc.ir.types import DType, TensorType
+from graphc.passes import checkpoint as checkpointing
 from graphc.program import GraphDef
-from ir import interp, shapecheck
-from ir.args import convert_arg
-from ir.core import Func, make
-from ir.errors import GraphArgumentTypeError, GraphCallError, GraphError
-from ir.ops.registry import suggest
-from ir.types import DType, TensorType
-from passes import checkpoint as checkpointing
 
 BACKENDS = ("native", "interp")
 
@@ -129,20 +130,19 @@ class Model:
         except GraphError as e:
             raise attach_snippet(e, graph.source) if e.loc and \
                 e.loc.file == graph.filename else e
-        self._signatures = {k: {p.attrs["name"]: p.type for p in f.params}
-                            for k, f in self.optimized.items()}
-        self._bindings: dict[str, dict[tuple, dict[str, int]]] = {k: {} for k in self.optimized}
+        self._binders = {k: Binder(f, self._requirements[k], sorted(body_symbols(f)))
+                         for k, f in self.optimized.items()}
         self.check_numerics = check_numerics
         self._native = None
         if backend == "native":
-            from runtime import compile_module
+            from graphc.runtime import compile_module
             self._native = compile_module(self.optimized, opt_level=opt_level, cache=cache,
                                           check_numerics=check_numerics, debug=debug)
 
     def _pipeline(self, name: str, after: str | None = None) -> Func:
         """Run the pass pipeline on entry point ``name`` (up to pass ``after``)."""
         with checkpointing.using(self.checkpoint, self._forward_results(name)):
-            return passes.run_pipeline(self.funcs[name], self.opt_level, after=after,
+            return graphc.passes.run_pipeline(self.funcs[name], self.opt_level, after=after,
                                        verify_each=self.verify_each)
 
     def _forward_results(self, name: str) -> int:
@@ -153,29 +153,10 @@ class Model:
     # -- calling -------------------------------------------------------------------------------
     def _prepare(self, entry: str, given: Mapping[str, Any]
                  ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        """The arguments checked by name, converted without changing a value (declared dtype,
-        contiguous, in param order), and the dims they bind, checked against every assumption
-        of the compiled code. A binding is worked out once per tuple of shapes."""
+        """The arguments checked by name, converted without changing a value, and the dims
+        they bind, checked against every assumption of the compiled code (ir/args.py)."""
         self._entry(entry)                    # a clear error for a missing backward/sgd_step
-        want = self._signatures[entry]
-        if len(given) != len(want) or any(n not in want for n in given):
-            for name in given:
-                if name not in want:
-                    raise GraphCallError(f"unexpected argument '{name}'"
-                                         + suggest(name, list(want)))
-            missing = next(n for n in want if n not in given)
-            raise GraphCallError(f"missing argument '{missing}' ({want[missing]})")
-        args = {name: convert_arg(name, given[name], ty) for name, ty in want.items()}
-        key = tuple(a.shape for a in args.values())
-        bindings = self._bindings[entry]
-        env = bindings.get(key)
-        if env is None:
-            env = interp.bind_dims([(n, want[n], args[n].shape) for n in want])
-            shapecheck.check(self._requirements[entry], env)
-            if len(bindings) >= 256:
-                bindings.clear()
-            bindings[key] = env
-        return args, env
+        return self._binders[entry].bind(given)
 
     def _entry(self, entry: str) -> Func:
         if entry not in self.optimized:
@@ -261,7 +242,7 @@ class Model:
     def dump_ir(self, func: str | None = None, after: str | None = None) -> str:
         """The optimised IR of ``func`` (default: every function), or as it was after pass
         ``after`` (``ir-unopt`` for none)."""
-        from ir.text import print_func
+        from graphc.ir.text import print_func
         names = [func] if func else list(self.funcs)
         texts = []
         for name in names:
@@ -281,8 +262,8 @@ class Model:
         was kept out of a kernel that uses it, saying why."""
         if after != "fusion":
             return ""
-        from passes import fusion
-        names = [n for n, _ in passes.describe_pipeline(self.opt_level)]
+        from graphc.passes import fusion
+        names = [n for n, _ in graphc.passes.describe_pipeline(self.opt_level)]
         before = self._pipeline(name, names[names.index("fusion") - 1])
         return "".join(f"\n# {note}" for note in fusion.explain(before))
 
@@ -291,7 +272,7 @@ class Model:
         else forward) at the binding ``dims`` (e.g. ``N=256``): ``peak_bytes`` (the arena the
         runtime allocates), ``peak_formula``, ``buffers`` (size, lifetime, slot of each kernel's
         result) and ``saved`` (forward results the backward reads)."""
-        from passes import memplan
+        from graphc.passes import memplan
         name = func or ("backward" if "backward" in self.funcs else "forward")
         if name not in self.funcs and name not in ("backward", "sgd_step"):
             raise GraphCallError(f"no function '{name}'" + suggest(name, list(self.funcs)))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ir.core import Func, Value
-from ir.errors import Loc
-from ir.types import TensorType
+from graphc.ir.core import Func, Value
+from graphc.ir.errors import Loc
+from graphc.ir.types import TensorType
 
 
 @dataclass(frozen=True, slots=True)

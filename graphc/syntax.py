@@ -7,12 +7,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lark import Lark, Token, v_args
-from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedInput, VisitError
+from lark.visitors import Transformer_NonRecursive
 
 from graphc import ast as A
-from graphc.errors import (GraphError, GraphSyntaxError, GraphTypeError, Loc, attach_snippet,
-                           describe_parse_error)
+from graphc.errors import (
+    GraphError,
+    GraphSyntaxError,
+    GraphTypeError,
+    Loc,
+    attach_snippet,
+    describe_parse_error,
+)
 from graphc.values import INT_MAX
 
 OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}

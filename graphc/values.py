@@ -8,9 +8,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ir.core import Value, const, make
-from ir.errors import GraphTypeError, Loc
-from ir.types import Dim, DType, dim_prod
+from graphc.ir.core import Value, const, make
+from graphc.ir.errors import GraphTypeError, Loc
+from graphc.ir.types import Dim, DType, dim_prod
 
 DTYPES = {d.value: d for d in DType}
 

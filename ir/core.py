@@ -7,8 +7,8 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
-from ir.errors import GraphError, GraphTypeError, Loc
-from ir.types import DType, TensorType
+from graphc.ir.errors import GraphError, GraphTypeError, Loc
+from graphc.ir.types import DType, TensorType
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ class Func:
         return toposort(self.results, self.params)
 
     def __str__(self) -> str:
-        from ir.text import print_func
+        from graphc.ir.text import print_func
         return print_func(self)
 
 
@@ -132,7 +132,7 @@ def current_loc() -> Loc | None:
 def make(op: str, *inputs: Value, loc: Loc | None = None, **attrs: Any) -> Value:
     """Build a value of registry op ``op``: checks arity and keywords, normalises attrs (``canon``),
     runs its shape rule. A COMPOSITE op returns what its ``decompose`` builds from primitives."""
-    from ir.ops import registry
+    from graphc.ir.ops import registry
     loc = loc if loc is not None else _LOC.get()
     opdef = registry.get(op)
     try:

@@ -6,62 +6,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ir.core import Func, Value
-from ir import shapecheck
-from ir.errors import GraphCallError, GraphError, NumericsError
-from ir.ops import registry
-from ir.types import Dim, DimLike, TensorType, dim_eval
-
-
-def bind_dims(named: Sequence[tuple[str, TensorType, tuple[int, ...]]]) -> dict[str, int]:
-    """Bind symbolic dims from (argument name, declared type, actual shape) triples.
-
-    Plain symbols bind directly; a dim like ``2*N`` or ``N+4`` is solved when it has one unknown
-    symbol of degree one; every dim is then checked. Raises GraphCallError naming both bindings.
-    """
-    env: dict[str, int] = {}
-    where: dict[str, str] = {}
-    for name, ty, shape in named:
-        if len(shape) != ty.rank:
-            raise GraphCallError(f"argument '{name}' must have rank {ty.rank} ({ty}), "
-                                 f"got shape {tuple(shape)}")
-    pending: list[tuple[str, DimLike, int]] = []
-    for name, ty, shape in named:
-        for d, n in zip(ty.shape, shape):
-            if isinstance(d, Dim) and len(d.terms) == 1 and d.terms[0] == ((d.symbols[0],), 1):
-                s = d.symbols[0]
-                if s in env and env[s] != n:
-                    raise GraphCallError(
-                        f"dim {s} bound two ways: {s} = {env[s]} ({where[s]}) vs {n} ({name})")
-                env.setdefault(s, n)
-                where.setdefault(s, name)
-            else:
-                pending.append((name, d, n))
-    for name, d, n in pending:
-        if isinstance(d, Dim):
-            unknown = [s for s in d.symbols if s not in env]
-            if len(unknown) == 1:
-                s = unknown[0]
-                lin = [c for m, c in d.terms if s in m]
-                if len(lin) == 1 and all(m.count(s) <= 1 for m, _ in d.terms):
-                    coef = dim_eval(Dim(tuple((tuple(x for x in m if x != s), c)
-                                              for m, c in d.terms if s in m)), env)
-                    rest = dim_eval(Dim(tuple((m, c) for m, c in d.terms if s not in m))
-                                    if any(s not in m for m, _ in d.terms) else 0, env)
-                    if coef and (n - rest) % coef == 0 and (n - rest) // coef >= 0:
-                        env[s] = (n - rest) // coef
-                        where[s] = name
-    for name, ty, shape in named:
-        for d, n in zip(ty.shape, shape):
-            try:
-                want = dim_eval(d, env)
-            except KeyError:
-                raise GraphCallError(f"cannot bind the dims of '{name}' ({ty}) "
-                                     f"from shape {tuple(shape)}") from None
-            if want != n:
-                raise GraphCallError(f"argument '{name}' must have shape {ty} = "
-                                     f"{ty.concrete(env)}, got {tuple(shape)}")
-    return env
+from graphc.ir import shapecheck
+from graphc.ir.args import bind_dims
+from graphc.ir.core import Func, Value
+from graphc.ir.errors import GraphCallError, GraphError, NumericsError
+from graphc.ir.ops import registry
+from graphc.ir.types import Dim, dim_eval
 
 
 def concrete_attr(v: Any, env: Mapping[str, int]) -> Any:

@@ -1,17 +1,18 @@
 """What a function's types assume about its symbolic dims but cannot prove at compile time: that
-two dims broadcast against each other are equal (SPEC §1: a symbolic dim meets any other dim only
-when equal, checked at call time), that a reshape keeps the element count, and that every dim
-expression (``M-5``) is non-negative. Checked once per call, before any kernel runs."""
+two dims broadcast against each other are equal (docs/language.md: a symbolic dim meets any
+other dim only when equal, checked at call time), that a reshape keeps the element count, and
+that every dim expression (``M-5``) is non-negative. Checked once per call, before any kernel
+runs."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ir.core import Func, Value
-from ir.errors import GraphCallError, GraphTypeError
-from ir.ops import registry
-from ir.types import Dim, DimLike, dim_eval, dim_mul, dim_str
+from graphc.ir.core import Func, Value
+from graphc.ir.errors import GraphCallError, GraphTypeError
+from graphc.ir.ops import registry
+from graphc.ir.types import Dim, DimLike, dim_eval, dim_mul, dim_str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
-"""IR text (SPEC §4): ``print_func`` writes canonical text and ``parse`` reads it back through
-``make``, so ``str(parse(t)) == t`` and a pass is tested as IR text in, IR text out.
-The grammar is ``ir/ir.lark``; a Func-valued attribute (a fused body) prints as a nested block."""
+"""IR text (README, "The IR"): ``print_func`` writes canonical text and ``parse`` reads it back
+through ``make``, so ``str(parse(t)) == t`` and a pass is tested as IR text in, IR text out. The
+grammar is ``ir/ir.lark``; a Func-valued attribute (a fused body) prints as a nested block."""
 from __future__ import annotations
 
 import functools
@@ -16,9 +16,9 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.lexer import PatternStr
 
-from ir.core import Func, Value, const, make, normalize_scalar
-from ir.errors import GraphError, GraphSyntaxError, GraphTypeError, Loc
-from ir.types import DIM_MAX, Dim, DType, TensorType, dim_add, dim_mul, dim_str
+from graphc.ir.core import Func, Value, const, make, normalize_scalar
+from graphc.ir.errors import GraphError, GraphSyntaxError, GraphTypeError, Loc
+from graphc.ir.types import DIM_MAX, Dim, DType, TensorType, dim_add, dim_mul, dim_str
 
 # ---------------------------------------------------------------------------------------- print
 

@@ -12,7 +12,7 @@ from typing import Mapping, Union
 
 import numpy as np
 
-from ir.errors import GraphTypeError
+from graphc.ir.errors import GraphTypeError
 
 
 class DType(enum.Enum):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ir.core import Attrs, Func, Value, normalize_scalar
-from ir.errors import GraphError, Loc
-from ir.ops import registry
-from ir.types import Dim, DType, TensorType, dim_add
+from graphc.ir.core import Attrs, Func, Value, normalize_scalar
+from graphc.ir.errors import GraphError, Loc
+from graphc.ir.ops import registry
+from graphc.ir.types import Dim, DType, TensorType, dim_add
 
 
 class VerifyError(GraphError, AssertionError):

@@ -7,7 +7,7 @@ import importlib
 from collections.abc import Callable
 from typing import NamedTuple
 
-from ir.core import Func
+from graphc.ir.core import Func
 
 
 class Pass(NamedTuple):
@@ -17,7 +17,7 @@ class Pass(NamedTuple):
 
 def _load(name: str) -> Pass:
     """The pass in ``passes/<name>.py``; its doc is the first sentence of the module docstring."""
-    mod = importlib.import_module(f"passes.{name}")
+    mod = importlib.import_module(f"{__name__}.{name}")
     text = " ".join((mod.__doc__ or name).replace("``", "").split())
     return Pass(mod.run, text.split(". ")[0].rstrip(".") + ".")
 
@@ -42,4 +42,4 @@ PIPELINES: tuple[tuple[str, ...], ...] = (
     ("autodiff",) + _ROUND + _ROUND + ("dce",) + _KERNELS,  # -O3: a 2nd round finds more
 )
 
-from passes.manager import describe_pipeline, format_stats, run_pipeline  # noqa: E402,F401
+from graphc.passes.manager import describe_pipeline, format_stats, run_pipeline  # noqa: E402,F401

@@ -6,10 +6,10 @@ from __future__ import annotations
 import warnings
 from typing import Sequence
 
-from ir.core import Func, Value, at, const, make, rebuild, toposort, transform
-from ir.errors import GraphWarning
-from ir.ops import registry
-from ir.types import TensorType
+from graphc.ir.core import Func, Value, at, const, make, rebuild, toposort, transform
+from graphc.ir.errors import GraphWarning
+from graphc.ir.ops import registry
+from graphc.ir.types import TensorType
 
 
 def sum_to(g: Value, ty: TensorType) -> Value:
@@ -49,10 +49,13 @@ def grad_of(y: Value, xs: Sequence[Value]) -> list[Value | None]:
         if g is None or not v.inputs or id(v) not in live:
             continue
         opdef = registry.get(v.op)
-        if opdef.vjp is None:
+        if opdef.vjp is None and opdef.expand is None:
             continue
         with at(v.loc):
-            gs = opdef.vjp(g, v, *v.inputs, **v.attrs.as_dict())
+            if opdef.expand is not None:     # a kernel: differentiate the ops it stands for
+                gs = grad_of(make("sum", opdef.expand(v) * g), list(v.inputs))
+            else:
+                gs = opdef.vjp(g, v, *v.inputs, **v.attrs.as_dict())
             for x, gx in zip(v.inputs, gs):
                 if gx is None or id(x) not in live:
                     continue

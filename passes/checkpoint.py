@@ -16,11 +16,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ir.core import Func, Value, rebuild, transform
-from ir.errors import GraphCallError, GraphWarning
-from ir.types import dim_eval
-from passes import fusion, memplan
-from passes.rewrite import has_grad
+from graphc.ir.core import Func, Value, rebuild, transform
+from graphc.ir.errors import GraphCallError, GraphWarning
+from graphc.ir.types import dim_eval
+from graphc.passes import fusion, memplan
+from graphc.passes.rewrite import has_grad
 
 POLICIES = ("elementwise", "all")
 COST = ("loop", "row", "reduce", "matmul")      # kernel kinds, cheapest to recompute first
@@ -86,7 +86,7 @@ def apply(func: Func, p: Policy, forward: int) -> Func:
 
 
 def _ancestors(roots: tuple[Value, ...]) -> set[int]:
-    from ir.core import toposort
+    from graphc.ir.core import toposort
     return {id(v) for v in toposort(roots) if v.op not in ("arg", "const")}
 
 

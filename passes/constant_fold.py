@@ -12,15 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from ir.core import Func, Value, const
-from ir.interp import eval_value
-from ir.ops import registry
-from ir.types import Dim, TensorType
-from passes.rewrite import has_grad, rewrite
+from graphc.ir.core import Func, Value, const
+from graphc.ir.interp import eval_value
+from graphc.ir.ops import registry
+from graphc.ir.types import Dim, TensorType
+from graphc.passes.rewrite import has_grad, rewrite
 
 MAX_ELEMENTS = 1024
 MAX_INPUT_ELEMENTS = 1 << 16
-SPLAT_MOVEMENT = ("reshape", "transpose", "broadcast_to", "slice")
 NEVER = ("arg", "const", "grad")
 
 
@@ -35,7 +34,7 @@ def fold(v: Value) -> Value:
     if not all(i.op == "const" for i in v.inputs):
         return v
     if v.inputs and all(is_splat(i) for i in v.inputs):
-        if v.op in SPLAT_MOVEMENT:
+        if registry.has(v.op, registry.VIEW):
             return const(v.inputs[0].attrs["value"], v.dtype, v.shape)
         if opdef.kind == registry.ELEMENTWISE:
             return splat_elementwise(v)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ir.core import Func, Value
-from ir.ops import registry
-from passes.rewrite import has_grad, rewrite
+from graphc.ir.core import Func, Value
+from graphc.ir.ops import registry
+from graphc.passes.rewrite import has_grad, rewrite
 
 
 def run(func: Func) -> Func:

@@ -9,9 +9,9 @@ the references that read no element: ``slice(concat(a, b))`` that lies inside ``
 """
 from __future__ import annotations
 
-from ir.core import Func, Value, make
-from ir.types import DimLike
-from passes.rewrite import has_grad, rewrite
+from graphc.ir.core import Func, Value, make
+from graphc.ir.types import DimLike
+from graphc.passes.rewrite import has_grad, rewrite
 
 
 def run(func: Func) -> Func:

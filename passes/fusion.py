@@ -17,17 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from ir.core import Func, Value, make, rebuild
-from ir.ops.fused import Pattern, analyze, joined, refused, region, role
-from passes import rewrite as engine
-from passes.rewrite import has_grad, rewrite
+from graphc.ir.core import Func, Value, make, rebuild
+from graphc.ir.ops import registry
+from graphc.ir.ops.fused import Pattern, analyze, joined, refused, region, role
+from graphc.passes import rewrite as engine
+from graphc.passes.rewrite import has_grad, rewrite
 
-# ops recomputed in every kernel that uses them instead of being materialized (about one
-# instruction each); under checkpointing's "elementwise" policy every elementwise op is
-CHEAP = frozenset(("neg", "abs", "sign", "relu", "add", "sub", "mul", "maximum", "minimum", "lt",
-                   "le", "gt", "ge", "eq", "ne", "logical_and", "logical_or", "logical_not",
-                   "where", "cast", "square", "stop_gradient", "isfinite", "leaky_relu",
-                   "broadcast_to", "reshape", "dim"))
 RECOMPUTE = ("cheap", "elementwise", "none")
 # at most this many kernels recompute one value: in a chain where each step reads the one
 # before (``h = tanh(h) * 0.5 + h`` with every tanh kept for backward), unbounded recomputation
@@ -204,7 +199,9 @@ class _Partitioner:
     def duplicable(self, v: Value) -> bool:
         if role(v) != "loop" or self.recompute == "none":
             return False
-        return self.recompute == "elementwise" or v.op in CHEAP
+        # cheap ops are recomputed in every kernel that uses them instead of being stored;
+        # under checkpointing's "elementwise" policy every elementwise op is
+        return self.recompute == "elementwise" or registry.has(v.op, registry.CHEAP)
 
     def reader_of(self, v: Value, kern: _Kernel) -> Value | None:
         """An input of ``kern`` from outside it that depends on ``v``, if any."""

@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ir.core import Func
-from ir.errors import GraphCallError, GraphError
-from ir.ops.registry import suggest
-from passes import PASSES, PIPELINES, REQUIRED
-from passes.rewrite import Counter, count_ops, counting
+from graphc.ir.core import Func
+from graphc.ir.errors import GraphCallError, GraphError
+from graphc.ir.ops.registry import suggest
+from graphc.passes import PASSES, PIPELINES, REQUIRED
+from graphc.passes.rewrite import Counter, count_ops, counting
 
 BISECT_ENV = "GRAPHC_OPT_BISECT"
 
@@ -100,8 +100,8 @@ def bisect_from_env() -> int | None:
 
 def check(func: Func, what: str) -> None:
     """The verifier, then print -> parse -> print must give the same text."""
-    from ir.text import parse_funcs, print_func
-    from ir.verify import verify
+    from graphc.ir.text import parse_funcs, print_func
+    from graphc.ir.verify import verify
     try:
         verify(func)
     except GraphError as e:

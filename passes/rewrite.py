@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-from ir.core import Func, Value, at
+from graphc.ir.core import Func, Value, at
 
 Rule = Callable[[Value], Value]
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ir.core import Func, Value, const, make
-from ir.ops import registry
-from ir.ops.rules import reduced_shape
-from ir.types import DimLike, DType, TensorType, dim_prod
-from passes.rewrite import has_grad, rewrite
+from graphc.ir.core import Func, Value, const, make
+from graphc.ir.ops import registry
+from graphc.ir.ops.rules import reduced_shape
+from graphc.ir.types import DimLike, DType, TensorType, dim_prod
+from graphc.passes.rewrite import has_grad, rewrite
 
 
 @dataclass(slots=True)
@@ -96,12 +96,6 @@ def is_finite(v: Value, facts: Facts) -> bool:
     return memo[id(v)][1]
 
 
-# finite inputs give a finite result (max/min reductions are missing: over nothing they give -inf)
-_FINITE_IF_INPUTS = ("neg", "abs", "sign", "sin", "cos", "tanh", "sigmoid", "relu", "maximum",
-                     "minimum", "where", "stop_gradient", "reshape", "transpose", "broadcast_to",
-                     "slice", "take", "concat", "pad")
-
-
 def _finite_by_itself(v: Value) -> bool | None:
     """True / False when known from ``v`` alone, None when it depends on the inputs."""
     if not v.dtype.is_float or v.op in ("dim", "one_hot"):
@@ -113,7 +107,8 @@ def _finite_by_itself(v: Value) -> bool | None:
         if not src.is_float:
             return True
         return None if v.dtype.itemsize >= src.itemsize else False
-    return None if v.op in _FINITE_IF_INPUTS else False
+    # finite inputs give a finite result (not max/min reductions: over nothing they give -inf)
+    return None if registry.has(v.op, registry.PRESERVES_FINITE) else False
 
 # ---------------------------------------------------------------------------- arithmetic
 
@@ -211,7 +206,7 @@ def fold_pow_one(v: Value, facts: Facts) -> Value | None:
 
 
 def fold_pow_two(v: Value, facts: Facts) -> Value | None:
-    """x ** 2 -> x * x (SPEC: an integral exponent is exact, x ** 2 is x*x)."""
+    """x ** 2 -> x * x (the language: an integral exponent is exact, x ** 2 is x*x)."""
     x, y = v.inputs
     if is_value(y, 2) and x.type == v.type:
         return make("mul", x, x)

@@ -1,2 +1,2 @@
 """graphc's native backend: IR Funcs to vectorised machine code through llvmlite."""
-from runtime.module import CompiledModule, compile_module  # noqa: F401
+from graphc.runtime.module import CompiledModule, compile_module  # noqa: F401

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
 
-from ir.errors import GraphCallError
-from ir.types import DimLike, dim_add, dim_eval, dim_mul
-from passes.memplan import Interval, allocate, poly_max, round_up
+from graphc.ir.errors import GraphCallError
+from graphc.ir.slots import Interval, allocate, poly_max, round_up
+from graphc.ir.types import DimLike, dim_add, dim_eval, dim_mul
 
 if TYPE_CHECKING:
-    from runtime.plan import Plan
+    from graphc.runtime.plan import Plan
 
 ALIGN = 64
 
@@ -138,7 +138,7 @@ def lay_out(plan: Plan, offsets: Mapping[int, DimLike] | None = None) -> None:
 
 
 def _intervals(plan: Plan, slots: list[int]) -> list[Interval]:
-    from runtime.plan import buffers_read
+    from graphc.runtime.plan import buffers_read
     last: dict[int, int] = {}
     made: dict[int, int] = {}
     for s in plan.steps:

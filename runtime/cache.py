@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ir.errors import GraphWarning
+from graphc.ir.errors import GraphWarning
 
 FORMAT = 2                         # entry layout; a different one is a miss (and overwritten)
 MAX_ENTRY_BYTES = 256 << 20        # larger is not an object graphc wrote: a miss, not a read

@@ -1,4 +1,4 @@
-"""The calling convention: check and convert the caller's arrays (SPEC section 5), bind the
+"""The calling convention: check and convert the caller's arrays (docs/runtime.md), bind the
 symbolic dims, allocate fresh outputs, take this thread's arena (grown if this binding needs
 more), pack one pointer block and make one native call with the GIL released; error codes from
 the native side become GraphCallError / NumericsError."""
@@ -10,44 +10,32 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ir.args import convert_arg
-from ir.errors import GraphCallError, GraphError, NumericsError
-from ir.interp import bind_dims
-from ir.ops.registry import suggest
-from ir.types import dim_str
-from runtime.arena import Arena, arena_bytes
-from runtime.plan import (DETAIL_WORDS, ERR_ALLOC, ERR_ARG_NUMERICS, ERR_BOUNDS, ERR_DEBUG_BOUNDS,
-                          ERR_INDEX, ERR_NUMERICS, Plan)
+from graphc.ir.args import Binder
+from graphc.ir.errors import GraphCallError, GraphError, NumericsError
+from graphc.ir.types import dim_str
+from graphc.runtime.arena import Arena, arena_bytes
+from graphc.runtime.plan import (
+    DETAIL_WORDS,
+    ERR_ALLOC,
+    ERR_ARG_NUMERICS,
+    ERR_BOUNDS,
+    ERR_DEBUG_BOUNDS,
+    ERR_INDEX,
+    ERR_NUMERICS,
+    Plan,
+)
 
 ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)   # CFUNCTYPE drops the GIL
 
 
 def prepare_args(plan: Plan, args: Mapping[str, Any], dims: Mapping[str, int] | None = None
                  ) -> tuple[list[np.ndarray], dict[str, int]]:
-    """Arrays for every param, in order (contiguous, declared dtype), and the dim bindings."""
-    func = plan.func
-    names = [p.attrs["name"] for p in func.params]
-    for given in args:
-        if given not in names:
-            raise GraphCallError(f"unexpected argument '{given}' to {func.name}"
-                                 + suggest(given, names))
-    arrays, named = [], []
-    for p, name in zip(func.params, names):
-        if name not in args:
-            raise GraphCallError(f"missing argument '{name}' ({p.type}) to {func.name}")
-        a = convert_arg(name, args[name], p.type)
-        named.append((name, p.type, a.shape))
-        arrays.append(a)
-    env = bind_dims(named)
-    for s, n in (dims or {}).items():
-        if env.setdefault(s, int(n)) != n:
-            raise GraphCallError(f"dim {s} bound two ways: {s} = {env[s]} (arguments) vs {n}")
-    for s in plan.symbols:
-        if s not in env:
-            raise GraphCallError(f"dim {s} of {func.name} is not bound by any argument")
-        if env[s] < 0:
-            raise GraphCallError(f"dim {s} = {env[s]} is negative")
-    return arrays, env
+    """Arrays for every param, in order (contiguous, declared dtype), and the dim bindings,
+    through the plan's binder (made once per plan)."""
+    if plan.binder is None:
+        plan.binder = Binder(plan.func, symbols=plan.symbols)
+    arrays, env = plan.binder.bind(args, dims)
+    return list(arrays.values()), env
 
 
 def check_inplace(plan: Plan, inplace: Mapping[int, str], args: Mapping[str, Any],

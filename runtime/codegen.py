@@ -10,13 +10,25 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import llvmlite.ir as ir
+import llvmlite.ir as ll
 
-from ir.ops import registry
-from ir.types import DimLike, DType, dim_mul
-from runtime.emit import I1, I32, I64, PTR, Emitter, byte_size, mem_type, reg_type
-from runtime.plan import (DETAIL_WORDS, ERR_ARG_NUMERICS, ERR_DEBUG_BOUNDS, ERR_NUMERICS, Acc, Lazy, Operand, Plan, Reg, View,
-                          buffers_read, contiguous)
+from graphc.ir.ops import registry
+from graphc.ir.types import DimLike, DType, dim_mul
+from graphc.runtime.emit import I1, I32, I64, PTR, Emitter, byte_size, mem_type, reg_type
+from graphc.runtime.plan import (
+    DETAIL_WORDS,
+    ERR_ARG_NUMERICS,
+    ERR_DEBUG_BOUNDS,
+    ERR_NUMERICS,
+    Acc,
+    Lazy,
+    Operand,
+    Plan,
+    Reg,
+    View,
+    buffers_read,
+    contiguous,
+)
 
 ENTRY = "graphc_entry"
 INLINE_LIMIT = 64          # kernels per function beyond which they are not inlined
@@ -28,29 +40,29 @@ class DimEval:
     """Dim polynomials as i64 values, each computed once in a function's entry block (which
     dominates every loop) from the run-time ``dims`` array (one i64 per symbol, sorted)."""
 
-    def __init__(self, entry: ir.Block, dims_ptr: ir.Value, symbols: Sequence[str]):
+    def __init__(self, entry: ll.Block, dims_ptr: ll.Value, symbols: Sequence[str]):
         self.entry = entry
         self.dims_ptr = dims_ptr
         self.symbols = list(symbols)
-        self.cache: dict[Any, ir.Value] = {}
+        self.cache: dict[Any, ll.Value] = {}
 
-    def get(self, d: DimLike) -> ir.Value:
+    def get(self, d: DimLike) -> ll.Value:
         if isinstance(d, int):
-            return ir.Constant(I64, d)
+            return ll.Constant(I64, d)
         if d not in self.cache:
-            eb = ir.IRBuilder(self.entry)
-            total: ir.Value | None = None
+            eb = ll.IRBuilder(self.entry)
+            total: ll.Value | None = None
             for mono, coef in d.terms:
-                term: ir.Value = ir.Constant(I64, coef)
+                term: ll.Value = ll.Constant(I64, coef)
                 for s in mono:
                     term = eb.mul(term, self.sym(eb, s))
                 total = term if total is None else eb.add(total, term)
             self.cache[d] = total
         return self.cache[d]
 
-    def sym(self, eb: ir.IRBuilder, s: str) -> ir.Value:
+    def sym(self, eb: ll.IRBuilder, s: str) -> ll.Value:
         if s not in self.cache:
-            p = eb.gep(self.dims_ptr, [ir.Constant(I64, self.symbols.index(s))],
+            p = eb.gep(self.dims_ptr, [ll.Constant(I64, self.symbols.index(s))],
                        source_etype=I64)
             self.cache[s] = eb.load(p, name=f"dim.{s}", typ=I64)
         return self.cache[s]
@@ -82,8 +94,8 @@ class Kernel:
         self.cg = cg
         self.tag = tag                          # the index its error codes carry
         self.bufs = list(dict.fromkeys(bufs))
-        fnty = ir.FunctionType(I32, [PTR] * (1 + len(self.bufs)))
-        self.fn = ir.Function(cg.module, fnty, name)
+        fnty = ll.FunctionType(I32, [PTR] * (1 + len(self.bufs)))
+        self.fn = ll.Function(cg.module, fnty, name)
         self.fn.linkage = "internal"
         if len(cg.plan.steps) > INLINE_LIMIT:
             # inlined into one driver, thousands of kernels (unrolled loops) make LLVM's
@@ -95,86 +107,86 @@ class Kernel:
                 a.add_attribute("noalias")
         self.entry = self.fn.append_basic_block("entry")
         start = self.fn.append_basic_block("start")
-        self.b = ir.IRBuilder(start)
+        self.b = ll.IRBuilder(start)
         self.em = Emitter(self.b)
-        self.ptrs: dict[int, ir.Value] = {b: a for b, a in zip(self.bufs, self.fn.args[1:])}
+        self.ptrs: dict[int, ll.Value] = {b: a for b, a in zip(self.bufs, self.fn.args[1:])}
         self.dims = DimEval(self.entry, self.fn.args[0], cg.plan.symbols)
-        self.code: ir.Value | None = None      # an error code a kernel body may set
-        self.acc: ir.Value | None = None       # the matmul result an epilogue reads (Acc)
-        self._oob: ir.Value | None = None      # debug build: an access fell outside its buffer
-        self._sink: ir.Value | None = None     # debug build: where such an access goes instead
+        self.code: ll.Value | None = None      # an error code a kernel body may set
+        self.acc: ll.Value | None = None       # the matmul result an epilogue reads (Acc)
+        self._oob: ll.Value | None = None      # debug build: an access fell outside its buffer
+        self._sink: ll.Value | None = None     # debug build: where such an access goes instead
 
-    def dim(self, d: DimLike) -> ir.Value:
+    def dim(self, d: DimLike) -> ll.Value:
         return self.dims.get(d)
 
     def unless_empty(self, shape: Sequence[DimLike]) -> Any:
         """A with-block that runs only when no axis of ``shape`` is 0 (see Emitter)."""
         return self.em.unless_empty([self.dim(d) for d in shape])
 
-    def ptr(self, buf: int) -> ir.Value:
+    def ptr(self, buf: int) -> ll.Value:
         if buf in self.ptrs:
             return self.ptrs[buf]
         return self.cg.const_global(buf)
 
-    def index(self, v: View, idx: Sequence[ir.Value]) -> ir.Value:
+    def index(self, v: View, idx: Sequence[ll.Value]) -> ll.Value:
         """Element index ``offset + sum(idx[k] * strides[k])`` (zero strides cost nothing)."""
         b = self.b
-        acc: ir.Value | None = None if v.offset == 0 else self.dim(v.offset)
+        acc: ll.Value | None = None if v.offset == 0 else self.dim(v.offset)
         for i, s in zip(idx, v.strides):
             if s == 0:
                 continue
             t = i if s == 1 else b.mul(i, self.dim(s))
             acc = t if acc is None else b.add(acc, t)
-        return acc if acc is not None else ir.Constant(I64, 0)
+        return acc if acc is not None else ll.Constant(I64, 0)
 
-    def address(self, buf: int, index: ir.Value, ty: ir.Type) -> ir.Value:
+    def address(self, buf: int, index: ll.Value, ty: ll.Type) -> ll.Value:
         """The address of element ``index`` of ``buf`` seen as an array of ``ty`` (a scalar,
         or a vector for ``ty``'s bytes from there). Every load and store of a buffer goes
         through here; a debug build checks it against the buffer's byte size."""
-        elem = ty.element if isinstance(ty, ir.VectorType) else ty
+        elem = ty.element if isinstance(ty, ll.VectorType) else ty
         if not self.cg.debug:
             return self.b.gep(self.ptr(buf), [index], inbounds=True, source_etype=elem)
         return self._checked(buf, index, ty, elem)
 
-    def load_at(self, buf: int, index: ir.Value, dtype: DType) -> ir.Value:
+    def load_at(self, buf: int, index: ll.Value, dtype: DType) -> ll.Value:
         return self.em.load_at(self.address(buf, index, mem_type(dtype)), dtype)
 
-    def store_at(self, value: ir.Value, buf: int, index: ir.Value, dtype: DType) -> None:
+    def store_at(self, value: ll.Value, buf: int, index: ll.Value, dtype: DType) -> None:
         self.em.store_at(value, self.address(buf, index, mem_type(dtype)), dtype)
 
-    def extent(self, buf: int) -> ir.Value:
+    def extent(self, buf: int) -> ll.Value:
         """``buf``'s size in bytes, as the plan sizes it."""
         bf = self.cg.plan.buffers[buf]
         if bf.kind == "const":
             value = bf.value.attrs["value"]
             n = len(value) if isinstance(value, tuple) else 1
-            return ir.Constant(I64, n * bf.dtype.itemsize)
+            return ll.Constant(I64, n * bf.dtype.itemsize)
         return self.dim(dim_mul(bf.size, bf.dtype.itemsize))
 
-    def _checked(self, buf: int, index: ir.Value, ty: ir.Type, elem: ir.Type) -> ir.Value:
+    def _checked(self, buf: int, index: ll.Value, ty: ll.Type, elem: ll.Type) -> ll.Value:
         """Debug build: an access outside ``buf`` touches a scratch sink instead, and the kernel
         returns ERR_DEBUG_BOUNDS (the first one's buffer and element index as details)."""
         b, em = self.b, self.em
         size, esize = byte_size(ty), byte_size(elem)
-        room = b.sub(self.extent(buf), ir.Constant(I64, size))      # last valid start byte
-        zero = ir.Constant(I64, 0)
+        room = b.sub(self.extent(buf), ll.Constant(I64, size))      # last valid start byte
+        zero = ll.Constant(I64, 0)
         ok = b.and_(b.and_(b.icmp_signed(">=", index, zero), b.icmp_signed(">=", room, zero)),
-                    b.icmp_signed("<=", index, b.sdiv(room, ir.Constant(I64, esize))))
+                    b.icmp_signed("<=", index, b.sdiv(room, ll.Constant(I64, esize))))
         if self._oob is None:
             self._oob = em.alloca_entry(I1, "oob")
-            self._sink = em.alloca_entry(ir.ArrayType(ir.IntType(8), SINK_BYTES), "oob.sink")
+            self._sink = em.alloca_entry(ll.ArrayType(ll.IntType(8), SINK_BYTES), "oob.sink")
             self._sink.align = 64
-            eb = ir.IRBuilder(self.entry)
-            eb.store(ir.Constant(I1, 0), self._oob)
+            eb = ll.IRBuilder(self.entry)
+            eb.store(ll.Constant(I1, 0), self._oob)
         first = b.and_(em.not_(ok), em.not_(b.load(self._oob, typ=I1)))
         with b.if_then(first, likely=False):
-            b.store(ir.Constant(I1, 1), self._oob)
-            self.detail(index, ir.Constant(I64, buf), self.extent(buf), ir.Constant(I64, size))
+            b.store(ll.Constant(I1, 1), self._oob)
+            self.detail(index, ll.Constant(I64, buf), self.extent(buf), ll.Constant(I64, size))
         p = b.gep(self.ptr(buf), [b.select(ok, index, zero)], source_etype=elem)
         sink = self._sink if self._sink.type == p.type else b.bitcast(self._sink, p.type)
         return b.select(ok, p, sink)
 
-    def flag(self, slot: ir.Value, bad: ir.Value, *words: ir.Value) -> None:
+    def flag(self, slot: ll.Value, bad: ll.Value, *words: ll.Value) -> None:
         """OR ``bad`` into the i1 ``slot``; the first time it is set, describe it (``detail``)."""
         b = self.b
         prev = b.load(slot, typ=I1)
@@ -183,22 +195,22 @@ class Kernel:
                 self.detail(*words)
         b.store(b.or_(prev, bad), slot)
 
-    def flat(self, shape: Sequence[DimLike], idx: Sequence[ir.Value]) -> ir.Value:
+    def flat(self, shape: Sequence[DimLike], idx: Sequence[ll.Value]) -> ll.Value:
         """The row-major position of ``idx`` in an array of ``shape``."""
         return self.index(contiguous(0, DType.i64, tuple(shape)), idx)
 
-    def detail(self, *words: ir.Value) -> None:
+    def detail(self, *words: ll.Value) -> None:
         """Write up to DETAIL_WORDS i64 words about an error after the run-time dims (only in
         a build whose caller allocates them there: ``Codegen.details``)."""
         if not self.cg.details:
             return
         base = len(self.cg.plan.symbols)
         for j, w in enumerate(words[:DETAIL_WORDS]):
-            p = self.b.gep(self.fn.args[0], [ir.Constant(I64, base + j)], source_etype=I64)
+            p = self.b.gep(self.fn.args[0], [ll.Constant(I64, base + j)], source_etype=I64)
             self.b.store(self.b.sext(w, I64) if w.type.width < 64 else w, p)
 
-    def load(self, op: Operand, idx: Sequence[ir.Value],
-             memo: dict[int, ir.Value] | None = None) -> ir.Value:
+    def load(self, op: Operand, idx: Sequence[ll.Value],
+             memo: dict[int, ll.Value] | None = None) -> ll.Value:
         """``op`` at ``idx``; a subtree shared within ``op`` is emitted once (``memo``)."""
         if isinstance(op, View):
             return self.load_at(op.buf, self.index(op, idx), op.dtype)
@@ -216,26 +228,26 @@ class Kernel:
                 memo[id(op)] = lower_elementwise(self.em, op.value, xs)
         return memo[id(op)]
 
-    def store(self, value: ir.Value, out: View, idx: Sequence[ir.Value]) -> None:
+    def store(self, value: ll.Value, out: View, idx: Sequence[ll.Value]) -> None:
         self.store_at(value, out.buf, self.index(out, idx), out.dtype)
 
-    def finish(self, code: ir.Value | None = None) -> None:
-        code = code if code is not None else ir.Constant(I32, 0)
+    def finish(self, code: ll.Value | None = None) -> None:
+        code = code if code is not None else ll.Constant(I32, 0)
         if self._oob is not None:           # a bad access outranks what it may have caused
             code = self.b.select(self.b.load(self._oob, typ=I1),
-                                 ir.Constant(I32, (ERR_DEBUG_BOUNDS << 24) | self.tag), code)
+                                 ll.Constant(I32, (ERR_DEBUG_BOUNDS << 24) | self.tag), code)
         self.b.ret(code)
-        ir.IRBuilder(self.entry).branch(self.fn.blocks[1])
+        ll.IRBuilder(self.entry).branch(self.fn.blocks[1])
 
 
-def lower_elementwise(em: Emitter, v: Any, xs: list[ir.Value]) -> ir.Value:
+def lower_elementwise(em: Emitter, v: Any, xs: list[ll.Value]) -> ll.Value:
     opdef = registry.get(v.op)
     return opdef.lower(em, *xs, **v.attrs.as_dict())
 
 
 def coalesce(shape: Sequence[DimLike], views: list[View]) -> tuple[list[DimLike], list[View]]:
     """Merge neighbouring axes that every view walks as one (fewer, longer loops vectorise)."""
-    from ir.types import dim_mul
+    from graphc.ir.types import dim_mul
     keep = [k for k, d in enumerate(shape) if d != 1]
     groups: list[list[int]] = []
     for k in keep:
@@ -244,7 +256,7 @@ def coalesce(shape: Sequence[DimLike], views: list[View]) -> tuple[list[DimLike]
             groups[-1].append(k)
         else:
             groups.append([k])
-    from ir.types import dim_prod
+    from graphc.ir.types import dim_prod
     new_shape = [dim_prod(tuple(shape[k] for k in g)) for g in groups]
     out = [View(v.buf, v.dtype, tuple(new_shape), tuple(v.strides[g[-1]] for g in groups),
                 v.offset) for v in views]
@@ -306,10 +318,10 @@ class Codegen:
         self.check = check_numerics
         self.debug = debug
         self.details = details
-        self.module = ir.Module(name=plan.func.name)
-        self._consts: dict[int, ir.GlobalVariable] = {}
+        self.module = ll.Module(name=plan.func.name)
+        self._consts: dict[int, ll.GlobalVariable] = {}
 
-    def const_global(self, buf: int) -> ir.GlobalVariable:
+    def const_global(self, buf: int) -> ll.GlobalVariable:
         if buf not in self._consts:
             b = self.plan.buffers[buf]
             value = b.value.attrs["value"]
@@ -317,11 +329,11 @@ class Codegen:
             mt = mem_type(b.dtype)
             conv = (lambda x: int(bool(x))) if b.dtype is DType.bool else \
                 (float if b.dtype.is_float else int)
-            ty = ir.ArrayType(mt, len(vals))
-            g = ir.GlobalVariable(self.module, ty, f"const{buf}")
+            ty = ll.ArrayType(mt, len(vals))
+            g = ll.GlobalVariable(self.module, ty, f"const{buf}")
             g.global_constant = True
             g.linkage = "internal"
-            g.initializer = ir.Constant(ty, [ir.Constant(mt, conv(x)) for x in vals])
+            g.initializer = ll.Constant(ty, [ll.Constant(mt, conv(x)) for x in vals])
             self._consts[buf] = g
         return self._consts[buf]
 
@@ -329,8 +341,8 @@ class Codegen:
         bufs = [out] + [b for a in args for b in buffers_read(a)]
         return [b for b in dict.fromkeys(bufs) if self.plan.buffers[b].kind != "const"]
 
-    def build(self) -> ir.Module:
-        from runtime import kernels
+    def build(self) -> ll.Module:
+        from graphc.runtime import kernels
         names = []
         for s in self.plan.steps:
             k = Kernel(self, f"k{s.index}.{s.value.op}", self.kernel_bufs(s.out.buf, s.args),
@@ -341,7 +353,7 @@ class Codegen:
                 num = self.numerics(k, s.out, (ERR_NUMERICS << 24) | s.index)
                 if num is not None:
                     code = num if code is None else k.b.select(
-                        k.b.icmp_signed("!=", code, ir.Constant(I32, 0)), code, num)
+                        k.b.icmp_signed("!=", code, ll.Constant(I32, 0)), code, num)
             k.finish(code)
             names.append(k)
         copies = []
@@ -365,7 +377,7 @@ class Codegen:
                     k.finish(self.numerics(k, contiguous(b, buf.dtype, buf.value.shape),
                                            (ERR_ARG_NUMERICS << 24) | buf.index))
                     arg_checks.append(k)
-        from runtime.driver import emit_driver
+        from graphc.runtime.driver import emit_driver
         emit_driver(self, names, copies, arg_checks)
         return self.module
 
@@ -376,27 +388,27 @@ class Codegen:
     def result_shape(self, r: int) -> tuple[DimLike, ...]:
         return self.plan.func.results[r].shape
 
-    def numerics(self, k: Kernel, out: View, code: int) -> ir.Value | None:
+    def numerics(self, k: Kernel, out: View, code: int) -> ll.Value | None:
         """OR of ``not isfinite`` over a float output; returns ``code`` if any."""
         if not out.dtype.is_float:
             return None
         em = k.em
         flag = em.alloca_entry(I1, "bad")
-        k.b.store(ir.Constant(I1, 0), flag)
+        k.b.store(ll.Constant(I1, 0), flag)
         n = k.dim(_size(out.shape))
         with em.loop(n, "chk") as i:
             x = k.load_at(out.buf, i, out.dtype)
             k.b.store(k.b.or_(k.b.load(flag, typ=I1), em.not_(em.isfinite(x))), flag)
-        return k.b.select(k.b.load(flag, typ=I1), ir.Constant(I32, code), ir.Constant(I32, 0))
+        return k.b.select(k.b.load(flag, typ=I1), ll.Constant(I32, code), ll.Constant(I32, 0))
 
 
 def _size(shape: Sequence[DimLike]) -> DimLike:
-    from ir.types import dim_prod
+    from graphc.ir.types import dim_prod
     return dim_prod(tuple(shape))
 
 
 def build_module(plan: Plan, check_numerics: bool = False, debug: bool = False,
-                 details: bool = False) -> ir.Module:
+                 details: bool = False) -> ll.Module:
     """The LLVM module of ``plan``; see Codegen for ``debug`` and ``details``."""
     return Codegen(plan, check_numerics, debug, details).build()
 

@@ -5,31 +5,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-import llvmlite.ir as ir
+import llvmlite.ir as ll
 
-from ir.types import dim_mul
-from runtime.emit import I1, I32, I64, PTR, Emitter
-from runtime.plan import ERR_BOUNDS
+from graphc.ir.types import dim_mul
+from graphc.runtime.emit import I1, I32, I64, PTR, Emitter
+from graphc.runtime.plan import ERR_BOUNDS
 
 if TYPE_CHECKING:
-    from runtime.codegen import Codegen, Kernel
+    from graphc.runtime.codegen import Codegen, Kernel
 
 def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | None],
-                arg_checks: Sequence[Kernel]) -> ir.Function:
-    from runtime.codegen import ENTRY, DimEval
+                arg_checks: Sequence[Kernel]) -> ll.Function:
+    from graphc.runtime.codegen import ENTRY, DimEval
     plan = cg.plan
-    fn = ir.Function(cg.module, ir.FunctionType(I32, [PTR]), ENTRY)
+    fn = ll.Function(cg.module, ll.FunctionType(I32, [PTR]), ENTRY)
     entry = fn.append_basic_block("entry")
     start = fn.append_basic_block("start")
-    b = ir.IRBuilder(start)
+    b = ll.IRBuilder(start)
     em = Emitter(b)
     block = fn.args[0]
     n_params = len(plan.func.params)
     n_results = len(plan.func.results)
 
-    def arg(k: int, ty: ir.Type = PTR) -> ir.Value:
-        eb = ir.IRBuilder(entry)
-        return eb.load(eb.gep(block, [ir.Constant(I64, k)], source_etype=PTR), typ=ty)
+    def arg(k: int, ty: ll.Type = PTR) -> ll.Value:
+        eb = ll.IRBuilder(entry)
+        return eb.load(eb.gep(block, [ll.Constant(I64, k)], source_etype=PTR), typ=ty)
 
     params = [arg(k) for k in range(n_params)]
     outs = [arg(n_params + r) for r in range(n_results)]
@@ -37,7 +37,7 @@ def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | 
     direct = arg(n_params + n_results + 1)     # one byte per result: written in place?
     ws = arg(n_params + n_results + 2)
 
-    def fail_if(bad: ir.Value, code: ir.Value) -> None:
+    def fail_if(bad: ll.Value, code: ll.Value) -> None:
         err = fn.append_basic_block("fail")
         ok = fn.append_basic_block("ok")
         b.cbranch(bad, err, ok)
@@ -50,32 +50,32 @@ def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | 
         bad = b.icmp_signed("<", x, dims.get(c.lo))
         if c.hi is not None:
             bad = b.or_(bad, b.icmp_signed(">", x, dims.get(c.hi)))
-        fail_if(bad, ir.Constant(I32, (ERR_BOUNDS << 24) | ci))
+        fail_if(bad, ll.Constant(I32, (ERR_BOUNDS << 24) | ci))
 
-    def nbytes(buf: int) -> ir.Value:
+    def nbytes(buf: int) -> ll.Value:
         bf = plan.buffers[buf]
         return dims.get(dim_mul(bf.size, bf.dtype.itemsize))
 
-    def bit(r: int) -> ir.Value:
-        flag = b.load(b.gep(direct, [ir.Constant(I64, r)], source_etype=ir.IntType(8)),
-                      typ=ir.IntType(8))
-        return b.icmp_unsigned("!=", flag, ir.Constant(ir.IntType(8), 0))
+    def bit(r: int) -> ll.Value:
+        flag = b.load(b.gep(direct, [ll.Constant(I64, r)], source_etype=ll.IntType(8)),
+                      typ=ll.IntType(8))
+        return b.icmp_unsigned("!=", flag, ll.Constant(ll.IntType(8), 0))
 
-    ptrs: dict[int, ir.Value] = {}
+    ptrs: dict[int, ll.Value] = {}
     for bi, bf in enumerate(plan.buffers):
         if bf.kind == "param":
             ptrs[bi] = params[bf.index]
         elif bf.kind == "output":
             ptrs[bi] = outs[bf.index]
         elif bf.kind == "slot":
-            ptrs[bi] = b.gep(ws, [dims.get(plan.offsets[bi])], source_etype=ir.IntType(8))
+            ptrs[bi] = b.gep(ws, [dims.get(plan.offsets[bi])], source_etype=ll.IntType(8))
         elif bf.kind == "result":
-            p = b.gep(ws, [dims.get(plan.stage[bi])], source_etype=ir.IntType(8))
+            p = b.gep(ws, [dims.get(plan.stage[bi])], source_etype=ll.IntType(8))
             ptrs[bi] = b.select(bit(bf.index), outs[bf.index], p)
 
     def run(k: Kernel) -> None:
         rc = b.call(k.fn, [dims.dims_ptr] + [ptrs[x] for x in k.bufs])
-        fail_if(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), rc)
+        fail_if(b.icmp_signed("!=", rc, ll.Constant(I32, 0)), rc)
 
     for k in list(arg_checks) + list(steps):
         run(k)
@@ -86,8 +86,8 @@ def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | 
     for r, ((src, own), k) in enumerate(zip(plan.results, copies)):
         if k is None:
             with b.if_then(b.not_(bit(r))):
-                em.intrinsic("memcpy", [outs[r], ptrs[own], nbytes(own), ir.Constant(I1, 0)],
-                             ret=ir.VoidType(), over=[PTR, PTR, I64])
-    b.ret(ir.Constant(I32, 0))
-    ir.IRBuilder(entry).branch(start)
+                em.intrinsic("memcpy", [outs[r], ptrs[own], nbytes(own), ll.Constant(I1, 0)],
+                             ret=ll.VoidType(), over=[PTR, PTR, I64])
+    b.ret(ll.Constant(I32, 0))
+    ll.IRBuilder(entry).branch(start)
     return fn

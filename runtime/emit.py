@@ -6,49 +6,49 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Sequence
 
-import llvmlite.ir as ir
+import llvmlite.ir as ll
 
-from ir.types import DType
+from graphc.ir.types import DType
 
-I1 = ir.IntType(1)
-I8 = ir.IntType(8)
-I32 = ir.IntType(32)
-I64 = ir.IntType(64)
-F32 = ir.FloatType()
-F64 = ir.DoubleType()
-PTR = ir.PointerType()
+I1 = ll.IntType(1)
+I8 = ll.IntType(8)
+I32 = ll.IntType(32)
+I64 = ll.IntType(64)
+F32 = ll.FloatType()
+F64 = ll.DoubleType()
+PTR = ll.PointerType()
 
 _REG = {DType.f32: F32, DType.f64: F64, DType.i32: I32, DType.i64: I64, DType.bool: I1}
 _MEM = {**_REG, DType.bool: I8}
 _FLT_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}
 
 
-def reg_type(dtype: DType) -> ir.Type:
+def reg_type(dtype: DType) -> ll.Type:
     """The type a value of ``dtype`` has in registers (bool is i1)."""
     return _REG[dtype]
 
 
-def mem_type(dtype: DType) -> ir.Type:
+def mem_type(dtype: DType) -> ll.Type:
     """The type a value of ``dtype`` has in memory (bool is one byte, as in NumPy)."""
     return _MEM[dtype]
 
 
-def scalar_of(t: ir.Type) -> ir.Type:
-    return t.element if isinstance(t, ir.VectorType) else t
+def scalar_of(t: ll.Type) -> ll.Type:
+    return t.element if isinstance(t, ll.VectorType) else t
 
 
-def is_float(t: ir.Type) -> bool:
-    return isinstance(scalar_of(t), (ir.FloatType, ir.DoubleType))
+def is_float(t: ll.Type) -> bool:
+    return isinstance(scalar_of(t), (ll.FloatType, ll.DoubleType))
 
 
-def _mangle(t: ir.Type) -> str:
-    if isinstance(t, ir.PointerType):
+def _mangle(t: ll.Type) -> str:
+    if isinstance(t, ll.PointerType):
         return "p0"
-    if isinstance(t, ir.VectorType):
+    if isinstance(t, ll.VectorType):
         return f"v{t.count}{_mangle(t.element)}"
-    if isinstance(t, ir.FloatType):
+    if isinstance(t, ll.FloatType):
         return "f32"
-    if isinstance(t, ir.DoubleType):
+    if isinstance(t, ll.DoubleType):
         return "f64"
     return f"i{t.width}"
 
@@ -56,9 +56,9 @@ def _mangle(t: ir.Type) -> str:
 class Emitter:
     """Builds code at the builder's position. Values are plain llvmlite values."""
 
-    def __init__(self, builder: ir.IRBuilder):
+    def __init__(self, builder: ll.IRBuilder):
         self.b = builder
-        self.module: ir.Module = builder.module
+        self.module: ll.Module = builder.module
         self._n = 0
 
     # -- structure -------------------------------------------------------------------------
@@ -66,19 +66,19 @@ class Emitter:
         self._n += 1
         return f"{name}{self._n}"
 
-    def intrinsic(self, name: str, args: Sequence[ir.Value], ret: ir.Type | None = None,
-                  over: Sequence[ir.Type] | None = None) -> ir.Value:
+    def intrinsic(self, name: str, args: Sequence[ll.Value], ret: ll.Type | None = None,
+                  over: Sequence[ll.Type] | None = None) -> ll.Value:
         """Call ``llvm.<name>`` mangled on the types in ``over`` (default: the first arg's)."""
         over = list(over) if over is not None else [args[0].type]
         full = "llvm." + name + "".join("." + _mangle(t) for t in over)
         fn = self.module.globals.get(full)
         if fn is None:
-            fnty = ir.FunctionType(ret if ret is not None else args[0].type,
+            fnty = ll.FunctionType(ret if ret is not None else args[0].type,
                                    [a.type for a in args])
-            fn = ir.Function(self.module, fnty, full)
+            fn = ll.Function(self.module, fnty, full)
         return self.b.call(fn, list(args))
 
-    def alloca_entry(self, ty: ir.Type, name: str = "") -> ir.Value:
+    def alloca_entry(self, ty: ll.Type, name: str = "") -> ll.Value:
         """An alloca in the function's entry block, so mem2reg promotes it."""
         b = self.b
         here = b.block
@@ -91,8 +91,8 @@ class Emitter:
         return slot
 
     @contextlib.contextmanager
-    def loop(self, n: ir.Value, name: str = "i", start: ir.Value | None = None
-             ) -> Iterator[ir.Value]:
+    def loop(self, n: ll.Value, name: str = "i", start: ll.Value | None = None
+             ) -> Iterator[ll.Value]:
         """``for i in range(start, n)``; the body is the with-block. ``n`` is an i64."""
         b = self.b
         tag = self.fresh(name)
@@ -103,17 +103,17 @@ class Emitter:
         b.branch(head)
         b.position_at_end(head)
         i = b.phi(I64, name=tag)
-        i.add_incoming(start if start is not None else ir.Constant(I64, 0), pre)
+        i.add_incoming(start if start is not None else ll.Constant(I64, 0), pre)
         b.cbranch(b.icmp_signed("<", i, n), body, end)
         b.position_at_end(body)
         yield i
-        nxt = b.add(i, ir.Constant(I64, 1), name=f"{tag}.next", flags=("nsw",))
+        nxt = b.add(i, ll.Constant(I64, 1), name=f"{tag}.next", flags=("nsw",))
         i.add_incoming(nxt, b.block)
         b.branch(head)
         b.position_at_end(end)
 
     @contextlib.contextmanager
-    def loop_nest(self, shape: Sequence[ir.Value], name: str = "i") -> Iterator[list[ir.Value]]:
+    def loop_nest(self, shape: Sequence[ll.Value], name: str = "i") -> Iterator[list[ll.Value]]:
         """Nested loops over ``shape`` (outermost first); yields the index list. Nothing runs
         when any extent is 0, however large the others."""
         with contextlib.ExitStack() as stack:
@@ -123,11 +123,11 @@ class Emitter:
             yield idx
 
     @contextlib.contextmanager
-    def unless_empty(self, extents: Sequence[ir.Value]) -> Iterator[None]:
+    def unless_empty(self, extents: Sequence[ll.Value]) -> Iterator[None]:
         """Run the with-block only when every extent is positive: an outer loop over 2**60 rows
         of nothing ([2**60, 0], which holds no bytes) would never end, where NumPy returns."""
-        tests = [self.b.icmp_signed(">", n, ir.Constant(n.type, 0)) for n in extents
-                 if not (isinstance(n, ir.Constant) and n.constant > 0)]
+        tests = [self.b.icmp_signed(">", n, ll.Constant(n.type, 0)) for n in extents
+                 if not (isinstance(n, ll.Constant) and n.constant > 0)]
         if not tests:
             yield
             return
@@ -138,41 +138,41 @@ class Emitter:
             yield
 
     @contextlib.contextmanager
-    def if_(self, cond: ir.Value) -> Iterator[None]:
+    def if_(self, cond: ll.Value) -> Iterator[None]:
         with self.b.if_then(cond):
             yield
 
-    def i64(self, v: int) -> ir.Constant:
-        return ir.Constant(I64, v)
+    def i64(self, v: int) -> ll.Constant:
+        return ll.Constant(I64, v)
 
     # -- constants and generic helpers ---------------------------------------------------------
-    def const(self, value: Any, like: ir.Value | ir.Type) -> ir.Value:
-        t = like if isinstance(like, ir.Type) else like.type
+    def const(self, value: Any, like: ll.Value | ll.Type) -> ll.Value:
+        t = like if isinstance(like, ll.Type) else like.type
         s = scalar_of(t)
         if is_float(s):
-            c = ir.Constant(s, float(value))
+            c = ll.Constant(s, float(value))
         elif s.width == 1:
-            c = ir.Constant(s, int(bool(value)))
+            c = ll.Constant(s, int(bool(value)))
         else:
-            c = ir.Constant(s, int(value))
-        if isinstance(t, ir.VectorType):
-            return ir.Constant(t, [c] * t.count)
+            c = ll.Constant(s, int(value))
+        if isinstance(t, ll.VectorType):
+            return ll.Constant(t, [c] * t.count)
         return c
 
-    def _fl(self, a: ir.Value) -> bool:
+    def _fl(self, a: ll.Value) -> bool:
         return is_float(a.type)
 
     # -- arithmetic ------------------------------------------------------------------------------
-    def add(self, a: ir.Value, b: ir.Value) -> ir.Value:
+    def add(self, a: ll.Value, b: ll.Value) -> ll.Value:
         return self.b.fadd(a, b) if self._fl(a) else self.b.add(a, b)
 
-    def sub(self, a: ir.Value, b: ir.Value) -> ir.Value:
+    def sub(self, a: ll.Value, b: ll.Value) -> ll.Value:
         return self.b.fsub(a, b) if self._fl(a) else self.b.sub(a, b)
 
-    def mul(self, a: ir.Value, b: ir.Value) -> ir.Value:
+    def mul(self, a: ll.Value, b: ll.Value) -> ll.Value:
         return self.b.fmul(a, b) if self._fl(a) else self.b.mul(a, b)
 
-    def div(self, a: ir.Value, b: ir.Value) -> ir.Value:
+    def div(self, a: ll.Value, b: ll.Value) -> ll.Value:
         if self._fl(a):
             return self.b.fdiv(a, b)
         # integers: C division with the two undefined cases (x/0, MIN/-1) made total (-> 0)
@@ -184,87 +184,87 @@ class Emitter:
         q = self.b.sdiv(a, self.select(bad, one, b))
         return self.select(bad, zero, q)
 
-    def fma(self, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
+    def fma(self, a: ll.Value, b: ll.Value, c: ll.Value) -> ll.Value:
         return self.intrinsic("fma", [a, b, c])
 
-    def neg(self, a: ir.Value) -> ir.Value:
+    def neg(self, a: ll.Value) -> ll.Value:
         return self.b.fneg(a) if self._fl(a) else self.b.sub(self.const(0, a), a)
 
-    def abs(self, a: ir.Value) -> ir.Value:
+    def abs(self, a: ll.Value) -> ll.Value:
         if self._fl(a):
             return self.intrinsic("fabs", [a])
         return self.select(self.b.icmp_signed("<", a, self.const(0, a)), self.neg(a), a)
 
-    def maximum(self, a: ir.Value, b: ir.Value) -> ir.Value:
+    def maximum(self, a: ll.Value, b: ll.Value) -> ll.Value:
         if not self._fl(a):
             return self.select(self.b.icmp_signed(">", a, b), a, b)
         # NumPy: a NaN in either operand gives NaN
         return self.select(self.or_(self.gt(a, b), self.isnan(a)), a, b)
 
-    def minimum(self, a: ir.Value, b: ir.Value) -> ir.Value:
+    def minimum(self, a: ll.Value, b: ll.Value) -> ll.Value:
         if not self._fl(a):
             return self.select(self.b.icmp_signed("<", a, b), a, b)
         return self.select(self.or_(self.lt(a, b), self.isnan(a)), a, b)
 
-    def sqrt(self, a: ir.Value) -> ir.Value:
+    def sqrt(self, a: ll.Value) -> ll.Value:
         return self.intrinsic("sqrt", [self._as_float(a)])
 
-    def rint(self, a: ir.Value) -> ir.Value:
+    def rint(self, a: ll.Value) -> ll.Value:
         return self.intrinsic("rint", [a])
 
-    def floor(self, a: ir.Value) -> ir.Value:
+    def floor(self, a: ll.Value) -> ll.Value:
         return self.intrinsic("floor", [a])
 
-    def copysign(self, mag: ir.Value, sign: ir.Value) -> ir.Value:
+    def copysign(self, mag: ll.Value, sign: ll.Value) -> ll.Value:
         return self.intrinsic("copysign", [mag, sign])
 
-    def maxnum(self, a: ir.Value, b: ir.Value) -> ir.Value:
+    def maxnum(self, a: ll.Value, b: ll.Value) -> ll.Value:
         """IEEE maxNum: a NaN operand yields the other one (used for poison-free clamps)."""
         return self.intrinsic("maxnum", [a, b])
 
-    def minnum(self, a: ir.Value, b: ir.Value) -> ir.Value:
+    def minnum(self, a: ll.Value, b: ll.Value) -> ll.Value:
         return self.intrinsic("minnum", [a, b])
 
-    def _as_float(self, a: ir.Value) -> ir.Value:
+    def _as_float(self, a: ll.Value) -> ll.Value:
         return a if self._fl(a) else self.cast(a, DType.f64)
 
     # -- transcendentals (inline polynomials; see runtime.vmath) ----------------------------------
-    def exp(self, a: ir.Value) -> ir.Value:
-        from runtime import vmath
+    def exp(self, a: ll.Value) -> ll.Value:
+        from graphc.runtime import vmath
         return vmath.exp(self, self._as_float(a))
 
-    def expm1(self, a: ir.Value) -> ir.Value:
-        from runtime import vmath
+    def expm1(self, a: ll.Value) -> ll.Value:
+        from graphc.runtime import vmath
         return vmath.expm1(self, self._as_float(a))
 
-    def log(self, a: ir.Value) -> ir.Value:
-        from runtime import vmath
+    def log(self, a: ll.Value) -> ll.Value:
+        from graphc.runtime import vmath
         return vmath.log(self, self._as_float(a))
 
-    def log1p(self, a: ir.Value) -> ir.Value:
-        from runtime import vmath
+    def log1p(self, a: ll.Value) -> ll.Value:
+        from graphc.runtime import vmath
         return vmath.log1p(self, self._as_float(a))
 
-    def tanh(self, a: ir.Value) -> ir.Value:
-        from runtime import vmath
+    def tanh(self, a: ll.Value) -> ll.Value:
+        from graphc.runtime import vmath
         return vmath.tanh(self, self._as_float(a))
 
-    def sin(self, a: ir.Value) -> ir.Value:
-        from runtime import vmath
+    def sin(self, a: ll.Value) -> ll.Value:
+        from graphc.runtime import vmath
         return vmath.sincos(self, self._as_float(a), 0)
 
-    def cos(self, a: ir.Value) -> ir.Value:
-        from runtime import vmath
+    def cos(self, a: ll.Value) -> ll.Value:
+        from graphc.runtime import vmath
         return vmath.sincos(self, self._as_float(a), 1)
 
-    def pow(self, a: ir.Value, b: ir.Value) -> ir.Value:
-        from runtime import vmath
+    def pow(self, a: ll.Value, b: ll.Value) -> ll.Value:
+        from graphc.runtime import vmath
         if self._fl(a):
             return vmath.pow(self, a, b)
         return vmath.ipow(self, a, b)
 
     # -- comparisons and logic (results are i1) -----------------------------------------------
-    def _cmp(self, op: str, a: ir.Value, b: ir.Value) -> ir.Value:
+    def _cmp(self, op: str, a: ll.Value, b: ll.Value) -> ll.Value:
         if self._fl(a):
             if op == "ne":
                 return self.b.fcmp_unordered("!=", a, b)   # NaN != NaN is true, as in NumPy
@@ -274,43 +274,43 @@ class Emitter:
             return self.b.icmp_unsigned(sym, a, b)
         return self.b.icmp_signed(sym, a, b)
 
-    def lt(self, a: ir.Value, b: ir.Value) -> ir.Value: return self._cmp("lt", a, b)
-    def le(self, a: ir.Value, b: ir.Value) -> ir.Value: return self._cmp("le", a, b)
-    def gt(self, a: ir.Value, b: ir.Value) -> ir.Value: return self._cmp("gt", a, b)
-    def ge(self, a: ir.Value, b: ir.Value) -> ir.Value: return self._cmp("ge", a, b)
-    def eq(self, a: ir.Value, b: ir.Value) -> ir.Value: return self._cmp("eq", a, b)
-    def ne(self, a: ir.Value, b: ir.Value) -> ir.Value: return self._cmp("ne", a, b)
+    def lt(self, a: ll.Value, b: ll.Value) -> ll.Value: return self._cmp("lt", a, b)
+    def le(self, a: ll.Value, b: ll.Value) -> ll.Value: return self._cmp("le", a, b)
+    def gt(self, a: ll.Value, b: ll.Value) -> ll.Value: return self._cmp("gt", a, b)
+    def ge(self, a: ll.Value, b: ll.Value) -> ll.Value: return self._cmp("ge", a, b)
+    def eq(self, a: ll.Value, b: ll.Value) -> ll.Value: return self._cmp("eq", a, b)
+    def ne(self, a: ll.Value, b: ll.Value) -> ll.Value: return self._cmp("ne", a, b)
 
-    def select(self, c: ir.Value, a: ir.Value, b: ir.Value) -> ir.Value:
+    def select(self, c: ll.Value, a: ll.Value, b: ll.Value) -> ll.Value:
         return self.b.select(c, a, b)
 
-    def and_(self, a: ir.Value, b: ir.Value) -> ir.Value:
+    def and_(self, a: ll.Value, b: ll.Value) -> ll.Value:
         return self.b.and_(a, b)
 
-    def or_(self, a: ir.Value, b: ir.Value) -> ir.Value:
+    def or_(self, a: ll.Value, b: ll.Value) -> ll.Value:
         return self.b.or_(a, b)
 
-    def not_(self, a: ir.Value) -> ir.Value:
+    def not_(self, a: ll.Value) -> ll.Value:
         return self.b.xor(a, self.const(1, a))
 
-    def isnan(self, a: ir.Value) -> ir.Value:
+    def isnan(self, a: ll.Value) -> ll.Value:
         if not self._fl(a):
-            return self.const(0, ir.VectorType(I1, a.type.count)
-                              if isinstance(a.type, ir.VectorType) else I1)
+            return self.const(0, ll.VectorType(I1, a.type.count)
+                              if isinstance(a.type, ll.VectorType) else I1)
         return self.b.fcmp_unordered("uno", a, a)
 
-    def isfinite(self, a: ir.Value) -> ir.Value:
+    def isfinite(self, a: ll.Value) -> ll.Value:
         if not self._fl(a):
-            return self.const(1, ir.VectorType(I1, a.type.count)
-                              if isinstance(a.type, ir.VectorType) else I1)
+            return self.const(1, ll.VectorType(I1, a.type.count)
+                              if isinstance(a.type, ll.VectorType) else I1)
         return self.b.fcmp_ordered("<", self.abs(a), self.const(float("inf"), a))
 
     # -- conversions -----------------------------------------------------------------------------
-    def cast(self, a: ir.Value, dtype: DType) -> ir.Value:
+    def cast(self, a: ll.Value, dtype: DType) -> ll.Value:
         """NumPy ``astype`` semantics, made total: float -> int saturates (NaN -> 0)."""
         dst = reg_type(dtype)
-        if isinstance(a.type, ir.VectorType):
-            dst = ir.VectorType(dst, a.type.count)
+        if isinstance(a.type, ll.VectorType):
+            dst = ll.VectorType(dst, a.type.count)
         src = a.type
         if src == dst:
             return a
@@ -320,7 +320,7 @@ class Emitter:
         if dwidth == 1:
             return self.ne(a, self.const(0, a))
         if sf and df:
-            return b.fpext(a, dst) if isinstance(scalar_of(dst), ir.DoubleType) \
+            return b.fpext(a, dst) if isinstance(scalar_of(dst), ll.DoubleType) \
                 else b.fptrunc(a, dst)
         if sf:
             return self.cast_raw_fptosi(a, dst)
@@ -331,42 +331,42 @@ class Emitter:
             return b.zext(a, dst)
         return b.sext(a, dst) if dwidth > swidth else b.trunc(a, dst)
 
-    def widen(self, a: ir.Value) -> ir.Value:
+    def widen(self, a: ll.Value) -> ll.Value:
         """``a`` as f64 (scalar or vector): extra precision for an ill-conditioned formula."""
-        t = ir.VectorType(F64, a.type.count) if isinstance(a.type, ir.VectorType) else F64
+        t = ll.VectorType(F64, a.type.count) if isinstance(a.type, ll.VectorType) else F64
         return a if a.type == t else self.b.fpext(a, t)
 
-    def narrow(self, a: ir.Value, like: ir.Value) -> ir.Value:
+    def narrow(self, a: ll.Value, like: ll.Value) -> ll.Value:
         """A ``widen``-ed value back to ``like``'s type."""
         return a if a.type == like.type else self.b.fptrunc(a, like.type)
 
-    def cast_raw_fptosi(self, a: ir.Value, ty: ir.Type) -> ir.Value:
+    def cast_raw_fptosi(self, a: ll.Value, ty: ll.Type) -> ll.Value:
         """Float to integer type ``ty``, saturating (no poison for NaN or out-of-range)."""
         return self.intrinsic("fptosi.sat", [a], ret=ty, over=[ty, a.type])
 
-    def bitcast(self, a: ir.Value, ty: ir.Type) -> ir.Value:
+    def bitcast(self, a: ll.Value, ty: ll.Type) -> ll.Value:
         return self.b.bitcast(a, ty)
 
     # -- memory ------------------------------------------------------------------------------------
     # addresses of buffer elements come from Kernel.address, which a debug build checks
-    def load_at(self, p: ir.Value, dtype: DType, name: str = "") -> ir.Value:
+    def load_at(self, p: ll.Value, dtype: DType, name: str = "") -> ll.Value:
         """The ``dtype`` element at address ``p``, as a register value (bool -> i1)."""
         mt = mem_type(dtype)
         v = self.b.load(p, name=name, typ=mt)
         return self.b.trunc(v, I1) if dtype is DType.bool else v
 
-    def store_at(self, value: ir.Value, p: ir.Value, dtype: DType) -> None:
+    def store_at(self, value: ll.Value, p: ll.Value, dtype: DType) -> None:
         if dtype is DType.bool:
             value = self.b.zext(value, I8)
         self.b.store(value, p)
 
 
-def byte_size(t: ir.Type) -> int:
+def byte_size(t: ll.Type) -> int:
     """Bytes of a scalar or vector type in memory."""
-    if isinstance(t, ir.VectorType):
+    if isinstance(t, ll.VectorType):
         return t.count * byte_size(t.element)
-    if isinstance(t, ir.DoubleType):
+    if isinstance(t, ll.DoubleType):
         return 8
-    if isinstance(t, ir.FloatType):
+    if isinstance(t, ll.FloatType):
         return 4
     return max(1, t.width // 8)

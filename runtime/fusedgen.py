@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-import llvmlite.ir as ir
+import llvmlite.ir as ll
 
-from ir.core import Value
-from ir.ops import registry
-from ir.ops.fused import Pattern, analyze
-from ir.ops.rules import reduce_identity
-from ir.types import DimLike, DType
-from runtime.emit import I1, I32, mem_type, reg_type
-from runtime.plan import Acc, Lazy, Operand, Reg, Step, View, broadcast_view
+from graphc.ir.core import Value
+from graphc.ir.ops import registry
+from graphc.ir.ops.fused import Pattern, analyze
+from graphc.ir.ops.rules import reduce_identity
+from graphc.ir.types import DimLike, DType
+from graphc.runtime.emit import I1, I32, mem_type, reg_type
+from graphc.runtime.plan import Acc, Lazy, Operand, Reg, Step, View, broadcast_view
 
 if TYPE_CHECKING:
-    from runtime.codegen import Kernel
+    from graphc.runtime.codegen import Kernel
 
 
 class Trees:
@@ -49,7 +49,7 @@ class Trees:
             return Lazy(v, ())
         if v.op == "broadcast_to":
             return self.at(v.inputs[0], shape)
-        if v.op == "reshape":           # adds or drops unit axes only (ir.ops.fused.role)
+        if v.op == "reshape":           # adds or drops unit axes only (ll.ops.fused.role)
             x = v.inputs[0]
             return widen(reshaped(self.at(x, x.shape), v.shape), shape)
         return Lazy(v, tuple(self.at(x, shape) for x in v.inputs))
@@ -75,7 +75,7 @@ def reshaped(op: Operand, shape: tuple[DimLike, ...]) -> Operand:
 
 
 def emit(k: Kernel, s: Step) -> None:
-    from runtime.codegen import emit_map
+    from graphc.runtime.codegen import emit_map
     body = s.value.attrs["body"]
     pattern = analyze(body.results[0], lambda x: x.op != "arg")
     assert isinstance(pattern, Pattern), pattern
@@ -92,7 +92,7 @@ def emit(k: Kernel, s: Step) -> None:
 
 
 def emit_rows(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
-    from runtime.kernels import _combine
+    from graphc.runtime.kernels import _combine
     em = k.em
     space, n = pattern.space, len(pattern.space) - pattern.inner
     # an empty result needs no rows, however many there are (2**60 rows of 0 elements)
@@ -114,15 +114,15 @@ def emit_rows(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
                 idx = list(outer) + list(inner)
                 k.store(k.load(tree, idx), s.out, idx)
         else:
-            idx = list(outer) + [ir.Constant(ir.IntType(64), 0)] * (root.type.rank - n)
+            idx = list(outer) + [ll.Constant(ll.IntType(64), 0)] * (root.type.rank - n)
             k.store(k.load(trees.at(root, root.shape), idx), s.out, idx)
 
 
 def emit_leading(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
     """A reduction over leading axes (its own loop order, accumulating in the output), then the
     epilogue over the output, read and written in place."""
-    from runtime.codegen import emit_map
-    from runtime.kernels import emit_reduce
+    from graphc.runtime.codegen import emit_map
+    from graphc.runtime.kernels import emit_reduce
     red = pattern.anchor
     assert red is not None
     x = trees.at(red.inputs[0], red.inputs[0].shape)
@@ -135,7 +135,7 @@ def emit_leading(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
 
 
 def emit_gemm(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
-    from runtime.kernels import emit_matmul
+    from graphc.runtime.kernels import emit_matmul
     mm = pattern.anchor
     assert mm is not None
     a, b = (trees.at(x, x.shape) for x in mm.inputs)
@@ -146,8 +146,8 @@ def emit_gemm(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
     emit_matmul(k, Step(s.index, mm, registry.MATMUL, s.out, (a, b)), epi)
 
 
-def epilogue(k: Kernel, epi: Operand | None, acc: ir.Value, idx: Sequence[ir.Value],
-             lanes: int = 0) -> ir.Value:
+def epilogue(k: Kernel, epi: Operand | None, acc: ll.Value, idx: Sequence[ll.Value],
+             lanes: int = 0) -> ll.Value:
     """The epilogue's value at ``idx`` starting from the accumulator ``acc`` (a vector of
     ``lanes`` consecutive elements of the last axis when lanes > 0)."""
     if epi is None:
@@ -156,8 +156,8 @@ def epilogue(k: Kernel, epi: Operand | None, acc: ir.Value, idx: Sequence[ir.Val
     return vload(k, epi, idx, lanes) if lanes else k.load(epi, idx)
 
 
-def vload(k: Kernel, op: Operand, idx: Sequence[ir.Value], lanes: int,
-          memo: dict[int, ir.Value] | None = None) -> ir.Value:
+def vload(k: Kernel, op: Operand, idx: Sequence[ll.Value], lanes: int,
+          memo: dict[int, ll.Value] | None = None) -> ll.Value:
     """``op`` at ``lanes`` consecutive positions of the last axis from ``idx``, as a vector."""
     b = k.b
     if isinstance(op, Acc):
@@ -169,7 +169,7 @@ def vload(k: Kernel, op: Operand, idx: Sequence[ir.Value], lanes: int,
             if op.value.op == "dim":
                 memo[id(op)] = splat(k, k.load(op, idx), lanes)
             else:
-                from runtime.codegen import lower_elementwise
+                from graphc.runtime.codegen import lower_elementwise
                 memo[id(op)] = lower_elementwise(
                     k.em, op.value, [vload(k, a, idx, lanes, memo) for a in op.args])
         return memo[id(op)]
@@ -179,28 +179,28 @@ def vload(k: Kernel, op: Operand, idx: Sequence[ir.Value], lanes: int,
     if stride == 0:
         return splat(k, k.load(op, idx), lanes)
     if stride != 1:
-        out = ir.Constant(ir.VectorType(reg_type(op.dtype), lanes), ir.Undefined)
+        out = ll.Constant(ll.VectorType(reg_type(op.dtype), lanes), ll.Undefined)
         for j in range(lanes):
-            at = list(idx[:-1]) + [b.add(idx[-1], ir.Constant(ir.IntType(64), j))]
-            out = b.insert_element(out, k.load(op, at), ir.Constant(I32, j))
+            at = list(idx[:-1]) + [b.add(idx[-1], ll.Constant(ll.IntType(64), j))]
+            out = b.insert_element(out, k.load(op, at), ll.Constant(I32, j))
         return out
-    vt = ir.VectorType(mem_type(op.dtype), lanes)
+    vt = ll.VectorType(mem_type(op.dtype), lanes)
     v = b.load(k.address(op.buf, k.index(op, idx), vt), typ=vt, align=op.dtype.itemsize)
-    return b.trunc(v, ir.VectorType(I1, lanes)) if op.dtype is DType.bool else v
+    return b.trunc(v, ll.VectorType(I1, lanes)) if op.dtype is DType.bool else v
 
 
-def vstore(k: Kernel, value: ir.Value, out: View, idx: Sequence[ir.Value]) -> None:
+def vstore(k: Kernel, value: ll.Value, out: View, idx: Sequence[ll.Value]) -> None:
     """Store a vector at ``idx`` and the next elements of ``out``'s (unit-stride) last axis."""
     mt = mem_type(out.dtype)
     if out.dtype is DType.bool:
-        value = k.b.zext(value, ir.VectorType(mt, value.type.count))
+        value = k.b.zext(value, ll.VectorType(mt, value.type.count))
     p = k.address(out.buf, k.index(out, idx), value.type)
     k.b.store(value, p, align=out.dtype.itemsize)
 
 
-def splat(k: Kernel, x: ir.Value, lanes: int) -> ir.Value:
-    vt = ir.VectorType(x.type, lanes)
-    one = k.b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
-    return k.b.shuffle_vector(one, ir.Constant(vt, ir.Undefined),
-                              ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+def splat(k: Kernel, x: ll.Value, lanes: int) -> ll.Value:
+    vt = ll.VectorType(x.type, lanes)
+    one = k.b.insert_element(ll.Constant(vt, ll.Undefined), x, ll.Constant(I32, 0))
+    return k.b.shuffle_vector(one, ll.Constant(vt, ll.Undefined),
+                              ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
 

@@ -11,8 +11,7 @@ from typing import Any
 import llvmlite
 import llvmlite.binding as llvm
 
-from runtime.cache import ObjectCache, cache_dir, cache_get, cache_key  # noqa: F401
-from runtime.cache import cache_put, open_cache  # noqa: F401
+from graphc.runtime.cache import ObjectCache, cache_dir, cache_get, cache_key, cache_put, open_cache  # noqa: F401  # noqa: F401
 
 _LOCK = threading.RLock()
 _STATE: dict[str, Any] = {}

@@ -4,13 +4,22 @@ views and constants globals. ``unfuse`` turns kernels back into plain ops, for c
 (which names the op that went wrong) and for bodies this backend has no single lowering for."""
 from __future__ import annotations
 
-from ir.core import Func, Value, rebuild
-from ir.ops import registry
-from ir.ops.fused import FUSED, Pattern, analyze, inline
-from ir.types import DimLike, DType
-from passes.memplan import poly_max
-from runtime import arena, views
-from runtime.plan import Buffer, Operand, Plan, Step, View, contiguous, finish_results, symbols_of
+from graphc.ir.core import Func, Value, rebuild
+from graphc.ir.ops import registry
+from graphc.ir.ops.fused import FUSED, Pattern, analyze, inline
+from graphc.ir.slots import poly_max
+from graphc.ir.types import DimLike, DType
+from graphc.runtime import arena, views
+from graphc.runtime.plan import (
+    Buffer,
+    Operand,
+    Plan,
+    Step,
+    View,
+    contiguous,
+    finish_results,
+    symbols_of,
+)
 
 
 def unfuse(func: Func) -> Func:
@@ -42,7 +51,7 @@ def plan_kernels(func: Func) -> Plan | None:
             continue
         if v.op == "const":
             plan.operands[id(v)] = views.const_view(plan, v)
-        elif v.op in views.VIEW_OPS and views.is_view_op(plan, v):
+        elif registry.has(v.op, registry.VIEW) and views.is_view_op(plan, v):
             plan.operands[id(v)] = views.view_of(plan, v)
         elif v.op == FUSED:
             pattern = body_pattern(v)
@@ -102,7 +111,7 @@ def _step(plan: Plan, v: Value, pattern: Pattern) -> tuple[str, Value, tuple[Ope
     if op.op == "arg":
         return "copy", op, (leaf[id(op)],)
     ins = [leaf.get(id(i)) or plan.operands[id(i)] for i in op.inputs]
-    if op.op in views.VIEW_OPS:
+    if registry.has(op.op, registry.VIEW):
         for i, a in zip(op.inputs, ins):
             plan.operands[id(i)] = a
         src = views.view_of(plan, op) if views.is_view_op(plan, op) else ins[0]

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import llvmlite.ir as ir
+import llvmlite.ir as ll
 
-from ir.ops import registry
-from ir.ops.rules import reduce_identity
-from ir.types import DimLike, DType, dim_add, dim_mul, dim_prod
-from ir.ops.fused import FUSED
-from runtime import fusedgen
-from runtime.codegen import Kernel, emit_copy, emit_map
-from runtime.emit import I64, is_float, reg_type
-from runtime.plan import ERR_INDEX, Lazy, Operand, Step, View, broadcast_view, contiguous
+from graphc.ir.ops import registry
+from graphc.ir.ops.fused import FUSED
+from graphc.ir.ops.rules import reduce_identity
+from graphc.ir.types import DimLike, DType, dim_add, dim_mul, dim_prod
+from graphc.runtime import fusedgen
+from graphc.runtime.codegen import Kernel, emit_copy, emit_map
+from graphc.runtime.emit import I64, is_float, reg_type
+from graphc.runtime.plan import ERR_INDEX, Lazy, Operand, Step, View, broadcast_view, contiguous
 
 RFLAGS = ("reassoc", "contract")   # lets the vectoriser reorder float sums
 
@@ -43,15 +43,18 @@ def _shape(op: Operand) -> tuple[DimLike, ...]:
     return op.shape if isinstance(op, View) else op.value.shape
 
 
-def _fill(k: Kernel, out: View, value: ir.Value) -> None:
+def _fill(k: Kernel, out: View, value: ll.Value) -> None:
     with k.em.loop(k.dim(dim_prod(out.shape)), "fill") as i:
         k.store_at(value, out.buf, i, out.dtype)
 
 
-def _combine(k: Kernel, how: str, acc: ir.Value, x: ir.Value) -> ir.Value:
+def _combine(k: Kernel, how: str, acc: ll.Value, x: ll.Value) -> ll.Value:
+    """One step of a fold (argmax/argmin fold in ``emit_argreduce``)."""
     em = k.em
     if how == "add":
         return k.b.fadd(acc, x, flags=RFLAGS) if is_float(x.type) else k.b.add(acc, x)
+    if how not in ("max", "min"):
+        raise ValueError(f"no lowering for the fold {how!r}")   # registry.COMBINES grew
     if not is_float(x.type):
         return em.maximum(acc, x) if how == "max" else em.minimum(acc, x)
     # IEEE maximum/minimum propagate NaN, as NumPy's max/min do, and vectorise as reductions
@@ -83,7 +86,7 @@ def emit_reduce(k: Kernel, s: Step, how: str, identity: float) -> None:
     # an empty input leaves the identity: the outer loop alone may be huge ([2**60, 3, 0])
     with k.unless_empty(xshape), em.loop_nest([k.dim(d) for d in xshape[:split]], "r") as outer:
         acc_slot = em.alloca_entry(reg_type(s.value.dtype), "acc")
-        pad = [ir.Constant(I64, 0)] * (r - split)
+        pad = [ll.Constant(I64, 0)] * (r - split)
         k.b.store(k.load(out, list(outer) + pad), acc_slot)
         with em.loop_nest([k.dim(d) for d in xshape[split:]], "q") as inner:
             v = k.load(x, list(outer) + list(inner))
@@ -106,10 +109,10 @@ def emit_argreduce(k: Kernel, s: Step, how: str) -> None:
         count = em.alloca_entry(I64, "count")
         ident = registry.get(s.value.op).identity
         b.store(em.const(reduce_identity(ident, dt), reg_type(dt)), best)
-        b.store(ir.Constant(I64, 0), where)
-        b.store(ir.Constant(I64, 0), count)
+        b.store(ll.Constant(I64, 0), where)
+        b.store(ll.Constant(I64, 0), count)
         with em.loop_nest([k.dim(xshape[i]) for i in axes], "b") as ri:
-            full: list[ir.Value] = [ir.Constant(I64, 0)] * len(xshape)
+            full: list[ll.Value] = [ll.Constant(I64, 0)] * len(xshape)
             for i, v in zip(kept, oi):
                 full[i] = v
             for i, v in zip(axes, ri):
@@ -121,7 +124,7 @@ def emit_argreduce(k: Kernel, s: Step, how: str) -> None:
             n = b.load(count, typ=I64)
             b.store(em.select(better, v, cur), best)
             b.store(em.select(better, n, b.load(where, typ=I64)), where)
-            b.store(b.add(n, ir.Constant(I64, 1)), count)
+            b.store(b.add(n, ll.Constant(I64, 1)), count)
         k.store(b.load(where, typ=I64), out, oi)
 
 
@@ -139,7 +142,7 @@ def emit_matmul(k: Kernel, s: Step, epi: Operand | None = None) -> None:
     em = k.em
     dot = bv.strides[-1] != 1 and (bv.strides[-2] == 1 or n == 1)
     tiled = bv.strides[-1] == 1 and s.value.dtype.is_float
-    zero = ir.Constant(I64, 0)
+    zero = ll.Constant(I64, 0)
     # an empty C needs no work, whatever the other dims (M = 2**60 rows of N = 0 columns)
     with k.unless_empty(c.shape), em.loop_nest([k.dim(d) for d in batch], "mb") as bi:
         M, K, Nn = k.dim(m), k.dim(kk), k.dim(n)
@@ -149,9 +152,9 @@ def emit_matmul(k: Kernel, s: Step, epi: Operand | None = None) -> None:
             _matmul_rows(k, a, bv, c, bi, (zero, M), (zero, Nn), K, epi)
         else:
             lanes = 64 // s.value.dtype.itemsize
-            mfull = k.b.mul(k.b.sdiv(M, ir.Constant(I64, MR)), ir.Constant(I64, MR))
-            nfull = k.b.mul(k.b.sdiv(Nn, ir.Constant(I64, NV * lanes)),
-                            ir.Constant(I64, NV * lanes))
+            mfull = k.b.mul(k.b.sdiv(M, ll.Constant(I64, MR)), ll.Constant(I64, MR))
+            nfull = k.b.mul(k.b.sdiv(Nn, ll.Constant(I64, NV * lanes)),
+                            ll.Constant(I64, NV * lanes))
             _matmul_tiles(k, a, bv, c, bi, mfull, nfull, K, lanes, epi)
             _matmul_rows(k, a, bv, c, bi, (zero, mfull), (nfull, Nn), K, epi)
             _matmul_rows(k, a, bv, c, bi, (mfull, M), (zero, Nn), K, epi)
@@ -161,17 +164,17 @@ MR, NV = 4, 2      # micro-tile: MR rows x NV vectors of C held in registers ove
 BLOCK = 64         # columns of one row accumulated on the stack outside full tiles
 
 
-def _matmul_tiles(k: Kernel, a: View, bv: View, c: View, bi: list, mfull: ir.Value,
-                  nfull: ir.Value, K: ir.Value, lanes: int, epi: Operand | None) -> None:
+def _matmul_tiles(k: Kernel, a: View, bv: View, c: View, bi: list, mfull: ll.Value,
+                  nfull: ll.Value, K: ll.Value, lanes: int, epi: Operand | None) -> None:
     """Full MR x (NV*lanes) tiles: vector loads of B rows, A broadcast, FMAs into registers."""
     em, b = k.em, k.b
     et = reg_type(a.dtype)              # the product's dtype; C's may differ after an epilogue
-    vt = ir.VectorType(et, lanes)
-    zeros = ir.Constant(vt, [ir.Constant(et, 0.0)] * lanes)
-    with em.loop(b.sdiv(mfull, ir.Constant(I64, MR)), "ti") as ti:
-        i0 = b.mul(ti, ir.Constant(I64, MR))
-        with em.loop(b.sdiv(nfull, ir.Constant(I64, NV * lanes)), "tj") as tj:
-            j0 = b.mul(tj, ir.Constant(I64, NV * lanes))
+    vt = ll.VectorType(et, lanes)
+    zeros = ll.Constant(vt, [ll.Constant(et, 0.0)] * lanes)
+    with em.loop(b.sdiv(mfull, ll.Constant(I64, MR)), "ti") as ti:
+        i0 = b.mul(ti, ll.Constant(I64, MR))
+        with em.loop(b.sdiv(nfull, ll.Constant(I64, NV * lanes)), "tj") as tj:
+            j0 = b.mul(tj, ll.Constant(I64, NV * lanes))
             accs = [[em.alloca_entry(vt, f"acc{r}.{v}") for v in range(NV)] for r in range(MR)]
             for row in accs:
                 for slot in row:
@@ -179,43 +182,43 @@ def _matmul_tiles(k: Kernel, a: View, bv: View, c: View, bi: list, mfull: ir.Val
             with em.loop(K, "tk") as kx:
                 bvecs = []
                 for v in range(NV):
-                    j = b.add(j0, ir.Constant(I64, v * lanes))
+                    j = b.add(j0, ll.Constant(I64, v * lanes))
                     p = k.address(bv.buf, k.index(bv, bi + [kx, j]), vt)
                     bvecs.append(b.load(p, typ=vt, align=a.dtype.itemsize))
                 for r in range(MR):
-                    x = k.load(a, bi + [b.add(i0, ir.Constant(I64, r)), kx])
+                    x = k.load(a, bi + [b.add(i0, ll.Constant(I64, r)), kx])
                     xs = fusedgen.splat(k, x, lanes)
                     for v in range(NV):
                         slot = accs[r][v]
                         b.store(em.intrinsic("fma", [xs, bvecs[v], b.load(slot, typ=vt)]), slot)
             for r in range(MR):
                 for v in range(NV):
-                    j = b.add(j0, ir.Constant(I64, v * lanes))
-                    at = bi + [b.add(i0, ir.Constant(I64, r)), j]
+                    j = b.add(j0, ll.Constant(I64, v * lanes))
+                    at = bi + [b.add(i0, ll.Constant(I64, r)), j]
                     out = fusedgen.epilogue(k, epi, b.load(accs[r][v], typ=vt), at, lanes)
                     fusedgen.vstore(k, out, c, at)
 
 
 def _matmul_rows(k: Kernel, a: View, bv: View, c: View, bi: list, rows: tuple, cols: tuple,
-                 K: ir.Value, epi: Operand | None) -> None:
+                 K: ll.Value, epi: Operand | None) -> None:
     """C[rows, cols] = A[rows] @ B[:, cols], a row at a time in blocks of BLOCK columns: the
     block accumulates as axpys (inner loop over columns) in a stack array, then is stored."""
     em, b = k.em, k.b
     fl = a.dtype.is_float
     et = reg_type(a.dtype)
     zero = em.const(0, et)
-    acc = em.alloca_entry(ir.ArrayType(et, BLOCK), "rowacc")
+    acc = em.alloca_entry(ll.ArrayType(et, BLOCK), "rowacc")
     width = b.sub(cols[1], cols[0])
-    blocks = b.sdiv(b.add(width, ir.Constant(I64, BLOCK - 1)), ir.Constant(I64, BLOCK))
+    blocks = b.sdiv(b.add(width, ll.Constant(I64, BLOCK - 1)), ll.Constant(I64, BLOCK))
 
-    def cell(j: ir.Value) -> ir.Value:
-        return b.gep(acc, [ir.Constant(I64, 0), j], inbounds=True)
+    def cell(j: ll.Value) -> ll.Value:
+        return b.gep(acc, [ll.Constant(I64, 0), j], inbounds=True)
     with em.loop(rows[1], "mi", start=rows[0]) as i:
         with em.loop(blocks, "mb") as blk:
-            j0 = b.add(cols[0], b.mul(blk, ir.Constant(I64, BLOCK)))
+            j0 = b.add(cols[0], b.mul(blk, ll.Constant(I64, BLOCK)))
             left = b.sub(cols[1], j0)
-            w = b.select(b.icmp_signed("<", left, ir.Constant(I64, BLOCK)), left,
-                         ir.Constant(I64, BLOCK))
+            w = b.select(b.icmp_signed("<", left, ll.Constant(I64, BLOCK)), left,
+                         ll.Constant(I64, BLOCK))
             with em.loop(w, "mz") as j:
                 b.store(zero, cell(j))
             with em.loop(K, "mk") as kx:
@@ -230,8 +233,8 @@ def _matmul_rows(k: Kernel, a: View, bv: View, c: View, bi: list, rows: tuple, c
                 k.store(fusedgen.epilogue(k, epi, b.load(cell(j), typ=et), at), c, at)
 
 
-def _matmul_dot(k: Kernel, a: View, bv: View, c: View, bi: list, M: ir.Value, K: ir.Value,
-                Nn: ir.Value, epi: Operand | None) -> None:
+def _matmul_dot(k: Kernel, a: View, bv: View, c: View, bi: list, M: ll.Value, K: ll.Value,
+                Nn: ll.Value, epi: Operand | None) -> None:
     """C[i, j] = dot(A[i, :], B[:, j]) for B unit-stride along k (a transposed view)."""
     em, b = k.em, k.b
     fl = a.dtype.is_float
@@ -297,13 +300,13 @@ def _aligned(x: Operand, shape: Sequence[DimLike]) -> Operand:
     return broadcast_view(x, tuple(shape)) if isinstance(x, View) else x
 
 
-def _gather_loop(k: Kernel, s: Step, x: View, idx: View, axis: int, body) -> ir.Value:
+def _gather_loop(k: Kernel, s: Step, x: View, idx: View, axis: int, body) -> ll.Value:
     """Loop over x.shape[:axis] + idx.shape + x.shape[axis+1:], calling body(out_idx, src_idx)
     with NumPy's indexing (one wrap of negative indices). Returns the kernel's error code: a bad
     index is ERR_INDEX, described as (its value, its position in ``idx``, the axis size)."""
     em, b = k.em, k.b
-    bad = em.alloca_entry(ir.IntType(1), "badidx")
-    b.store(ir.Constant(ir.IntType(1), 0), bad)
+    bad = em.alloca_entry(ll.IntType(1), "badidx")
+    b.store(ll.Constant(ll.IntType(1), 0), bad)
     n = k.dim(x.shape[axis])
     # the indices are checked in a loop of their own, so that a bad one is found even when
     # nothing is gathered (another axis of x is 0), as the interpreter finds it
@@ -314,17 +317,17 @@ def _gather_loop(k: Kernel, s: Step, x: View, idx: View, axis: int, body) -> ir.
     shape = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
     with em.loop_nest([k.dim(d) for d in shape], "g") as oi:
         _, i, oob = _wrap(k, idx, oi[axis:axis + ir_], n)
-        src = list(oi[:axis]) + [b.select(oob, ir.Constant(I64, 0), i)] + list(oi[axis + ir_:])
+        src = list(oi[:axis]) + [b.select(oob, ll.Constant(I64, 0), i)] + list(oi[axis + ir_:])
         body(oi, src)
-    return b.select(b.load(bad, typ=ir.IntType(1)),
-                    ir.Constant(ir.IntType(32), (ERR_INDEX << 24) | s.index),
-                    ir.Constant(ir.IntType(32), 0))
+    return b.select(b.load(bad, typ=ll.IntType(1)),
+                    ll.Constant(ll.IntType(32), (ERR_INDEX << 24) | s.index),
+                    ll.Constant(ll.IntType(32), 0))
 
 
-def _wrap(k: Kernel, idx: View, at: Sequence[ir.Value], n: ir.Value
-          ) -> tuple[ir.Value, ir.Value, ir.Value]:
+def _wrap(k: Kernel, idx: View, at: Sequence[ll.Value], n: ll.Value
+          ) -> tuple[ll.Value, ll.Value, ll.Value]:
     """(the index at ``at`` as i64, it wrapped once if negative, whether that is outside [0, n))."""
-    b, zero = k.b, ir.Constant(I64, 0)
+    b, zero = k.b, ll.Constant(I64, 0)
     raw = k.em.cast(k.load(idx, at), DType.i64)
     i = b.select(b.icmp_signed("<", raw, zero), b.add(raw, n), raw)
     return raw, i, b.or_(b.icmp_signed("<", i, zero), b.icmp_signed(">=", i, n))
@@ -350,7 +353,7 @@ def emit_scatter_add(k: Kernel, s: Step) -> None:
 
 def emit_dim(k: Kernel, s: Step) -> None:
     v = k.dim(s.value.attrs["value"])
-    k.store_at(k.em.cast(v, s.value.dtype), s.out.buf, ir.Constant(I64, 0), s.out.dtype)
+    k.store_at(k.em.cast(v, s.value.dtype), s.out.buf, ll.Constant(I64, 0), s.out.dtype)
 
 
 def emit_one_hot(k: Kernel, s: Step) -> None:
@@ -361,18 +364,18 @@ def emit_one_hot(k: Kernel, s: Step) -> None:
         k.store(em.cast(em.eq(lab, oi[-1]), s.out.dtype), s.out, oi)
     if s.value.attrs["strict"]:
         # a label loop of its own, so that a bad label is found even when depth is 0
-        bad = em.alloca_entry(ir.IntType(1), "badlabel")
-        k.b.store(ir.Constant(ir.IntType(1), 0), bad)
+        bad = em.alloca_entry(ll.IntType(1), "badlabel")
+        k.b.store(ll.Constant(ll.IntType(1), 0), bad)
         depth = k.dim(s.out.shape[-1])
         with em.loop_nest([k.dim(d) for d in s.out.shape[:-1]], "hc") as li:
             lab = em.cast(k.load(labels, li), DType.i64)
-            oob = k.b.or_(k.b.icmp_signed("<", lab, ir.Constant(I64, 0)),
+            oob = k.b.or_(k.b.icmp_signed("<", lab, ll.Constant(I64, 0)),
                           k.b.icmp_signed(">=", lab, depth))
             # described as (the label, its position in labels, depth)
             k.flag(bad, oob, lab, k.flat(s.out.shape[:-1], li), depth)
-        k.code = k.b.select(k.b.load(bad, typ=ir.IntType(1)),
-                            ir.Constant(ir.IntType(32), (ERR_INDEX << 24) | s.index),
-                            ir.Constant(ir.IntType(32), 0))
+        k.code = k.b.select(k.b.load(bad, typ=ll.IntType(1)),
+                            ll.Constant(ll.IntType(32), (ERR_INDEX << 24) | s.index),
+                            ll.Constant(ll.IntType(32), 0))
 
 
 EMITTERS = {"pad": emit_pad, "concat": emit_concat, "take": emit_take,

@@ -10,16 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import llvmlite
 import numpy as np
 
-import llvmlite
-from ir.core import Func
-from ir.errors import GraphCallError
-from ir.ops.registry import suggest
-from runtime import call, jit
-from runtime.arena import Arena
-from runtime.codegen import ENTRY, build_module
-from runtime.plan import Plan, make_plan
+from graphc.ir import slots
+from graphc.ir.core import Func
+from graphc.ir.errors import GraphCallError
+from graphc.ir.ops.registry import suggest
+from graphc.runtime import call, jit
+from graphc.runtime.arena import Arena
+from graphc.runtime.codegen import ENTRY, build_module
+from graphc.runtime.plan import Plan, make_plan
 
 _VERSION_CACHE: list[str] = []
 
@@ -28,11 +29,10 @@ def graphc_version() -> str:
     """The package version plus a hash of the sources that shape generated code (this backend,
     the op table's lowerings, the slot allocator), so editing one never reuses stale objects."""
     if not _VERSION_CACHE:
-        import ir.ops
-        import passes.memplan
+        ir_dir = Path(slots.__file__).parent
         h = hashlib.sha256()
-        files = [p for folder in (Path(__file__).parent, Path(ir.ops.__file__).parent)
-                 for p in sorted(folder.glob("*.py"))] + [Path(passes.memplan.__file__)]
+        files = [p for folder in (Path(__file__).parent, ir_dir / "ops")
+                 for p in sorted(folder.glob("*.py"))] + [ir_dir / "slots.py"]
         for p in files:
             h.update(p.read_bytes())
         try:
@@ -48,7 +48,7 @@ def func_text(func: Func) -> str:
     """Canonical text of a Func for the cache key: the IR printer's output plus a structural
     dump with exact attribute reprs (so a printer that rounds cannot alias two programs)."""
     try:
-        from ir.text import print_func
+        from graphc.ir.text import print_func
         printed = print_func(func)
     except ImportError:
         printed = ""

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from ir.core import Func, Value
-from ir.ops.fused import body_symbols
-from ir.ops import registry
-from ir.types import DimLike, DType, Shape, dim_mul
+from graphc.ir.core import Func, Value
+from graphc.ir.ops import registry
+from graphc.ir.ops.fused import body_symbols
+from graphc.ir.types import DimLike, DType, Shape, dim_mul
 
 # error codes returned by generated code: kind << 24 | index
 ERR_BOUNDS = 1
@@ -109,6 +109,7 @@ class Plan:
     arena_cache: dict[tuple, int] = field(default_factory=dict)
     shape_cache: dict[tuple, list] = field(default_factory=dict)  # dims -> result shapes
     inplace: dict[int, str] = field(default_factory=dict)     # result -> param it may overwrite
+    binder: Any = None                                          # ir.args.Binder, made on demand
 
 
 def contiguous_strides(shape: Shape) -> Shape:
@@ -156,7 +157,7 @@ def uses(func: Func) -> dict[int, int]:
 
 def make_plan(func: Func, *, fuse: bool = True) -> Plan:
     """``fuse=False`` gives one kernel per op (what check_numerics needs to name the op)."""
-    from runtime import kernelplan
+    from graphc.runtime import kernelplan
     if any(v.op == "fused" for v in func.values()):
         planned = kernelplan.plan_kernels(func) if fuse else None
         if planned is not None:
@@ -166,7 +167,7 @@ def make_plan(func: Func, *, fuse: bool = True) -> Plan:
 
 
 def plan_ops(func: Func, fuse: bool) -> Plan:
-    from runtime import arena, views
+    from graphc.runtime import arena, views
     plan = Plan(func, symbols_of(func))
     values = func.values()
     nuse = uses(func)

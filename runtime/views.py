@@ -3,11 +3,10 @@ become new strides over the same buffer; constants become read-only globals (a s
 one element with all strides 0). Slice bounds on symbolic axes become run-time checks."""
 from __future__ import annotations
 
-from ir.core import Value
-from ir.types import Dim, DimLike, dim_add, dim_mul
-from runtime.plan import (Buffer, Check, Plan, View, broadcast_view, contiguous, is_contiguous)
-
-VIEW_OPS = ("reshape", "transpose", "broadcast_to", "slice")
+from graphc.ir.core import Value
+from graphc.ir.ops import registry
+from graphc.ir.types import Dim, DimLike, dim_add, dim_mul
+from graphc.runtime.plan import Buffer, Check, Plan, View, broadcast_view, contiguous, is_contiguous
 
 
 def const_view(plan: Plan, v: Value) -> View:
@@ -21,7 +20,7 @@ def const_view(plan: Plan, v: Value) -> View:
 
 
 def is_view_op(plan: Plan, v: Value) -> bool:
-    if v.op not in VIEW_OPS:
+    if not registry.has(v.op, registry.VIEW):
         return False
     src = plan.operands[id(v.inputs[0])]
     return v.op != "reshape" or (isinstance(src, View) and is_contiguous(src))

@@ -8,12 +8,12 @@ from fractions import Fraction
 from math import factorial
 from typing import TYPE_CHECKING, Sequence
 
-import llvmlite.ir as ir
+import llvmlite.ir as ll
 
-from runtime.emit import F64, I32, I64, scalar_of
+from graphc.runtime.emit import F64, I32, I64, scalar_of
 
 if TYPE_CHECKING:
-    from runtime.emit import Emitter
+    from graphc.runtime.emit import Emitter
 
 PI = Fraction("3.14159265358979323846264338327950288419716939937510582097494459230781640628")
 LN2 = Fraction("0.693147180559945309417232121458176568075500134360255254120680009493393621969")
@@ -23,7 +23,7 @@ LN2 = Fraction("0.69314718055994530941723212145817656807550013436025525412068000
 class _Fmt:
     mant: int          # explicit mantissa bits
     bias: int
-    int_ty: ir.IntType
+    int_ty: ll.IntType
     exp_deg: int       # Taylor degree for e^r, |r| <= ln2/2
     log_terms: int     # atanh-series terms for log
     trig_deg: int      # highest power in the sin/cos series, |r| <= pi/4
@@ -33,12 +33,12 @@ _F32 = _Fmt(23, 127, I32, 7, 4, 12)
 _F64 = _Fmt(52, 1023, I64, 13, 10, 20)
 
 
-def _fmt(x: ir.Value) -> _Fmt:
-    return _F64 if isinstance(scalar_of(x.type), ir.DoubleType) else _F32
+def _fmt(x: ll.Value) -> _Fmt:
+    return _F64 if isinstance(scalar_of(x.type), ll.DoubleType) else _F32
 
 
-def _int_like(em: Emitter, x: ir.Value, f: _Fmt) -> ir.Type:
-    return ir.VectorType(f.int_ty, x.type.count) if isinstance(x.type, ir.VectorType) else f.int_ty
+def _int_like(em: Emitter, x: ll.Value, f: _Fmt) -> ll.Type:
+    return ll.VectorType(f.int_ty, x.type.count) if isinstance(x.type, ll.VectorType) else f.int_ty
 
 
 def _split(value: Fraction, n: int, f: _Fmt) -> list[float]:
@@ -57,7 +57,7 @@ def _round_f32(v: float) -> float:
     return struct.unpack("f", struct.pack("f", v))[0]
 
 
-def _horner(em: Emitter, x: ir.Value, coeffs: Sequence[float]) -> ir.Value:
+def _horner(em: Emitter, x: ll.Value, coeffs: Sequence[float]) -> ll.Value:
     """coeffs[0] + x*(coeffs[1] + x*(...)) with FMAs."""
     acc = em.const(coeffs[-1], x)
     for c in reversed(coeffs[:-1]):
@@ -65,14 +65,14 @@ def _horner(em: Emitter, x: ir.Value, coeffs: Sequence[float]) -> ir.Value:
     return acc
 
 
-def _pow2(em: Emitter, n_int: ir.Value, x: ir.Value, f: _Fmt) -> ir.Value:
+def _pow2(em: Emitter, n_int: ll.Value, x: ll.Value, f: _Fmt) -> ll.Value:
     """2**n as a float, for n in the normal exponent range."""
     it = n_int.type
     bits = em.b.shl(em.b.add(n_int, em.const(f.bias, n_int)), em.const(f.mant, n_int))
     return em.bitcast(bits, x.type) if it != x.type else bits
 
 
-def _reduce_ln2(em: Emitter, x: ir.Value, f: _Fmt) -> tuple[ir.Value, ir.Value, ir.Value]:
+def _reduce_ln2(em: Emitter, x: ll.Value, f: _Fmt) -> tuple[ll.Value, ll.Value, ll.Value]:
     """x = n*ln2 + r with |r| <= ln2/2; returns (n as float, n as int, r)."""
     log2e = float(1 / LN2)
     n = em.rint(em.mul(x, em.const(log2e, x)))
@@ -83,18 +83,18 @@ def _reduce_ln2(em: Emitter, x: ir.Value, f: _Fmt) -> tuple[ir.Value, ir.Value, 
     return n, n_int, r
 
 
-def _scale(em: Emitter, p: ir.Value, n_int: ir.Value, x: ir.Value, f: _Fmt) -> ir.Value:
+def _scale(em: Emitter, p: ll.Value, n_int: ll.Value, x: ll.Value, f: _Fmt) -> ll.Value:
     """p * 2**n in two steps so that subnormal results and overflow come out right."""
     h = em.b.ashr(n_int, em.const(1, n_int))
     return em.mul(em.mul(p, _pow2(em, h, x, f)), _pow2(em, em.b.sub(n_int, h), x, f))
 
 
-def _clamp(em: Emitter, x: ir.Value, lo: float, hi: float) -> ir.Value:
+def _clamp(em: Emitter, x: ll.Value, lo: float, hi: float) -> ll.Value:
     """Clamp with maxNum/minNum: a NaN becomes ``hi`` (never poison); callers restore NaN."""
     return em.maxnum(em.minnum(x, em.const(hi, x)), em.const(lo, x))
 
 
-def exp(em: Emitter, x: ir.Value) -> ir.Value:
+def exp(em: Emitter, x: ll.Value) -> ll.Value:
     f = _fmt(x)
     ln2 = float(LN2)
     xc = _clamp(em, x, -(f.bias + f.mant + 3) * ln2, (f.bias + 2) * ln2)
@@ -103,7 +103,7 @@ def exp(em: Emitter, x: ir.Value) -> ir.Value:
     return em.select(em.isnan(x), x, _scale(em, p, n_int, x, f))
 
 
-def expm1(em: Emitter, x: ir.Value) -> ir.Value:
+def expm1(em: Emitter, x: ll.Value) -> ll.Value:
     f = _fmt(x)
     ln2 = float(LN2)
     xc = _clamp(em, x, -(f.mant + 3) * ln2, (f.bias + 2) * ln2)
@@ -118,7 +118,7 @@ def expm1(em: Emitter, x: ir.Value) -> ir.Value:
     return em.select(em.isnan(x), x, y)
 
 
-def log(em: Emitter, x: ir.Value) -> ir.Value:
+def log(em: Emitter, x: ll.Value) -> ll.Value:
     f = _fmt(x)
     it = _int_like(em, x, f)
     b = em.b
@@ -151,7 +151,7 @@ def log(em: Emitter, x: ir.Value) -> ir.Value:
     return em.select(bad, em.const(float("nan"), x), y)
 
 
-def log1p(em: Emitter, x: ir.Value) -> ir.Value:
+def log1p(em: Emitter, x: ll.Value) -> ll.Value:
     u = em.add(em.const(1.0, x), x)
     lu = log(em, u)
     # u = 1 + x rounded; add back what the rounding lost: (x - (u - 1)) / u
@@ -160,7 +160,7 @@ def log1p(em: Emitter, x: ir.Value) -> ir.Value:
     return em.select(em.eq(u, em.const(1.0, x)), x, em.add(lu, c))   # keeps log1p(-0) = -0
 
 
-def tanh(em: Emitter, x: ir.Value) -> ir.Value:
+def tanh(em: Emitter, x: ll.Value) -> ll.Value:
     a = em.abs(x)
     t = expm1(em, em.mul(a, em.const(-2.0, x)))           # in (-1, 0]: never overflows
     y = em.div(em.neg(t), em.add(t, em.const(2.0, x)))
@@ -170,13 +170,13 @@ def tanh(em: Emitter, x: ir.Value) -> ir.Value:
 TRIG_LIMIT = 2.0 ** 50     # beyond this the 3-part reduction is meaningless: the result is NaN
 
 
-def sincos(em: Emitter, x: ir.Value, shift: int) -> ir.Value:
+def sincos(em: Emitter, x: ll.Value, shift: int) -> ll.Value:
     """sin(x) (shift 0) or cos(x) (shift 1) by reduction modulo pi/2 and a quadrant switch.
     f32 goes through f64, so it stays accurate far beyond f32's own reduction range; for
     |x| >= 2**50 (where no Payne-Hanek reduction is implemented) the result is NaN."""
     f = _fmt(x)
     if f is _F32:
-        t = ir.VectorType(F64, x.type.count) if isinstance(x.type, ir.VectorType) else F64
+        t = ll.VectorType(F64, x.type.count) if isinstance(x.type, ll.VectorType) else F64
         return em.b.fptrunc(sincos(em, em.b.fpext(x, t), shift), x.type)
     k = em.rint(em.mul(x, em.const(float(2 / PI), x)))
     r = x
@@ -191,8 +191,8 @@ def sincos(em: Emitter, x: ir.Value, shift: int) -> ir.Value:
     cos_c = [(-1) ** j / factorial(2 * j) for j in range(f.trig_deg // 2 + 1)]
     s = em.mul(r, _horner(em, z, sin_c))
     c = _horner(em, z, cos_c)
-    odd = em.b.trunc(q, ir.VectorType(ir.IntType(1), q.type.count)
-                     if isinstance(q.type, ir.VectorType) else ir.IntType(1))
+    odd = em.b.trunc(q, ll.VectorType(ll.IntType(1), q.type.count)
+                     if isinstance(q.type, ll.VectorType) else ll.IntType(1))
     v = em.select(odd, c, s)
     flip = em.ne(em.b.and_(q, em.const(2, q)), em.const(0, q))
     out = em.select(flip, em.neg(v), v)
@@ -200,13 +200,13 @@ def sincos(em: Emitter, x: ir.Value, shift: int) -> ir.Value:
     return out if shift else em.select(em.eq(x, em.const(0.0, x)), x, out)   # sin(-0) = -0
 
 
-def pow(em: Emitter, x: ir.Value, y: ir.Value) -> ir.Value:
+def pow(em: Emitter, x: ll.Value, y: ll.Value) -> ll.Value:
     """C ``pow``: exp(y*log|x|) with the sign and special cases of C99 Annex F.
 
     f32 is computed through f64 (correctly rounded in practice); f64 loses about
     |y*log(x)| ulp to the range reduction of exp."""
-    if not isinstance(scalar_of(x.type), ir.DoubleType):
-        t = ir.VectorType(F64, x.type.count) if isinstance(x.type, ir.VectorType) else F64
+    if not isinstance(scalar_of(x.type), ll.DoubleType):
+        t = ll.VectorType(F64, x.type.count) if isinstance(x.type, ll.VectorType) else F64
         r = pow(em, em.b.fpext(x, t), em.b.fpext(y, t))
         return em.b.fptrunc(r, x.type)
     one = em.const(1.0, x)
@@ -228,19 +228,19 @@ def pow(em: Emitter, x: ir.Value, y: ir.Value) -> ir.Value:
     return em.select(em.eq(y, em.const(2.0, y)), em.mul(x, x), r)
 
 
-def ipow(em: Emitter, x: ir.Value, y: ir.Value) -> ir.Value:
+def ipow(em: Emitter, x: ll.Value, y: ll.Value) -> ll.Value:
     """Integer power by square-and-multiply over every exponent bit (branch-free).
     A negative exponent gives 1/x**|y| truncated: 1 for x == 1, +-1 for x == -1, else 0."""
     width = scalar_of(x.type).width
     one, zero = em.const(1, x), em.const(0, x)
     acc, base, e = one, x, y
     for _ in range(width - 1):
-        bit = em.b.trunc(e, ir.IntType(1))
+        bit = em.b.trunc(e, ll.IntType(1))
         acc = em.select(bit, em.mul(acc, base), acc)
         base = em.mul(base, base)
         e = em.b.lshr(e, em.const(1, e))
     neg = em.lt(y, zero)
-    odd = em.b.trunc(y, ir.IntType(1))
+    odd = em.b.trunc(y, ll.IntType(1))
     inv = em.select(em.eq(x, one), one,
                     em.select(em.eq(x, em.const(-1, x)), em.select(odd, em.neg(one), one), zero))
     return em.select(neg, inv, acc)

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from ir import interp
-from ir.core import Func
+from graphc.ir import interp
+from graphc.ir.core import Func
 
 SIZES = (3, 1, 0)          # every symbolic dim is bound to each in turn by ``same_results``
 
@@ -22,7 +22,7 @@ def check_pass(name: str, before: str, after: str, *, semantic: bool = True) -> 
     With ``semantic``, also check that the interpreter gives the same results before (with its
     grad ops expanded) and after, on random inputs, then with NaN and Inf mixed in. Returns the
     printed result."""
-    from ir.text import print_func
+    from graphc.ir.text import print_func
     before, after = canonical(before), canonical(after)
     func = parse_one(before)
     assert print_func(func) == before, "`before` is not canonical IR text:\n" + diff(
@@ -49,8 +49,8 @@ def diff(a: str, b: str) -> str:
 
 
 def parse_one(text: str) -> Func:
-    from ir.text import parse_funcs
-    from ir.verify import verify
+    from graphc.ir.text import parse_funcs
+    from graphc.ir.verify import verify
     funcs = parse_funcs(text)
     assert len(funcs) == 1, f"expected one function, got {len(funcs)}"
     verify(funcs[0])
@@ -59,8 +59,8 @@ def parse_one(text: str) -> Func:
 
 def apply(name: str, func: Func) -> Func:
     """Run one pass by name, or a pipeline as "O0".."O3", then verify the result."""
-    from ir.verify import verify
-    from passes import PASSES, run_pipeline
+    from graphc.ir.verify import verify
+    from graphc.passes import PASSES, run_pipeline
     if name.startswith("O") and name[1:].isdigit():
         out = run_pipeline(func, int(name[1:]))
     else:
@@ -75,7 +75,7 @@ def reference(func: Func) -> Func:
     """What the interpreter can run: ``func``, with its grad ops expanded (the -O0 pipeline)."""
     if not any(v.op == "grad" for v in func.values()):
         return func
-    from passes import PASSES
+    from graphc.passes import PASSES
     return PASSES["autodiff"].run(func)
 
 
@@ -86,8 +86,8 @@ def symbols(func: Func) -> list[str]:
 def bindings(func: Func) -> Iterator[dict[str, int]]:
     """Each of SIZES for every symbol, skipping those the function's shapes rule out (a
     symbolic dim broadcast against a static 3 only admits 3: ir.shapecheck)."""
-    from ir import shapecheck
-    from ir.errors import GraphCallError
+    from graphc.ir import shapecheck
+    from graphc.ir.errors import GraphCallError
     names = symbols(func)
     reqs = shapecheck.requirements(func)
     for n in SIZES if names else SIZES[:1]:

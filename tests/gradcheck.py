@@ -6,8 +6,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ir import interp
-from ir.core import Func, Value
+from graphc.ir import interp
+from graphc.ir.core import Func, Value
 
 
 def numeric_grad(f: Callable[[np.ndarray], float], x: np.ndarray, eps: float = 1e-6

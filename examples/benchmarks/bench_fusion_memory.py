@@ -1,4 +1,4 @@
-"""Fusion and memory planning on the SPEC MLPs (examples/mlp.graph, 784-256-10, and
+"""Fusion and memory planning on the example MLPs (examples/mlp.graph, 784-256-10, and
 examples/mlp3.graph, 784-256-256-10), value_and_grad, all from one run:
 
 - kernels and peak arena bytes: one kernel per op (the unfused baseline), the runtime's own
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 import graphc
-from ir.types import dim_eval, dim_str
-from runtime import compile_module
-from runtime.kernelplan import unfuse
+from graphc.ir.types import dim_eval, dim_str
+from graphc.runtime import compile_module
+from graphc.runtime.kernelplan import unfuse
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 GRAPHS = ("mlp.graph", "mlp3.graph")

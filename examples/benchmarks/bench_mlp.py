@@ -1,4 +1,4 @@
-"""The SPEC MLP (784 -> 256 -> 10, examples/mlp.graph): forward and value_and_grad time of
+"""The example MLP (784 -> 256 -> 10, examples/mlp.graph): forward and value_and_grad time of
 graphc's native code vs the same computation written in NumPy, as ratios from one run.
 
     python examples/benchmarks/bench_mlp.py [--batch 32 256] [--repeat 200]

@@ -6,12 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from ir.core import Value, const
-from ir.errors import GraphCallError, GraphTypeError
-from ir.ops.shape import first_true
-from ir.ops.registry import COMPOSITE, CREATE, REQUIRED, defop
-from ir.ops.rules import N, as_dim, as_dtype, as_shape, fail, no_grad, sample
-from ir.types import DType, TensorType
+from graphc.ir.core import Value, const
+from graphc.ir.errors import GraphCallError, GraphTypeError
+from graphc.ir.ops.registry import COMPOSITE, CREATE, REQUIRED, defop
+from graphc.ir.ops.rules import N, as_dim, as_dtype, as_shape, fail, no_grad, sample
+from graphc.ir.ops.shape import first_true
+from graphc.ir.types import DType, TensorType
 
 
 def _canon_one_hot(types: tuple[TensorType, ...], attrs: dict[str, Any]) -> dict[str, Any]:

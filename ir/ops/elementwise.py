@@ -8,12 +8,36 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ir.core import Value, make
-from ir.ops.registry import (ASSOCIATIVE, COMMUTATIVE, ELEMENTWISE, IDEMPOTENT, REQUIRED, OpDef,
-                             defop)
-from ir.ops.rules import (ANY, BOOL, FLOAT, NUMERIC, as_dtype, as_float, binary,
-                          broadcast_shapes, call, fail, no_grad, require, sample, to_bool, unary)
-from ir.types import DType, TensorType
+from graphc.ir.core import Value, make
+from graphc.ir.ops.registry import (
+    ASSOCIATIVE,
+    CHEAP,
+    COMMUTATIVE,
+    ELEMENTWISE,
+    IDEMPOTENT,
+    PRESERVES_FINITE,
+    REQUIRED,
+    OpDef,
+    defop,
+)
+from graphc.ir.ops.rules import (
+    ANY,
+    BOOL,
+    FLOAT,
+    NUMERIC,
+    as_dtype,
+    as_float,
+    binary,
+    broadcast_shapes,
+    call,
+    fail,
+    no_grad,
+    require,
+    sample,
+    to_bool,
+    unary,
+)
+from graphc.ir.types import DType, TensorType
 
 REALS = (-2.0, 2.0)
 POSITIVE = (0.2, 3.0)
@@ -54,10 +78,11 @@ def mask(c: Value, like: Value) -> Value:
 
 # ---------------------------------------------------------------------------- unary
 
-unary_op("neg", NUMERIC, np.negative, lambda g, out, x: [-g], lambda em, x: em.neg(x))
+unary_op("neg", NUMERIC, np.negative, lambda g, out, x: [-g], lambda em, x: em.neg(x),
+         traits=(CHEAP, PRESERVES_FINITE))
 unary_op("abs", NUMERIC, np.abs,
          lambda g, out, x: [g * make("sign", x)],          # abs'(0) = sign(0) = 0 (spec)
-         lambda em, x: em.abs(x))
+         lambda em, x: em.abs(x), traits=(CHEAP, PRESERVES_FINITE))
 
 
 def _lower_sign(em: Any, x: Any) -> Any:
@@ -67,7 +92,8 @@ def _lower_sign(em: Any, x: Any) -> Any:
                      em.select(em.lt(x, zero), em.neg(one), em.sub(x, x)))
 
 
-unary_op("sign", NUMERIC, np.sign, no_grad, _lower_sign, differentiable=False)
+unary_op("sign", NUMERIC, np.sign, no_grad, _lower_sign, differentiable=False,
+         traits=(CHEAP, PRESERVES_FINITE))
 unary_op("exp", FLOAT, np.exp, lambda g, out, x: [g * out], lambda em, x: em.exp(x))
 unary_op("log", FLOAT, np.log, lambda g, out, x: [g / x], lambda em, x: em.log(x),
          domain=(POSITIVE,))
@@ -79,20 +105,22 @@ unary_op("rsqrt", FLOAT, lambda x: 1 / np.sqrt(x),
          lambda g, out, x: [g * -0.5 * out / x],
          lambda em, x: em.div(em.const(1, x), em.sqrt(x)), domain=(POSITIVE,))
 unary_op("square", NUMERIC, np.square, lambda g, out, x: [g * (2 * x)],
-         lambda em, x: em.mul(x, x))
+         lambda em, x: em.mul(x, x), traits=(CHEAP,))
 unary_op("reciprocal", FLOAT, lambda x: 1 / x, lambda g, out, x: [-g * out * out],
          lambda em, x: em.div(em.const(1, x), x), domain=(POSITIVE,))
-unary_op("sin", FLOAT, np.sin, lambda g, out, x: [g * make("cos", x)], lambda em, x: em.sin(x))
-unary_op("cos", FLOAT, np.cos, lambda g, out, x: [-g * make("sin", x)], lambda em, x: em.cos(x))
+unary_op("sin", FLOAT, np.sin, lambda g, out, x: [g * make("cos", x)], lambda em, x: em.sin(x),
+         traits=(PRESERVES_FINITE,))
+unary_op("cos", FLOAT, np.cos, lambda g, out, x: [-g * make("sin", x)], lambda em, x: em.cos(x),
+         traits=(PRESERVES_FINITE,))
 unary_op("tanh", FLOAT, np.tanh, lambda g, out, x: [g * (1 - out * out)],
-         lambda em, x: em.tanh(x))
+         lambda em, x: em.tanh(x), traits=(PRESERVES_FINITE,))
 unary_op("sigmoid", FLOAT, lambda x: 1 / (1 + np.exp(-x)),
          lambda g, out, x: [g * out * (1 - out)],
          lambda em, x: em.div(em.const(1, x), em.add(em.const(1, x), em.exp(em.neg(x)))),
-         domain=((-5.0, 5.0),))
+         domain=((-5.0, 5.0),), traits=(PRESERVES_FINITE,))
 unary_op("relu", NUMERIC, lambda x: np.maximum(x, 0),          # maximum keeps NaN
          lambda g, out, x: [call("where", call("gt", x, 0), g, 0)],   # relu'(0) = 0 (spec)
-         lambda em, x: em.maximum(x, em.const(0, x)))
+         lambda em, x: em.maximum(x, em.const(0, x)), traits=(CHEAP, PRESERVES_FINITE))
 
 def canon_alpha(name: str) -> Callable[..., dict[str, Any]]:
     return lambda types, attrs: dict(alpha=as_float(name, "alpha", attrs["alpha"]))
@@ -104,7 +132,7 @@ unary_op("leaky_relu", FLOAT, lambda x, *, alpha: np.where(x >= 0, x, alpha * x)
          lambda em, x, *, alpha: em.select(em.ge(x, em.const(0, x)), x,
                                            em.mul(em.const(alpha, x), x)),
          attrs=(("alpha", 0.01),), canon=canon_alpha("leaky_relu"),
-         samples=UNARY_SAMPLES + (sample("f32[N]", alpha=0.3),))
+         samples=UNARY_SAMPLES + (sample("f32[N]", alpha=0.3),), traits=(CHEAP,))
 
 unary_op("elu", FLOAT,
          lambda x, *, alpha: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))),
@@ -156,13 +184,13 @@ def _lower_gelu(em: Any, x: Any) -> Any:
 unary_op("gelu", FLOAT, _gelu_ref, _gelu_vjp, _lower_gelu, domain=((-3.0, 3.0),),
          doc="tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))")
 unary_op("stop_gradient", ANY, lambda x: x, no_grad, lambda em, x: x, differentiable=False,
-         samples=UNARY_SAMPLES + INT_SAMPLES)
+         samples=UNARY_SAMPLES + INT_SAMPLES, traits=(CHEAP, PRESERVES_FINITE))
 defop("isfinite", ELEMENTWISE, ("x",), infer=partial(to_bool, NUMERIC, "isfinite"),
       ref=np.isfinite, vjp=no_grad,
       lower=lambda em, x: em.isfinite(x), differentiable=False, domain=(REALS,),
-      samples=UNARY_SAMPLES + INT_SAMPLES)
+      samples=UNARY_SAMPLES + INT_SAMPLES, traits=(CHEAP,))
 unary_op("logical_not", BOOL, np.logical_not, no_grad, lambda em, x: em.not_(x),
-         differentiable=False, samples=(sample("bool[N,3]"), sample("bool[]")))
+         differentiable=False, samples=(sample("bool[N,3]"), sample("bool[]")), traits=(CHEAP,))
 
 
 def _cast_ref(x: np.ndarray, *, dtype: DType) -> np.ndarray:
@@ -190,16 +218,17 @@ defop("cast", ELEMENTWISE, ("x",), attrs=(("dtype", REQUIRED),),
       lower=lambda em, x, *, dtype: em.cast(x, dtype), domain=(REALS,),
       samples=(sample("f32[N,3]", dtype=DType.f64), sample("f64[N]", dtype=DType.f32),
                sample("f32[N]", dtype=DType.i32, grad=False), sample("i32[N]", dtype=DType.f32),
-               sample("bool[N]", dtype=DType.f32), sample("f64[]", dtype=DType.bool)))
+               sample("bool[N]", dtype=DType.f32), sample("f64[]", dtype=DType.bool)),
+               traits=(CHEAP,))
 
 # ---------------------------------------------------------------------------- binary
 
 binary_op("add", NUMERIC, np.add, lambda g, out, x, y: [g, g], lambda em, x, y: em.add(x, y),
-          traits=(COMMUTATIVE, ASSOCIATIVE))
+          traits=(COMMUTATIVE, ASSOCIATIVE, CHEAP))
 binary_op("sub", NUMERIC, np.subtract, lambda g, out, x, y: [g, -g],
-          lambda em, x, y: em.sub(x, y))
+          lambda em, x, y: em.sub(x, y), traits=(CHEAP,))
 binary_op("mul", NUMERIC, np.multiply, lambda g, out, x, y: [g * y, g * x],
-          lambda em, x, y: em.mul(x, y), traits=(COMMUTATIVE, ASSOCIATIVE))
+          lambda em, x, y: em.mul(x, y), traits=(COMMUTATIVE, ASSOCIATIVE, CHEAP))
 
 
 def _div_vjp(g: Value, out: Value, x: Value, y: Value) -> list[Value]:
@@ -245,33 +274,35 @@ def _share(g: Value, x: Value, y: Value, win: str) -> list[Value]:
 
 
 binary_op("maximum", NUMERIC, np.maximum, lambda g, out, x, y: _share(g, x, y, "gt"),
-          lambda em, x, y: em.maximum(x, y), traits=(COMMUTATIVE, ASSOCIATIVE, IDEMPOTENT))
+          lambda em, x, y: em.maximum(x, y),
+          traits=(COMMUTATIVE, ASSOCIATIVE, IDEMPOTENT, CHEAP, PRESERVES_FINITE))
 binary_op("minimum", NUMERIC, np.minimum, lambda g, out, x, y: _share(g, x, y, "lt"),
-          lambda em, x, y: em.minimum(x, y), traits=(COMMUTATIVE, ASSOCIATIVE, IDEMPOTENT))
+          lambda em, x, y: em.minimum(x, y),
+          traits=(COMMUTATIVE, ASSOCIATIVE, IDEMPOTENT, CHEAP, PRESERVES_FINITE))
 
 COMPARE_SAMPLES = (sample("f32[N,3]", "f32[3]"), sample("i64[N]", "i64[]"),
                    sample("bool[N,2]", "bool[N,2]"), sample("i32[4]", "i32[4]",
                                                             domain=((0, 2), (0, 2))))
 binary_op("lt", ANY, np.less, no_grad, lambda em, x, y: em.lt(x, y), out=DType.bool,
-          differentiable=False, samples=COMPARE_SAMPLES)
+          differentiable=False, samples=COMPARE_SAMPLES, traits=(CHEAP,))
 binary_op("le", ANY, np.less_equal, no_grad, lambda em, x, y: em.le(x, y), out=DType.bool,
-          differentiable=False, samples=COMPARE_SAMPLES)
+          differentiable=False, samples=COMPARE_SAMPLES, traits=(CHEAP,))
 binary_op("gt", ANY, np.greater, no_grad, lambda em, x, y: em.gt(x, y), out=DType.bool,
-          differentiable=False, samples=COMPARE_SAMPLES)
+          differentiable=False, samples=COMPARE_SAMPLES, traits=(CHEAP,))
 binary_op("ge", ANY, np.greater_equal, no_grad, lambda em, x, y: em.ge(x, y), out=DType.bool,
-          differentiable=False, samples=COMPARE_SAMPLES)
+          differentiable=False, samples=COMPARE_SAMPLES, traits=(CHEAP,))
 binary_op("eq", ANY, np.equal, no_grad, lambda em, x, y: em.eq(x, y), out=DType.bool,
-          differentiable=False, samples=COMPARE_SAMPLES, traits=(COMMUTATIVE,))
+          differentiable=False, samples=COMPARE_SAMPLES, traits=(COMMUTATIVE, CHEAP))
 binary_op("ne", ANY, np.not_equal, no_grad, lambda em, x, y: em.ne(x, y), out=DType.bool,
-          differentiable=False, samples=COMPARE_SAMPLES, traits=(COMMUTATIVE,))
+          differentiable=False, samples=COMPARE_SAMPLES, traits=(COMMUTATIVE, CHEAP))
 
 LOGICAL_SAMPLES = (sample("bool[N,3]", "bool[3]"), sample("bool[]", "bool[N]"))
 binary_op("logical_and", BOOL, np.logical_and, no_grad, lambda em, x, y: em.and_(x, y),
           differentiable=False, samples=LOGICAL_SAMPLES,
-          traits=(COMMUTATIVE, ASSOCIATIVE, IDEMPOTENT))
+          traits=(COMMUTATIVE, ASSOCIATIVE, IDEMPOTENT, CHEAP))
 binary_op("logical_or", BOOL, np.logical_or, no_grad, lambda em, x, y: em.or_(x, y),
           differentiable=False, samples=LOGICAL_SAMPLES,
-          traits=(COMMUTATIVE, ASSOCIATIVE, IDEMPOTENT))
+          traits=(COMMUTATIVE, ASSOCIATIVE, IDEMPOTENT, CHEAP))
 
 
 def _where_type(c: TensorType, x: TensorType, y: TensorType) -> TensorType:
@@ -286,4 +317,4 @@ defop("where", ELEMENTWISE, ("c", "x", "y"), infer=_where_type, ref=np.where,
       lower=lambda em, c, x, y: em.select(c, x, y), domain=(None, REALS, REALS),
       samples=(sample("bool[N,3]", "f32[N,3]", "f32[N,3]"),
                sample("bool[N,1]", "f32[3]", "f32[]"),
-               sample("bool[]", "i32[N]", "i32[N]")))
+               sample("bool[]", "i32[N]", "i32[N]")), traits=(CHEAP, PRESERVES_FINITE))

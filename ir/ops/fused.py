@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ir.core import Func, Value, make, rebuild
-from ir.errors import GraphTypeError
-from ir.ops.registry import ELEMENTWISE, REDUCE, REQUIRED, defop, get
-from ir.ops.rules import sample
-from ir.types import Dim, DType, TensorType
+from graphc.ir.core import Func, Value, make, rebuild
+from graphc.ir.errors import GraphTypeError
+from graphc.ir.ops.registry import ELEMENTWISE, REDUCE, REQUIRED, defop, get
+from graphc.ir.ops.rules import sample
+from graphc.ir.types import Dim, DType, TensorType
 
 FUSED = "fused"                                   # the op kind: one kernel
 LOOP_OPS = ("broadcast_to", "reshape", "const", "dim")   # fuse as elementwise ops do
@@ -63,7 +63,7 @@ class Body(Func):
     def _key(self) -> str:
         key = self.__dict__.get("key")
         if key is None:
-            from ir.text import print_func
+            from graphc.ir.text import print_func
             key = print_func(self)
             object.__setattr__(self, "key", key)       # a cache, not state: Func is frozen
         return key
@@ -76,7 +76,7 @@ class Body(Func):
 
 
 def _key_of(f: Func) -> str:
-    from ir.text import print_func
+    from graphc.ir.text import print_func
     return f._key() if isinstance(f, Body) else print_func(f)
 
 
@@ -108,7 +108,7 @@ def _canon(types: tuple[TensorType, ...], attrs: dict[str, Any]) -> dict[str, An
 
 def _fused_ref(*arrays: np.ndarray, body: Func, out_shape: tuple[int, ...],
                out_dtype: np.dtype[Any], syms: tuple[int, ...] = (), **_: Any) -> np.ndarray:
-    from ir import interp
+    from graphc.ir import interp
     env = dict(zip(free_symbols(body), syms))
     for ty, shape in [(p.type, a.shape) for p, a in zip(body.params, arrays)] + [
             (body.results[0].type, out_shape)]:
@@ -128,13 +128,12 @@ def inline(body: Func, xs: tuple[Value, ...] | list[Value]) -> Value:
     return new[id(body.results[0])]
 
 
-def _fused_vjp(g: Value, out: Value, *xs: Value, body: Func, **_: Any) -> list[Value | None]:
-    from passes.autodiff import grad_of  # fused ops normally appear only after autodiff
-    return grad_of(make("sum", inline(body, xs) * g), list(xs))
+def _expand(v: Value) -> Value:
+    return inline(v.attrs["body"], v.inputs)
 
 
 def _sample_body(name: str, types: tuple[str, ...], build: Callable[..., Value]) -> Func:
-    from ir.text import parse_type
+    from graphc.ir.text import parse_type
     args = tuple(make("arg", name=f"in{i}", dtype=t.dtype, shape=t.shape)
                  for i, t in enumerate(parse_type(s) for s in types))
     return Func(name, args, (build(*args),))
@@ -159,7 +158,7 @@ def _samples() -> tuple[Any, ...]:
 
 defop(FUSED, FUSED, ("*xs",),
       attrs=(("body", REQUIRED), ("syms", None)) + tuple((a, None) for a in PLAN_ATTRS),
-      canon=_canon, infer=_fused_type, ref=_fused_ref, vjp=_fused_vjp, wants_out=True,
+      canon=_canon, infer=_fused_type, ref=_fused_ref, expand=_expand, wants_out=True,
       samples=_samples(),
       doc="one kernel: `body` computed from the inputs; `syms` lists dims only the body binds")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ir.core import Value, make
-from ir.ops.registry import MATMUL, defop
-from ir.ops.rules import NUMERIC, broadcast_shapes, fail, require, sample
-from ir.types import TensorType, dim_str
+from graphc.ir.core import Value, make
+from graphc.ir.ops.registry import MATMUL, defop
+from graphc.ir.ops.rules import NUMERIC, broadcast_shapes, fail, require, sample
+from graphc.ir.types import TensorType, dim_str
 
 
 def _matmul_type(a: TensorType, b: TensorType) -> TensorType:

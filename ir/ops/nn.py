@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from ir.core import Value, lift, make
-from ir.errors import GraphTypeError
-from ir.ops.reduce import shift_by_max
-from ir.ops.registry import COMPOSITE, defop, suggest
-from ir.ops.rules import FLOAT, NUMERIC, call, fail, norm_axes, require, sample
-from ir.types import DType, TensorType
+from graphc.ir.core import Value, lift, make
+from graphc.ir.errors import GraphTypeError
+from graphc.ir.ops.reduce import shift_by_max
+from graphc.ir.ops.registry import COMPOSITE, defop, suggest
+from graphc.ir.ops.rules import FLOAT, NUMERIC, call, fail, norm_axes, require, sample
+from graphc.ir.types import DType, TensorType
 
 # ---------------------------------------------------------------------------- softmax
 

@@ -7,12 +7,22 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ir.core import Value, make
-from ir.ops.elementwise import mask
-from ir.ops.registry import COMPOSITE, REDUCE, defop
-from ir.ops.rules import (FLOAT, NUMERIC, call, canon_reduce, count, no_grad, reduce_identity,
-                          reduced_shape, require, sample)
-from ir.types import DType, TensorType
+from graphc.ir.core import Value, make
+from graphc.ir.ops.elementwise import mask
+from graphc.ir.ops.registry import COMPOSITE, REDUCE, defop
+from graphc.ir.ops.rules import (
+    FLOAT,
+    NUMERIC,
+    call,
+    canon_reduce,
+    count,
+    no_grad,
+    reduce_identity,
+    reduced_shape,
+    require,
+    sample,
+)
+from graphc.ir.types import DType, TensorType
 
 REDUCE_ATTRS = (("axis", None), ("keepdims", False))
 REDUCE_SAMPLES = (sample("f32[N,3]"), sample("f32[N,3]", axis=1),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ir.errors import GraphTypeError
+from graphc.ir.errors import GraphTypeError
 
 # kinds: how an op lowers and fuses
 ELEMENTWISE = "elementwise"
@@ -16,10 +16,18 @@ CREATE = "create"
 COMPOSITE = "composite"     # never in the IR: elaborates to primitives via ``decompose``
 SPECIAL = "special"         # arg, grad: handled by the passes/runtime themselves
 
-# traits
+# traits: what passes and the backend may assume of an op (they ask ``has``, never a name)
 COMMUTATIVE = "commutative"
 ASSOCIATIVE = "associative"
 IDEMPOTENT = "idempotent"
+CHEAP = "cheap"                        # about one instruction: recomputed where used, not stored
+PRESERVES_FINITE = "preserves_finite"  # finite inputs give a finite result
+VIEW = "view"                          # a layout change: the same elements seen anew
+TRAITS = (COMMUTATIVE, ASSOCIATIVE, IDEMPOTENT, CHEAP, PRESERVES_FINITE, VIEW)
+
+# how a reduction folds its elements: the interpreter and every backend handle each of these,
+# and declaring a reduction with any other is an error at declaration, not a wrong number
+COMBINES = ("add", "max", "min", "argmax", "argmin")
 
 REQUIRED = object()          # attribute default meaning "must be given"
 
@@ -34,10 +42,13 @@ class OpDef:
     canon: Callable[..., dict[str, Any]] | None = None  # (types, attrs) -> normalised attrs
     ref: Callable[..., Any] | None = None    # NumPy semantics: (*arrays, **attrs) -> ndarray
     vjp: Callable[..., Any] | None = None    # (g, out, *inputs, **attrs) -> [Value | None]
+    # an op that stands for other ops (a kernel): its value computed by them, which is what
+    # autodiff differentiates in place of a vjp
+    expand: Callable[..., Any] | None = None  # (value) -> Value
     decompose: Callable[..., Any] | None = None  # COMPOSITE: (*values, **attrs) -> Value(s)
     # lowering, by kind (runtime passes its emitter ``em``; ir/ never imports llvmlite)
     lower: Callable[..., Any] | None = None  # ELEMENTWISE: (em, *scalars, **attrs) -> scalar
-    combine: str | None = None               # REDUCE: "add" | "max" | "min" | "argmax" | ...
+    combine: str | None = None               # REDUCE: one of COMBINES
     identity: Any = None                     # REDUCE: the fold's start value
     traits: tuple[str, ...] = ()
     domain: tuple[Any, ...] = ()             # per input: (lo, hi) sample range for tests, or None
@@ -84,8 +95,20 @@ def defop(name: str, kind: str, inputs: tuple[str, ...] = ("x",), **fields: Any)
     if name in _TABLE:
         raise ValueError(f"op {name!r} declared twice")
     opdef = OpDef(name, kind, inputs, **fields)
+    unknown = [t for t in opdef.traits if t not in TRAITS]
+    if unknown:
+        raise ValueError(f"op {name!r} declares unknown traits {unknown}")
+    if kind == REDUCE and opdef.combine not in COMBINES:
+        raise ValueError(f"reduction {name!r} combines by {opdef.combine!r}, which the "
+                         f"backend cannot lower; one of {COMBINES}")
     _TABLE[name] = opdef
     return opdef
+
+
+def has(op: str, trait: str) -> bool:
+    """Whether op ``op`` declares ``trait`` (an unknown op declares none)."""
+    opdef = _TABLE.get(op)
+    return opdef is not None and trait in opdef.traits
 
 
 def get(name: str) -> OpDef:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from ir.errors import GraphTypeError
-from ir.types import Dim, DimLike, DType, Shape, TensorType, dim_add, dim_div, dim_prod, dim_str
+from graphc.ir.errors import GraphTypeError
+from graphc.ir.types import (
+    Dim,
+    DimLike,
+    DType,
+    Shape,
+    TensorType,
+    dim_add,
+    dim_div,
+    dim_prod,
+    dim_str,
+)
 
 # ---------------------------------------------------------------------------- test cases
 
@@ -264,7 +273,7 @@ def reduce_identity(identity: Any, dtype: DType) -> Any:
 def call(name: str, *xs: Any, **attrs: Any) -> Any:
     """``make`` with Python numbers lifted to the dtype of the first non-bool operand, so that
     VJP rules read like math: ``call("where", x > 0, g, 0)``."""
-    from ir.core import Value, lift, make
+    from graphc.ir.core import Value, lift, make
     values = [x for x in xs if isinstance(x, Value)]
     like = next((v for v in values if v.dtype is not DType.bool), values[0])
     return make(name, *(lift(x, like) for x in xs), **attrs)

@@ -7,12 +7,34 @@ from typing import Any
 
 import numpy as np
 
-from ir.core import Value, const, make
-from ir.errors import GraphCallError, GraphTypeError
-from ir.ops.registry import COMPOSITE, MOVEMENT, REQUIRED, defop
-from ir.ops.rules import (ANY, NUMERIC, N, as_dim, as_int, as_shape, broadcast_to_shape, dim_sum,
-                          fail, norm_axes, norm_axis, require, resolve_reshape, sample)
-from ir.types import DimLike, TensorType, dim_div, dim_str
+from graphc.ir.core import Value, const, make
+from graphc.ir.errors import GraphCallError, GraphTypeError
+from graphc.ir.ops.registry import (
+    CHEAP,
+    COMPOSITE,
+    MOVEMENT,
+    PRESERVES_FINITE,
+    REQUIRED,
+    VIEW,
+    defop,
+)
+from graphc.ir.ops.rules import (
+    ANY,
+    NUMERIC,
+    N,
+    as_dim,
+    as_int,
+    as_shape,
+    broadcast_to_shape,
+    dim_sum,
+    fail,
+    norm_axes,
+    norm_axis,
+    require,
+    resolve_reshape,
+    sample,
+)
+from graphc.ir.types import DimLike, TensorType, dim_div, dim_str
 
 # ---------------------------------------------------------------------------- reshape, transpose
 
@@ -24,7 +46,7 @@ defop("reshape", MOVEMENT, ("x",), attrs=(("shape", REQUIRED),),
       samples=(sample("f32[N,4,3]", shape=(-1,)), sample("f32[N,4,3]", shape=(N, -1)),
                sample("f64[N,4,3]", shape=(2, -1, N)), sample("f32[2,6]", shape=(3, -1)),
                sample("f32[]", shape=(1, 1)), sample("f32[1,1]", shape=()),
-               sample("i32[N,2]", shape=(2, N))))
+               sample("i32[N,2]", shape=(2, N))), traits=(CHEAP, PRESERVES_FINITE, VIEW))
 
 
 def _canon_perm(types: tuple[TensorType, ...], attrs: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +66,8 @@ defop("transpose", MOVEMENT, ("x",), attrs=(("perm", None),), canon=_canon_perm,
       ref=lambda x, *, perm: np.transpose(x, perm),
       vjp=lambda g, out, x, *, perm: [make("transpose", g, perm=tuple(np.argsort(perm)))],
       samples=(sample("f32[N,3]"), sample("f32[2,N,3]", perm=(1, 2, 0)),
-               sample("f64[2,N,3]", perm=(0, -1, 1)), sample("f32[]"), sample("i64[N,2]")))
+               sample("f64[2,N,3]", perm=(0, -1, 1)), sample("f32[]"), sample("i64[N,2]")),
+               traits=(PRESERVES_FINITE, VIEW))
 
 
 def _broadcast_type(x: TensorType, *, shape: tuple[DimLike, ...]) -> TensorType:
@@ -57,7 +80,8 @@ defop("broadcast_to", MOVEMENT, ("x",), attrs=(("shape", REQUIRED),),
       infer=_broadcast_type, ref=lambda x, *, shape: np.broadcast_to(x, shape).copy(),
       vjp=lambda g, out, x, *, shape: [g],      # autodiff sums g back to x's shape
       samples=(sample("f32[3]", shape=(N, 3)), sample("f32[N,1]", shape=(2, N, 4)),
-               sample("f64[]", shape=(N,)), sample("i32[1,N]", shape=(3, N))))
+               sample("f64[]", shape=(N,)), sample("i32[1,N]", shape=(3, N))),
+               traits=(CHEAP, PRESERVES_FINITE, VIEW))
 
 # ---------------------------------------------------------------------------- slice, pad
 
@@ -132,7 +156,7 @@ defop("slice", MOVEMENT, ("x",), attrs=(("start", None), ("stop", None), ("step"
                sample("f32[N,6]", start=(0, 1), step=(1, 2)),
                sample("f32[7,N]", start=(1, 0), step=(3, 1)),
                sample("f32[2,N]", start=(0, 2), stop=(2, 2), sizes=(3,)),
-               sample("i32[N,4]", start=(0, 1), stop=(None, 3))))
+               sample("i32[N,4]", start=(0, 1), stop=(None, 3))), traits=(PRESERVES_FINITE, VIEW))
 
 
 def _canon_pad(types: tuple[TensorType, ...], attrs: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +210,7 @@ defop("pad", MOVEMENT, ("x",), attrs=(("lo", REQUIRED), ("hi", REQUIRED), ("inte
       samples=(sample("f32[N,3]", lo=(1, 0), hi=(0, 2)),
                sample("f64[N,3]", lo=(0, 2), hi=(N, 1), interior=(0, 2)),
                sample("f32[N]", lo=(1,), hi=(1,), interior=(1,), sizes=(1, 3)),
-               sample("i32[2,N]", lo=(0, 1), hi=(1, 0))))
+               sample("i32[2,N]", lo=(0, 1), hi=(1, 0))), traits=(PRESERVES_FINITE,))
 
 # ---------------------------------------------------------------------------- concat
 
@@ -222,7 +246,7 @@ def _concat_vjp(g: Value, out: Value, *xs: Value, axis: int) -> list[Value]:
 defop("concat", MOVEMENT, ("*xs",), attrs=(("axis", 0),), canon=_canon_concat,
       infer=_concat_type, ref=lambda *xs, axis: np.concatenate(xs, axis=axis), vjp=_concat_vjp,
       samples=(sample("f32[N,3]", "f32[4,3]"), sample("f32[N,3]", "f32[N,1]", "f32[N,2]", axis=-1),
-               sample("f64[2]"), sample("i32[N]", "i32[N]")))
+               sample("f64[2]"), sample("i32[N]", "i32[N]")), traits=(PRESERVES_FINITE,))
 
 # ---------------------------------------------------------------------------- gather / scatter
 
@@ -264,7 +288,7 @@ defop("take", MOVEMENT, ("x", "indices"), attrs=(("axis", 0),), canon=_canon_axi
                sample("f64[4,N]", "i32[N,2]", axis=0, domain=(None, (-4, 4))),
                sample("f32[2,3,N]", "i64[]", axis=1, domain=(None, (0, 3))),
                sample("f32[2,N]", "i64[2,2]", axis=-1, domain=(None, (-1, "N")), sizes=(1, 3)),
-               sample("i32[5]", "i64[N]", domain=(None, (0, 5)))))
+               sample("i32[5]", "i64[N]", domain=(None, (0, 5)))), traits=(PRESERVES_FINITE,))
 
 
 def _scatter_type(x: TensorType, idx: TensorType, upd: TensorType, *, axis: int

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from ir.errors import GraphTypeError
-from ir.ops.registry import CREATE, REQUIRED, SPECIAL, defop
-from ir.types import DType, TensorType, dim_prod
+from graphc.ir.errors import GraphTypeError
+from graphc.ir.ops.registry import CHEAP, CREATE, REQUIRED, SPECIAL, defop
+from graphc.ir.types import DType, TensorType, dim_prod
 
 
 def _arg_type(*, name: str, dtype: DType, shape: tuple) -> TensorType:
@@ -51,7 +51,7 @@ def _dim_type(*, value: Any, dtype: DType) -> TensorType:
 defop("dim", CREATE, inputs=(), attrs=(("value", REQUIRED), ("dtype", DType.i64)),
       infer=_dim_type, ref=lambda *, value, dtype: np.array(value, dtype=dtype.np),
       differentiable=False, dsl=False,
-      doc="the run-time value of a dim polynomial (e.g. the count in mean over N)")
+      doc="the run-time value of a dim polynomial (e.g. the count in mean over N)", traits=(CHEAP,))
 
 
 def _grad_type(y: TensorType, x: TensorType) -> TensorType:

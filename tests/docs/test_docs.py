@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 import re
 
-from ir.ops import registry
+from graphc.ir.ops import registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""The command line (SPEC §3): emits, pass listing, gradient check, exit codes, no tracebacks."""
+"""The command line: emits, pass listing, gradient check, exit codes, no tracebacks."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from graphc.cli import main
-from ir.ops import registry
+from graphc.ir.ops import registry
 from tests.e2e.conftest import EXAMPLES
 
 
@@ -25,11 +25,11 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 
 def test_passes_lists_the_pipeline_one_per_line(capsys) -> None:  # type: ignore[no-untyped-def]
-    import passes
+    import graphc.passes
     rc, out, _ = run_cli(capsys, "passes")
     lines = out.strip().splitlines()
     assert rc == 0 and [ln.split()[0] for ln in lines] == [n for n, _ in
-                                                           passes.describe_pipeline(2)]
+                                                           graphc.passes.describe_pipeline(2)]
     assert lines[0].startswith("autodiff") and all(len(ln.split()) > 2 for ln in lines)
 
 

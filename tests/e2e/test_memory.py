@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import graphc
-from ir import parse
-from ir.types import dim_eval
-from passes.memplan import Report
+from graphc.ir import parse
+from graphc.ir.types import dim_eval
+from graphc.passes.memplan import Report
 from tests.e2e.conftest import EXAMPLES
 from tests.e2e.test_cli import run_cli
 
@@ -39,7 +39,7 @@ def test_memory_plan_is_the_arena_the_runtime_allocates() -> None:
 
 
 def parse_dim(text: str) -> object:
-    from ir.text import parse_type
+    from graphc.ir.text import parse_type
     return parse_type(f"f32[{text}]").shape[0]
 
 

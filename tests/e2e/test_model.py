@@ -1,5 +1,5 @@
-"""The Python API on the SPEC MLP: forward, value_and_grad and sgd_step against NumPy written by
-hand, init_params, symbolic dims bound per call, and the call-time errors of SPEC §5."""
+"""The Python API on the example MLP: forward, value_and_grad and sgd_step against NumPy written by
+hand, init_params, symbolic dims bound per call, and the call-time errors of docs/runtime.md."""
 from __future__ import annotations
 
 import math
@@ -159,7 +159,7 @@ def test_choosing_a_graph_among_several() -> None:
 
 
 def test_dump_ir_reads_back_and_names_results(mlp: graphc.Model) -> None:
-    from ir.text import parse_funcs, print_funcs
+    from graphc.ir.text import parse_funcs, print_funcs
     text = mlp.dump_ir()
     funcs = parse_funcs(text)
     assert [f.name for f in funcs] == ["mlp.forward", "mlp.backward", "mlp.sgd_step"]
@@ -194,7 +194,7 @@ def test_an_input_named_lr_does_not_collide_with_the_learning_rate(backend: str)
     loss = m.sgd_step({**p, "lr": np.float32(3.0)}, 0.1)
     assert float(loss) == 6.0
     np.testing.assert_allclose(p["w"], 1 - 0.1 * 6.0)            # d/dw = 2 w lr = 6
-    from ir.text import parse_funcs
+    from graphc.ir.text import parse_funcs
     assert parse_funcs(m.dump_ir(func="sgd_step"))                # reads back: no duplicate %lr
 
 

@@ -1,4 +1,4 @@
-"""Errors found while running a model point at the .graph line with a caret (SPEC §5): bad labels,
+"""Errors found while running a model point at the .graph line with a caret: bad labels,
 out-of-range indices on symbolic axes, and NaN/Inf under check_numerics."""
 from __future__ import annotations
 

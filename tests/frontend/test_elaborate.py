@@ -1,13 +1,13 @@
-"""Elaboration of the SPEC §1 examples into IR, checked against NumPy on the interpreter:
-the mlp, fns with several results, consts, for-unrolling (an RNN, truncated BPTT), symbolic
-dims bound to different sizes, weak literals, keyword arguments and source locations."""
+"""Elaboration of the language reference's examples into IR, checked against NumPy on the
+interpreter: the mlp, fns with several results, consts, for-unrolling (an RNN, truncated BPTT),
+symbolic dims bound to different sizes, weak literals, keyword arguments and source locations."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ir.core import Func
-from ir.types import Dim, DType, TensorType
+from graphc.ir.core import Func
+from graphc.ir.types import Dim, DType, TensorType
 from tests.frontend.util import graph, run
 
 MLP = """\
@@ -156,8 +156,8 @@ graph tbptt {
 
 
 def test_truncated_bptt_gradient_stops_at_stop_gradient() -> None:
-    from ir import interp
-    from passes import autodiff
+    from graphc.ir import interp
+    from graphc.passes import autodiff
     rng = np.random.default_rng(1)
     xs, W = rng.normal(size=(6, 2)), rng.normal(size=(2, 2)) * 0.5
     g = graph(TBPTT)
@@ -302,8 +302,8 @@ def test_rebinding_output_expr_and_grad_expression() -> None:
     assert dx.op == "grad" and dx.inputs == (f.results[0], f.params[0])
     assert g.grad is not None and g.grad.wrt == ("x", "W")
     x, W = np.array([1., 2, 3], np.float32), np.array([2., 0, 1], np.float32)
-    from ir import interp
-    from passes import autodiff
+    from graphc.ir import interp
+    from graphc.passes import autodiff
     z, d = interp.run(autodiff.run(f), {"x": x, "W": W})
     assert z == (x * W + 1).sum()
     np.testing.assert_array_equal(d, W)
@@ -332,7 +332,7 @@ def test_several_graphs_in_one_file_share_consts_and_fns() -> None:
     graphs = elaborate_source(src, "t.graph")
     assert list(graphs) == ["a", "b"]
     assert graphs["b"].forward.name == "b.forward"
-    from ir import interp
+    from graphc.ir import interp
     (y,) = interp.run(graphs["b"].forward, {"x": np.float64(3)})
     assert y == 12
 

@@ -1,4 +1,4 @@
-"""SPEC §5, compile-time rows: what bad .graph input gets. Each error is a GraphError subclass
+"""Compile-time errors: what bad .graph input gets. Each error is a GraphError subclass
 whose text starts ``file:line:col: message`` and quotes the source line with a caret."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parsing: precedence and associativity (SPEC §1 Expressions), statement ends, comments,
+"""Parsing: precedence and associativity (docs/language.md, Expressions), statement ends, comments,
 bracketed line continuation, literals, placement rules, and syntax errors worded for people."""
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pytest
 import graphc
 from graphc.elaborate import elaborate_source
 from graphc.errors import GraphSyntaxError, GraphTypeError
-from ir.types import Dim, dim_str
+from graphc.ir.types import Dim, dim_str
 
 
 def error(src: str, cls: type = GraphTypeError) -> str:

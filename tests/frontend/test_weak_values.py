@@ -1,13 +1,14 @@
 """Values computed only from literals and symbolic dims, and tensors computed only from those
 (through elementwise ops, ``where`` with a bool condition, broadcasts and reductions), stay
-weakly typed (as in JAX): they adopt the dtype of the tensor they meet. Also: initializer arguments and internal ops are checked."""
+weakly typed (as in JAX): they adopt the dtype of the tensor they meet. Also: initializer
+arguments and internal ops are checked."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import graphc
-from ir import interp
+from graphc.ir import interp
 from tests.frontend.util import graph
 from tests.frontend.util import run as run_forward
 

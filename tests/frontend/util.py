@@ -8,9 +8,9 @@ import numpy as np
 
 from graphc import ast as A
 from graphc.elaborate import elaborate_source
+from graphc.ir import interp
 from graphc.program import GraphDef
 from graphc.syntax import parse
-from ir import interp
 
 
 def graph(src: str, name: str | None = None) -> GraphDef:

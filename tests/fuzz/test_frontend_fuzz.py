@@ -26,11 +26,11 @@ import pytest
 import graphc
 from graphc.elaborate import elaborate_source
 from graphc.errors import GraphError, GraphWarning
-from ir import interp
-from ir.core import Func
-from ir.ops import registry
-from ir.text import parse, print_func
-from ir.verify import VerifyError, verify
+from graphc.ir import interp
+from graphc.ir.core import Func
+from graphc.ir.ops import registry
+from graphc.ir.text import parse, print_func
+from graphc.ir.verify import VerifyError, verify
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 20261201

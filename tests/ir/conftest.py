@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from ir.core import Func
-from ir.ops import registry
-from ir.ops.registry import SPECIAL, OpDef
-from ir.types import DType, TensorType
+from graphc.ir.core import Func
+from graphc.ir.ops import registry
+from graphc.ir.ops.registry import SPECIAL, OpDef
+from graphc.ir.types import DType, TensorType
 
 
 def _probe_type(*_: TensorType, dt: DType, shape: Any, **__: Any) -> TensorType:

@@ -1,16 +1,16 @@
-"""Call-time checks of what types assume about symbolic dims (SPEC §1: a symbolic dim meets any
-other dim only when equal, checked at call time; dims must not go negative)."""
+"""Call-time checks of what types assume about symbolic dims (docs/language.md: a symbolic dim
+meets any other dim only when equal, checked at call time; dims must not go negative)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ir import interp
-from ir.core import Func, make
-from ir.errors import GraphCallError, GraphTypeError, Loc
-from ir.shapecheck import requirements
-from ir.types import Dim, DType
-from passes import autodiff
+from graphc.ir import interp
+from graphc.ir.core import Func, make
+from graphc.ir.errors import GraphCallError, GraphTypeError, Loc
+from graphc.ir.shapecheck import requirements
+from graphc.ir.types import Dim, DType
+from graphc.passes import autodiff
 
 N, M = Dim.sym("N"), Dim.sym("M")
 

@@ -7,9 +7,9 @@ import textwrap
 
 import numpy as np
 
-from ir import DType, Dim, Func, Loc, TensorType, at, const, make
-from ir.text import Module, parse, parse_funcs, parse_type, print_func, print_funcs
-from ir.verify import verify
+from graphc.ir import Dim, DType, Func, Loc, TensorType, at, const, make
+from graphc.ir.text import Module, parse, parse_funcs, parse_type, print_func, print_funcs
+from graphc.ir.verify import verify
 
 N, M = Dim.sym("N"), Dim.sym("M")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ir import Attrs, DType, Func, GraphSyntaxError, GraphTypeError, TensorType, Value
-from ir.text import parse, parse_type
+from graphc.ir import Attrs, DType, Func, GraphSyntaxError, GraphTypeError, TensorType, Value
+from graphc.ir.text import parse, parse_type
 
 HEAD = "func @f(%x: f32[4], %y: f32[]) -> (f32[4]) {\n"
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from ir import Func, Loc, make
-from ir.ops import registry
-from ir.text import parse, parse_type
-from ir.verify import verify
+from graphc.ir import Func, Loc, make
+from graphc.ir.ops import registry
+from graphc.ir.text import parse, parse_type
+from graphc.ir.verify import verify
 
 CASES = [pytest.param(op.name, s, id=f"{op.name}-{i}")
          for op in registry.all() if op.kind != registry.COMPOSITE

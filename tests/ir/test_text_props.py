@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ir import DType, Dim, Func, const, make
-from ir.text import parse
-from ir.types import dim_add, dim_mul
+from graphc.ir import Dim, DType, Func, const, make
+from graphc.ir.text import parse
+from graphc.ir.types import dim_add, dim_mul
 
 SYMBOLS = st.sampled_from([Dim.sym(s) for s in ("N", "M", "K")])
 MONOMIAL = st.tuples(st.integers(-5, 5), st.lists(SYMBOLS, max_size=3)).map(

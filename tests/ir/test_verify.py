@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ir import Attrs, DType, Dim, Func, GraphError, Loc, TensorType, Value, const, make
-from ir.verify import VerifyError, verify
+from graphc.ir import Attrs, Dim, DType, Func, GraphError, Loc, TensorType, Value, const, make
+from graphc.ir.verify import VerifyError, verify
 
 F4 = TensorType(DType.f32, (4,))
 F0 = TensorType(DType.f32, ())

@@ -8,13 +8,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ir import interp
-from ir.core import Func, Value, make
-from ir.ops import registry
-from ir.ops.registry import OpDef
-from ir.ops.rules import Sample
-from ir.text import parse_type
-from ir.types import DType, TensorType
+from graphc.ir import interp
+from graphc.ir.core import Func, Value, make
+from graphc.ir.ops import registry
+from graphc.ir.ops.registry import OpDef
+from graphc.ir.ops.rules import Sample
+from graphc.ir.text import parse_type
+from graphc.ir.types import DType, TensorType
 
 FLOAT_RANGE = (-2.0, 2.0)
 INT_RANGE = (-4, 5)
@@ -55,7 +55,7 @@ def cases(ops: list[OpDef] | None = None) -> Iterator[Case]:
 
 
 def attr_symbols(attrs: Any) -> set[str]:
-    from ir.types import Dim
+    from graphc.ir.types import Dim
     if isinstance(attrs, Dim):
         return set(attrs.symbols)
     if isinstance(attrs, tuple):
@@ -125,7 +125,7 @@ def evaluate(build: Any, *arrays: Any, env: dict[str, int] | None = None) -> np.
 
 def gradient(build: Any, *arrays: Any) -> list[np.ndarray]:
     """d sum(build(*args)) / d arg, through the autodiff pass, for every float argument."""
-    from passes.autodiff import grad_of
+    from graphc.passes.autodiff import grad_of
     arrays = tuple(np.asarray(a) for a in arrays)
     args = args_of([TensorType(DType.from_np(a.dtype), a.shape) for a in arrays])
     floats = [a for a in args if a.dtype.is_float]

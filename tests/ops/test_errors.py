@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from ir.core import at, make
-from ir.errors import GraphTypeError, Loc
-from ir.types import Dim, DType, TensorType
+from graphc.ir.core import at, make
+from graphc.ir.errors import GraphTypeError, Loc
+from graphc.ir.types import Dim, DType, TensorType
 from tests.ops.harness import args_of
 
 N, M = Dim.sym("N"), Dim.sym("M")
@@ -45,7 +45,7 @@ def test_shapes_that_do_not_broadcast(a: tuple, b: tuple) -> None:
                                        ((1, M), (N, 1), "f32[N,M]")])
 def test_symbolic_dims_meet_other_dims_with_a_call_time_check(a: tuple, b: tuple,
                                                                out: str) -> None:
-    # SPEC §1: a symbolic dim against any other dim must be equal, checked at call time
+    # the language: a symbolic dim against any other dim must be equal, checked at call time
     # (ir.shapecheck; see tests/ir/test_shapecheck.py)
     x, y = arg(DType.f32, *a), arg(DType.f32, *b)
     assert str(make("add", x, y).type) == out

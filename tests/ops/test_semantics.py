@@ -1,14 +1,14 @@
-"""SPEC §1's semantics, one behaviour per test, against NumPy written by hand: gradient
+"""The language's semantics, one behaviour per test, against NumPy written by hand: gradient
 conventions, NaN propagation, empty reductions, stable losses, symbolic shapes, bounds."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ir import interp
-from ir.core import Func, make
-from ir.errors import GraphCallError
-from ir.types import Dim, DType, TensorType
+from graphc.ir import interp
+from graphc.ir.core import Func, make
+from graphc.ir.errors import GraphCallError
+from graphc.ir.types import Dim, DType, TensorType
 from tests.ops.harness import args_of, evaluate, gradient
 
 inf, nan = np.inf, np.nan

@@ -60,7 +60,7 @@ def check(case: Case) -> None:
 
 def accept(case: Case) -> None:
     """Store what the pass gives now as the case's expectation."""
-    from ir.text import print_func
+    from graphc.ir.text import print_func
     func = parse_one(canonical(case.before))
     before, got = print_func(func), print_func(apply(case.pass_name, func))
     chunks = case.path.read_text().split("\n" + SEPARATOR + "\n")

@@ -7,11 +7,11 @@ import warnings
 import numpy as np
 import pytest
 
-from ir import interp
-from ir.core import Func, Value, const, make
-from ir.errors import GraphTypeError, GraphWarning
-from ir.types import DType, Dim
-from passes import autodiff
+from graphc.ir import interp
+from graphc.ir.core import Func, Value, const, make
+from graphc.ir.errors import GraphTypeError, GraphWarning
+from graphc.ir.types import Dim, DType
+from graphc.passes import autodiff
 from tests.conftest import check_pass
 from tests.gradcheck import numeric_grads
 
@@ -173,7 +173,7 @@ def test_autodiff_grad_wrt_integer_is_type_error() -> None:
 
 
 def test_autodiff_backward_ops_carry_forward_locs() -> None:
-    from ir.errors import Loc
+    from graphc.ir.errors import Loc
     x = arg("x", 3)
     loc = Loc("m.graph", 7, 9)
     h = make("tanh", x, loc=loc)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ir import interp
-from ir.core import Func, Value, make
-from ir.types import DType
-from passes import autodiff
+from graphc.ir import interp
+from graphc.ir.core import Func, Value, make
+from graphc.ir.types import DType
+from graphc.passes import autodiff
 from tests.gradcheck import numeric_grads
 
 UNARY = ("tanh", "sin", "cos", "sigmoid", "softplus", "neg", "square", "exp_tanh")

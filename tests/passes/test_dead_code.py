@@ -9,8 +9,8 @@ import pytest
 
 import graphc
 from graphc.elaborate import elaborate_source
-from ir.core import Func
-from passes import PIPELINES, REQUIRED, run_pipeline
+from graphc.ir.core import Func
+from graphc.passes import PIPELINES, REQUIRED, run_pipeline
 
 # y[0:3] is out of range when K < 3, but the outer slice reads only x's part of the concat
 SOURCE = """

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from passes import fusion
-from passes.rewrite import Counter, counting
+from graphc.passes import fusion
+from graphc.passes.rewrite import Counter, counting
 from tests.conftest import canonical, check_pass, parse_one
 
 

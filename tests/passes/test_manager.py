@@ -9,16 +9,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import passes
-from ir import interp
-from ir.core import Func, Value, make
-from ir.errors import GraphCallError, GraphError
-from ir.text import print_func
-from ir.types import TensorType
-from passes import (PASSES, PIPELINES, REQUIRED, Pass, describe_pipeline, format_stats,
-                    run_pipeline)
-from passes.manager import PassError
-from passes.rewrite import Counter, counting, rewrite
+import graphc.passes
+from graphc.ir import interp
+from graphc.ir.core import Func, Value, make
+from graphc.ir.errors import GraphCallError, GraphError
+from graphc.ir.text import print_func
+from graphc.ir.types import TensorType
+from graphc.passes import (
+    PASSES,
+    PIPELINES,
+    REQUIRED,
+    Pass,
+    describe_pipeline,
+    format_stats,
+    run_pipeline,
+)
+from graphc.passes.manager import PassError
+from graphc.passes.rewrite import Counter, counting, rewrite
 from tests.conftest import canonical, parse_one
 
 MLP = canonical("""
@@ -43,7 +50,7 @@ def test_passes_are_named_after_their_modules() -> None:
     assert list(PASSES) == ["autodiff", "constant_fold", "simplify", "cse", "dce", "checkpoint",
                             "fusion", "memplan"]
     for name, p in PASSES.items():
-        assert p.run.__module__ == f"passes.{name}"
+        assert p.run.__module__ == f"graphc.passes.{name}"
         assert p.doc and "\n" not in p.doc
 
 
@@ -82,7 +89,7 @@ def test_dump_sees_every_pass_in_order() -> None:
 
 
 def test_stats_count_ops_and_rewrites_per_pass() -> None:
-    stats: list[passes.manager.PassStat] = []
+    stats: list[graphc.passes.manager.PassStat] = []
     out = run_pipeline(mlp(), 2, stats=stats)
     assert [s.name for s in stats] == list(PIPELINES[2])
     for a, b in itertools.pairwise(stats):
@@ -164,8 +171,8 @@ def test_bisect_zero_is_o0_and_n_applies_n_rewrites(monkeypatch: pytest.MonkeyPa
         run_pipeline(f)
 
 
-def stats_of(f: Func, bisect: int | None) -> list[passes.manager.PassStat]:
-    stats: list[passes.manager.PassStat] = []
+def stats_of(f: Func, bisect: int | None) -> list[graphc.passes.manager.PassStat]:
+    stats: list[graphc.passes.manager.PassStat] = []
     run_pipeline(f, 3, stats=stats, bisect=bisect)
     return stats
 
@@ -173,7 +180,7 @@ def stats_of(f: Func, bisect: int | None) -> list[passes.manager.PassStat]:
 def test_bisect_finds_a_miscompiling_rewrite(monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """The workflow the docs describe: plant a wrong rule, bisect on N, read the culprit."""
-    from passes import simplify
+    from graphc.passes import simplify
 
     def fold_exp_wrongly(v: Value, facts: simplify.Facts) -> Value | None:
         return make("neg", v.inputs[0])

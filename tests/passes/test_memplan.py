@@ -9,11 +9,12 @@ import warnings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ir.core import Func, Value
-from ir.ops.fused import analyze, same_index_inputs
-from ir.types import Dim, DType, dim_eval
-from passes import fusion, memplan, run_pipeline
-from passes.memplan import Interval, allocate, dominates, poly_max, round_up, storage
+from graphc.ir.core import Func, Value
+from graphc.ir.ops.fused import analyze, same_index_inputs
+from graphc.ir.slots import Interval, allocate, dominates, poly_max, round_up
+from graphc.ir.types import Dim, DType, dim_eval
+from graphc.passes import fusion, memplan, run_pipeline
+from graphc.passes.memplan import storage
 from tests.conftest import canonical, check_pass, parse_one
 from tests.runtime.test_arena import with_gradients
 from tests.runtime.test_random_graphs import graphs

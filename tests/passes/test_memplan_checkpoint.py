@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ir.text import print_func
-from passes import checkpoint, fusion, memplan
+from graphc.ir.text import print_func
+from graphc.passes import checkpoint, fusion, memplan
 from tests.conftest import canonical, parse_one, same_results
 
 # forward: the loss (result 0); backward: W's gradient. exp is an elementwise kernel's output,

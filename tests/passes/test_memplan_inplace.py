@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from passes import memplan
+from graphc.passes import memplan
 from tests.conftest import canonical, check_pass, parse_one
 
 # A param update whose gradient reads the param only through ``%in1``.

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ir import interp
-from ir.core import Func, Value, const, make
-from ir.errors import GraphTypeError
-from ir.types import Dim, DType
-from passes import run_pipeline
+from graphc.ir import interp
+from graphc.ir.core import Func, Value, const, make
+from graphc.ir.errors import GraphTypeError
+from graphc.ir.types import Dim, DType
+from graphc.passes import run_pipeline
 from tests.conftest import assert_same, bindings, random_args, same_results
 
 N = Dim.sym("N")
@@ -128,7 +128,7 @@ def test_o3_preserves_gradients(recipe: list[tuple[str, int, int, int]]) -> None
 @given(recipes, st.booleans())
 def test_native_o0_and_o3_match_the_interpreter(recipe: list[tuple[str, int, int, int]],
                                                 grad: bool) -> None:
-    from runtime import compile_module
+    from graphc.runtime import compile_module
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = run_pipeline(backward(recipe) if grad else forward(recipe), 0)

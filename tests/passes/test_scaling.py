@@ -16,13 +16,14 @@ from hypothesis import strategies as st
 
 import graphc
 from graphc.elaborate import elaborate_source
+from graphc.ir.core import Func, Value
+from graphc.ir.ops.fused import ELEMENTWISE, Pattern, analyze, depends, role, same_index_inputs
+from graphc.ir.ops.registry import get
+from graphc.ir.slots import Interval, at_ref, dominates
+from graphc.ir.types import DimLike, DType
 from graphc.model import build_funcs
-from ir.core import Func, Value
-from ir.ops.fused import ELEMENTWISE, Pattern, analyze, depends, role, same_index_inputs
-from ir.ops.registry import get
-from ir.types import DimLike, DType
-from passes import fusion, memplan, run_pipeline
-from passes.memplan import Interval, at_ref, dominates, nbytes
+from graphc.passes import fusion, memplan, run_pipeline
+from graphc.passes.memplan import nbytes
 from tests.conftest import canonical, parse_one
 from tests.runtime.test_arena import with_gradients
 from tests.runtime.test_random_graphs import graphs

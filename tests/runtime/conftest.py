@@ -7,8 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 
-from ir import interp
-from ir.core import Func
+from graphc.ir import interp
+from graphc.ir.core import Func
 
 
 @pytest.fixture(autouse=True)

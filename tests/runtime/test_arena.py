@@ -11,11 +11,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ir.core import Func, make
-from ir.types import Dim, DType, dim_eval
-from passes import memplan, run_pipeline
-from runtime import compile_module
-from runtime.kernelplan import plan_kernels
+from graphc.ir.core import Func, make
+from graphc.ir.types import Dim, DType, dim_eval
+from graphc.passes import memplan, run_pipeline
+from graphc.runtime import compile_module
+from graphc.runtime.kernelplan import plan_kernels
 from tests.runtime.conftest import assert_matches, reference
 from tests.runtime.test_random_graphs import graphs
 

@@ -13,18 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ir.core import Func, make
-from ir.types import Dim, DType
-from runtime import compile_module, jit
+from graphc.ir.core import Func, make
+from graphc.ir.types import Dim, DType
+from graphc.runtime import compile_module, jit
 
 N = Dim.sym("N")
 
 PROGRAM = textwrap.dedent("""
     import json, sys, time
     import numpy as np
-    from ir.core import Func, make
-    from ir.types import Dim, DType
-    from runtime import compile_module
+    from graphc.ir.core import Func, make
+    from graphc.ir.types import Dim, DType
+    from graphc.runtime import compile_module
     x = make("arg", name="x", dtype=DType.f32, shape=(Dim.sym("N"), 8))
     w = make("arg", name="w", dtype=DType.f32, shape=(8, 4))
     y = make("tanh", x @ w)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ir.core import Func, make
-from ir.errors import GraphWarning
-from ir.types import Dim, DType
-from runtime import cache, compile_module
+from graphc.ir.core import Func, make
+from graphc.ir.errors import GraphWarning
+from graphc.ir.types import Dim, DType
+from graphc.runtime import cache, compile_module
 
 ROOT = Path(__file__).resolve().parents[2]
 N = Dim.sym("N")
@@ -97,7 +97,7 @@ def test_damaged_entries_are_misses(root: Path, damage: str) -> None:
 CHILD = textwrap.dedent("""
     import json, sys
     from tests.runtime.test_cache_robust import WANT, X, check, funcs
-    from runtime import compile_module
+    from graphc.runtime import compile_module
     mod = compile_module(funcs())
     check(mod)
     print(json.dumps(mod.stats))
@@ -317,7 +317,7 @@ RACER = textwrap.dedent("""
     import json, sys
     import numpy as np
     import graphc
-    from runtime import cache
+    from graphc.runtime import cache
     ref = graphc.compile_source(sys.argv[1], backend="interp")
     params = ref.init_params(seed=0)
     x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 import graphc
-from ir.core import Func, make
-from ir.types import Dim, DType, dim_add
-from passes import run_pipeline
-from runtime import call, compile_module, module
-from runtime.plan import ERR_DEBUG_BOUNDS
-from runtime.plan import Plan, View
+from graphc.ir.core import Func, make
+from graphc.ir.types import Dim, DType, dim_add
+from graphc.passes import run_pipeline
+from graphc.runtime import call, compile_module, module
+from graphc.runtime.plan import ERR_DEBUG_BOUNDS, Plan, View
 
 N = Dim.sym("N")
 EXAMPLES = sorted(Path(__file__).resolve().parents[2].glob("examples/*.graph"))
@@ -165,8 +164,8 @@ def with_details(func: Func, monkeypatch: pytest.MonkeyPatch, debug: bool = Fals
     """``func`` built with ``details``, its native entry wrapped so that each call passes a dims
     array with DETAIL_WORDS words of room (what runtime.call is to allocate); returns the
     module and a list that receives each call's detail words."""
-    from runtime.codegen import build_module
-    from runtime.plan import DETAIL_WORDS
+    from graphc.runtime.codegen import build_module
+    from graphc.runtime.plan import DETAIL_WORDS
     seen: list[np.ndarray] = []
     with monkeypatch.context() as m:
         m.setattr(module, "build_module",

@@ -7,9 +7,9 @@ from collections import defaultdict
 
 import pytest
 
-from ir.core import Func, make
-from ir.ops import registry
-from runtime import compile_module
+from graphc.ir.core import Func, make
+from graphc.ir.ops import registry
+from graphc.runtime import compile_module
 from tests.ops.harness import Case, apply, cases, draw
 from tests.runtime.conftest import assert_matches, reference
 

@@ -1,5 +1,5 @@
 """Backend behaviour beyond single ops: one compile for every dim binding, views, run-time
-bounds, argument checking and conversion (SPEC section 5), in-place results, threads, the NaN
+bounds, argument checking and conversion (docs/runtime.md), in-place results, threads, the NaN
 guard and generated vector code."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import threading
 import numpy as np
 import pytest
 
-from ir.core import Func, at, const, make
-from ir.errors import GraphCallError, Loc, NumericsError
-from ir.types import Dim, DType
-from runtime import compile_module
+from graphc.ir.core import Func, at, const, make
+from graphc.ir.errors import GraphCallError, Loc, NumericsError
+from graphc.ir.types import Dim, DType
+from graphc.runtime import compile_module
 from tests.runtime.conftest import assert_matches, reference
 
 N = Dim.sym("N")
@@ -181,7 +181,7 @@ def test_exp_loop_uses_vector_registers(dtype: DType) -> None:
 
 
 def test_layout_ops_are_views_and_chains_fuse() -> None:
-    from runtime.plan import Lazy, View, make_plan
+    from graphc.runtime.plan import Lazy, View, make_plan
     x = arg("x", (N, 4))
     t = make("transpose", x, perm=(1, 0))
     e = make("exp", make("tanh", t) * 2.0)

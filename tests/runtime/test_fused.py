@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ir.core import Func, Value, const, make
-from ir.ops import registry
-from ir.ops.fused import Body
-from ir.types import Dim, DType
-from passes import fusion, memplan
-from runtime import compile_module
-from runtime.kernelplan import plan_kernels
+from graphc.ir.core import Func, Value, const, make
+from graphc.ir.ops import registry
+from graphc.ir.ops.fused import Body
+from graphc.ir.types import Dim, DType
+from graphc.passes import fusion, memplan
+from graphc.runtime import compile_module
+from graphc.runtime.kernelplan import plan_kernels
 from tests.runtime.conftest import assert_matches, reference
 
 N = Dim.sym("N")
@@ -184,8 +184,8 @@ def test_a_body_with_no_single_lowering_runs_op_by_op() -> None:
 
 
 def test_numerics_guard_names_an_op_inside_a_kernel() -> None:
-    from ir.core import at
-    from ir.errors import Loc, NumericsError
+    from graphc.ir.core import at
+    from graphc.ir.errors import Loc, NumericsError
     x = arg("x", (N,))
     with at(Loc("k.graph", 2, 3)):
         lg = make("log", x)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import graphc
-from ir.ops.elementwise import GELU_C, GELU_K
+from graphc.ir.ops.elementwise import GELU_C, GELU_K
 from tests.runtime.test_vmath import ulps
 
 CAST_VALUES = [math.nan, math.inf, -math.inf, 1e30, -1e30, 2.0 ** 31, -2.0 ** 31 - 1, 2.7, -2.7,
@@ -45,8 +45,8 @@ def saturated(values: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def test_cast_reference_saturates() -> None:
-    from ir.ops import registry
-    from ir.types import DType
+    from graphc.ir.ops import registry
+    from graphc.ir.types import DType
     ref = registry.get("cast").ref
     for src in (np.float32, np.float64):
         x = np.array(CAST_VALUES, src)

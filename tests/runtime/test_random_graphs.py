@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ir.core import Func, Value, make
-from ir.types import Dim, DType
-from runtime import compile_module
+from graphc.ir.core import Func, Value, make
+from graphc.ir.types import Dim, DType
+from graphc.runtime import compile_module
 from tests.runtime.conftest import assert_matches, reference
 
 N = Dim.sym("N")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ir.core import Func, make
-from ir.types import Dim, DType
-from runtime import compile_module
+from graphc.ir.core import Func, make
+from graphc.ir.types import Dim, DType
+from graphc.runtime import compile_module
 
 N = Dim.sym("N")
 UNARY = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "tanh": np.tanh, "sin": np.sin,
