@@ -27,7 +27,7 @@ import pytest
 
 import graphc
 from graphc.elaborate import elaborate_source
-from ir.ops import registry
+from graphc.ir.ops import registry
 
 # ---- features that hit a known bug: set a flag False to keep the generator off a feature
 # while its bug is open (each was a known bug; all pass on the tree of 2026-12-01 21:35)
