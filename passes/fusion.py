@@ -277,5 +277,5 @@ def _what(v: Value) -> str:
 
 def _allowed(old: Value, new: Value) -> bool:
     """Opt-bisect: each kernel formed counts as one rewrite."""
-    counter = engine._COUNTER.get()
+    counter = engine.current_counter()
     return counter is None or counter.allow(old, new)

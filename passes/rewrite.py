@@ -46,6 +46,12 @@ _COUNTER: contextvars.ContextVar[Counter | None] = contextvars.ContextVar(
     "graphc_rewrite_counter", default=None)
 
 
+def current_counter() -> Counter | None:
+    """The counter of the pass running now (None outside the pass manager): a pass that makes
+    rewrites without the engine (fusion) asks it before each one."""
+    return _COUNTER.get()
+
+
 @contextlib.contextmanager
 def counting(counter: Counter, pass_name: str, exempt: bool = False) -> Iterator[Counter]:
     """Route the rewrites of one pass through ``counter`` (the pass manager's opt-bisect hook)."""
