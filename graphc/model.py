@@ -292,6 +292,14 @@ class Model:
             raise GraphCallError(f"{name} has no memory plan at -O{self.opt_level}: fusion and "
                                  f"memory planning run at -O2 and -O3") from None
 
+    def to_networkx(self, func: str = "forward", *, nested: bool = True) -> Any:
+        """The optimised IR of ``func`` as a ``networkx.MultiDiGraph`` (one node per value with
+        its op, type and source location; one edge per operand use), for users' own analyses."""
+        from graphc.ir.graphs import to_networkx
+        if func not in self.funcs:
+            raise GraphCallError(f"no function '{func}'" + suggest(func, list(self.funcs)))
+        return to_networkx(self.optimized[func], nested=nested)
+
     def llvm_ir(self, func: str = "forward") -> str:
         return self._need_native().llvm_ir(func)
 
