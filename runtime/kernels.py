@@ -53,6 +53,8 @@ def _combine(k: Kernel, how: str, acc: ll.Value, x: ll.Value) -> ll.Value:
     em = k.em
     if how == "add":
         return k.b.fadd(acc, x, flags=RFLAGS) if is_float(x.type) else k.b.add(acc, x)
+    if how == "mul":
+        return k.b.fmul(acc, x, flags=RFLAGS) if is_float(x.type) else k.b.mul(acc, x)
     if how not in ("max", "min"):
         raise ValueError(f"no lowering for the fold {how!r}")   # registry.COMBINES grew
     if not is_float(x.type):

@@ -20,7 +20,7 @@ from graphc.ir.types import Dim, DType, TensorType
 
 FUSED = "fused"                                   # the op kind: one kernel
 LOOP_OPS = ("broadcast_to", "reshape", "const", "dim")   # fuse as elementwise ops do
-FOLDS = ("add", "max", "min")                     # reductions a kernel may hold
+FOLDS = ("add", "mul", "max", "min")              # reductions a kernel may hold
 # what the memory plan adds (memplan.py): the schedule step; the arena slot and byte offset, or
 # the result written (and the param whose array that result may overwrite)
 PLAN_ATTRS = ("inplace", "out", "offset", "slot", "step")
@@ -178,7 +178,7 @@ class Pattern:
 
 
 def role(v: Value) -> str:
-    """"loop" (elementwise-like), "matmul", "fold" (add/max/min reduction) or "single"."""
+    """"loop" (elementwise-like), "matmul", "fold" (a reduction by one of FOLDS) or "single"."""
     kind = get(v.op).kind
     if kind == ELEMENTWISE or (v.op in LOOP_OPS and (v.op != "reshape" or unit_reshape(v))):
         return "loop"

@@ -1,5 +1,6 @@
 """Reductions over a tuple of axes (canonical: sorted, non-negative; the DSL's default None means
-every axis). Empty reductions give the identity (sum 0, max -inf); mean of nothing is NaN."""
+every axis). Empty reductions give the identity (sum 0, prod 1, max -inf); mean of nothing is
+NaN."""
 from __future__ import annotations
 
 from functools import partial
@@ -72,6 +73,38 @@ def _extreme_ref(fn: Callable[..., Any], identity: float, x: np.ndarray, *,
 reduce_op("sum", lambda x, *, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims,
                                                     dtype=x.dtype),
           _sum_vjp, "add", 0.0)
+
+# exact zeros for the gradient (a domain of more than two numbers lists the values, repeated in
+# row-major order): rows with one, two, none, two and three zeros; one zero and two in all
+ZEROS = (0.0, 1.5, -0.75, 0.0, 0.0, 1.25, 0.5, -1.125, 0.875, 0.0, -1.5, 0.0, 0.0, 0.0, 0.0)
+PROD_SAMPLES = REDUCE_SAMPLES + (
+    sample("f64[N,3]", axis=1, domain=(ZEROS,), sizes=(1, 5)),
+    sample("f32[5,3]", axis=0, keepdims=True, domain=(ZEROS,)),
+    sample("f64[2,3]", domain=((0.5, -1.25, 0.0, 1.5, 0.75, -1.0),)),
+    sample("f64[2,3]", domain=((0.5, 0.0, -1.25, 1.5, 0.0, -1.0),)))
+
+
+def _prod_vjp(g: Value, out: Value, x: Value, *, axis: tuple[int, ...], keepdims: bool
+              ) -> list[Value]:
+    """d prod / d x_i is the product of the other elements, exact with zeros in x (as JAX):
+    ``out / x_i`` where x_i != 0; at a zero, the product of the non-zero rest if it is the only
+    zero, that times the other zero if there are two (0 in value, but its derivative is that
+    product, so second derivatives hold at zeros too), else 0. Division by x never meets a 0."""
+    zero = call("eq", x, 0)
+    safe = call("where", zero, 1, x)
+    rest = make("prod", safe, axis=axis, keepdims=True)      # the non-zero elements' product
+    zeros = make("sum", mask(zero, x), axis=axis, keepdims=True)
+    other = make("sum", call("where", zero, x, 0), axis=axis, keepdims=True) - x
+    at_zero = call("where", call("eq", zeros, 1), rest,
+                   call("where", call("eq", zeros, 2), rest * other, 0))
+    others = call("where", zero, at_zero, keep(out, x, axis, keepdims) / safe)
+    return [keep(g, x, axis, keepdims) * others]
+
+
+reduce_op("prod", lambda x, *, axis, keepdims: np.prod(x, axis=axis, keepdims=keepdims,
+                                                      dtype=x.dtype),
+          _prod_vjp, "mul", 1.0, samples=PROD_SAMPLES)
+
 reduce_op("max", partial(_extreme_ref, np.max, -np.inf), _extreme_vjp, "max", -np.inf)
 reduce_op("min", partial(_extreme_ref, np.min, np.inf), _extreme_vjp, "min", np.inf)
 

@@ -27,7 +27,7 @@ TRAITS = (COMMUTATIVE, ASSOCIATIVE, IDEMPOTENT, CHEAP, PRESERVES_FINITE, VIEW)
 
 # how a reduction folds its elements: the interpreter and every backend handle each of these,
 # and declaring a reduction with any other is an error at declaration, not a wrong number
-COMBINES = ("add", "max", "min", "argmax", "argmin")
+COMBINES = ("add", "mul", "max", "min", "argmax", "argmin")
 
 REQUIRED = object()          # attribute default meaning "must be given"
 

@@ -89,8 +89,9 @@ class Sub:
         """Relative tolerance: a few ulp per op, more per transcendental (vectorised
         polynomials) and reduction (summation order), more again for gradients."""
         eps = 1.2e-7 if self.dtype == "f32" else 2.3e-16
-        cost = sum(6 if op in TRANSCENDENTAL else 3 if op in ("sum", "mean", "matmul", "grad")
-                   else 1 for op in self.ops)
+        cost = sum(6 if op in TRANSCENDENTAL
+                   else 3 if op in ("sum", "prod", "mean", "matmul", "grad") else 1
+                   for op in self.ops)
         floor = 2e-5 if self.dtype == "f32" else 1e-11
         return max(floor, eps * 32 * (1 + cost)) * (4 if grad else 1)
 
@@ -257,7 +258,7 @@ class Gen:
         x = self.pick(lambda v: v.rank >= 1)
         if x is None:
             return None
-        op = self.rng.choice(["sum", "max", "min", "mean", "logsumexp"])
+        op = self.rng.choice(["sum", "max", "min", "mean", "logsumexp", "prod"])
         keep = self.rng.random() < 0.4
         r = self.rng.random()
         if r < 0.2:

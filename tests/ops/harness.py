@@ -77,13 +77,17 @@ def one_op(case: Case, f64: bool = False) -> Func:
 
 
 def draw(case: Case, types: list[TensorType]) -> list[np.ndarray]:
-    """Inputs from the sample's domain (else the op's, else a default range per dtype)."""
+    """Inputs from the sample's domain (else the op's, else a default range per dtype). A domain
+    of more than two numbers lists the values themselves, repeated in row-major order: exact
+    zeros, which a range never draws."""
     env, rng = dict(case.env), case.rng()
     out = []
     for i, t in enumerate(types):
         dom = (case.sample.domain[i:i + 1] or case.op.domain[i:i + 1] or (None,))[0]
         shape = t.concrete(env)
-        if t.dtype is DType.bool:
+        if dom is not None and len(dom) > 2:
+            a = np.resize(np.asarray(dom), shape)
+        elif t.dtype is DType.bool:
             a = rng.random(shape) < 0.5
         elif t.dtype.is_int:
             lo, hi = (env.get(b, b) if isinstance(b, str) else b for b in dom or INT_RANGE)

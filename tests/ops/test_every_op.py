@@ -47,7 +47,7 @@ def test_every_op_is_declared_with_samples() -> None:
     names = {op.name for op in OPS}
     assert names >= set("""neg abs sign exp log log1p sqrt rsqrt square reciprocal sin cos tanh
         sigmoid relu leaky_relu elu softplus gelu stop_gradient isfinite logical_not cast add sub
-        mul div pow maximum minimum lt le gt ge eq ne logical_and logical_or where sum max min
+        mul div pow maximum minimum lt le gt ge eq ne logical_and logical_or where sum prod max min
         argmax argmin matmul reshape transpose broadcast_to slice pad concat take scatter_add
         one_hot mean logsumexp softmax log_softmax softmax_cross_entropy
         sparse_softmax_cross_entropy sigmoid_cross_entropy binary_cross_entropy mse clip
@@ -62,7 +62,7 @@ def test_every_op_is_declared_with_samples() -> None:
         if op.kind == ELEMENTWISE:
             assert op.lower is not None, op.name
         if op.kind == REDUCE:
-            assert op.combine in ("add", "max", "min", "argmax", "argmin"), op.name
+            assert op.combine in registry.COMBINES, op.name
 
 
 @pytest.mark.parametrize("case", **by_id(CASES))
@@ -184,8 +184,9 @@ def fold(combine: str, identity: object, x: np.ndarray) -> np.ndarray:
     idx = np.zeros(x.shape[:-1], np.int64)
     for k in range(x.shape[-1]):
         v = x[..., k]
-        if combine in ("add", "max", "min"):
-            acc = {"add": np.add, "max": np.maximum, "min": np.minimum}[combine](acc, v)
+        if not combine.startswith("arg"):
+            acc = {"add": np.add, "mul": np.multiply, "max": np.maximum,
+                   "min": np.minimum}[combine](acc, v)
         else:
             better = (v > acc) if combine == "argmax" else (v < acc)
             take = better | (np.isnan(v) & ~np.isnan(acc))     # the first NaN wins, as NumPy
