@@ -30,14 +30,16 @@ __version__ = "0.1.0"
 def compile_source(text: str, graph: str | None = None, *, filename: str = "<source>",
                    opt_level: int = 2, backend: str = "native", cache: bool = True,
                    check_numerics: bool = False, checkpoint: Any = None, debug: bool | None = None,
-                   **unknown: Any) -> Model:
+                   passes: str | None = None, **unknown: Any) -> Model:
     """Compile ``.graph`` source text.
 
     opt_level: 0-3 (default 2); backend: "native" or "interp" (the NumPy reference
     interpreter); cache: reuse compiled code from the disk cache; check_numerics: raise
     NumericsError at the first op that makes a NaN/Inf; checkpoint: "elementwise", "all" or
     {"budget": bytes, "N": n}; debug: bounds-check every load and store of the generated code
-    (default: the GRAPHC_DEBUG environment variable)."""
+    (default: the GRAPHC_DEBUG environment variable); passes: the pass pipeline as a spec such
+    as "autodiff,simplify,cse,dce" instead of opt_level's (the required autodiff and dce are
+    added where missing; grammar: ``graphc.passes.manager``)."""
     if unknown:
         from graphc.ir.ops.registry import suggest
         name = next(iter(unknown))
@@ -49,7 +51,8 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
         raise GraphArgumentTypeError(f"graph= must be a graph's name (a str), got "
                                      f"{type(graph).__name__}")
     options = dict(opt_level=opt_level, backend=backend, cache=cache,
-                   check_numerics=check_numerics, checkpoint=checkpoint, debug=debug)
+                   check_numerics=check_numerics, checkpoint=checkpoint, debug=debug,
+                   passes=passes)
     check_options(options)
     from graphc.elaborate import elaborate_source
     graphs = elaborate_source(text, filename)

@@ -93,19 +93,22 @@ def _compile(args: argparse.Namespace, **kw: Any) -> graphc.Model:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     native = args.emit in ("llvm", "asm", "obj")
-    model = _compile(args, opt_level=args.O, backend="native" if native else "interp")
+    model = _compile(args, opt_level=args.O, backend="native" if native else "interp",
+                     passes=args.passes)
+    label = f"-O{args.O}" if args.passes is None else \
+        f"--passes {graphc.passes.format_pipeline(model.pipeline)}"
     if args.time_passes:
         for name, f in model.funcs.items():
             stats: list[Any] = []
-            graphc.passes.run_pipeline(f, args.O, stats=stats)
-            print(f"=== {model.name}.{name} (-O{args.O})\n{graphc.passes.format_stats(stats)}",
+            graphc.passes.run_pipeline(f, model.pipeline, stats=stats)
+            print(f"=== {model.name}.{name} ({label})\n{graphc.passes.format_stats(stats)}",
                   file=sys.stderr)
     if args.dump_after:
-        names = [n for n, _ in graphc.passes.describe_pipeline(args.O)]
+        names = [s.name for s in model.pipeline]
         chosen = names if args.dump_after == "all" else [args.dump_after]
         for p in chosen:
             if p not in names:
-                return _usage(f"no pass '{p}' in the -O{args.O} pipeline (try: "
+                return _usage(f"no pass '{p}' in the {label} pipeline (try: "
                               f"{', '.join(names)})")
         _write("".join(f"// ----- after {p} -----\n{model.dump_ir(after=p)}\n"
                        for p in chosen), args.o)
@@ -214,8 +217,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_passes(args: argparse.Namespace) -> int:
-    for name, doc in graphc.passes.describe_pipeline(args.O):
-        print(f"{name:<16} {doc}")
+    for step in graphc.passes.pipeline(args.O if args.passes is None else args.passes):
+        print(f"{step!s:<16} {graphc.passes.PASSES[step.name].doc}")
+    return 0
+
+
+def cmd_opt(args: argparse.Namespace) -> int:
+    """IR text in, the passes of ``-p SPEC`` run exactly as written (nothing added), IR text out,
+    verified after every pass (as mlir-opt does)."""
+    from graphc.ir.text import parse_funcs, print_func
+    try:
+        if args.file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.file, encoding="utf-8-sig") as f:
+                text = f.read()
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise graphc.GraphFileError(f"cannot read {args.file}: "
+                                    f"{getattr(e, 'strerror', None) or e}") from None
+    steps = graphc.passes.parse_pipeline(args.p)
+    funcs = parse_funcs(text, "<stdin>" if args.file == "-" else args.file)
+    out = [graphc.passes.run_pipeline(f, steps, required=False) for f in funcs]
+    _write("\n\n".join(print_func(f) for f in out), args.o)
     return 0
 
 
@@ -249,6 +272,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.add_argument("--graph")
     opt_level(c)
+    c.add_argument("--passes", metavar="SPEC", help="the pass pipeline, e.g. "
+                   "'autodiff,simplify,dce' (autodiff and dce are added if missing)")
     c.add_argument("--emit", choices=["ir", "ir-unopt", "llvm", "asm", "obj", "dot"],
                    default="ir")
     c.add_argument("--dump-after", metavar="PASS|all")
@@ -283,7 +308,15 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("passes", help="list the pass pipeline")
     opt_level(s)
+    s.add_argument("--passes", metavar="SPEC", help="list this pipeline spec's passes instead")
     s.set_defaults(func=cmd_passes)
+
+    t = sub.add_parser("opt", help="run passes on IR text and print the result")
+    t.add_argument("file", help="a file of IR text (- for stdin)")
+    t.add_argument("-p", "--passes", dest="p", required=True, metavar="SPEC",
+                   help="the passes to run, as written, e.g. 'simplify,cse' or O2")
+    t.add_argument("-o", metavar="OUT")
+    t.set_defaults(func=cmd_opt)
 
     a = sub.add_parser("cache", help="the compiled-code cache: where, how big; empty it")
     a.add_argument("action", choices=["info", "clear"])

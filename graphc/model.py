@@ -21,10 +21,6 @@ from graphc.program import GraphDef
 
 BACKENDS = ("native", "interp")
 
-# Verify (and print/read back) the IR after every pass. The test suite turns this on for every
-# model (tests/conftest.py); otherwise only -O0 does, as its job is to be the trustworthy build.
-VERIFY_EACH_PASS = False
-
 
 def grad_name(name: str) -> str:
     """Result name of a gradient in the backward function's signature."""
@@ -57,7 +53,7 @@ def build_funcs(g: GraphDef) -> dict[str, Func]:
     return funcs
 
 
-OPTIONS = ("opt_level", "backend", "cache", "check_numerics", "checkpoint", "debug")
+OPTIONS = ("opt_level", "backend", "cache", "check_numerics", "checkpoint", "debug", "passes")
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -76,6 +72,12 @@ def check_options(options: Mapping[str, Any]) -> None:
         value = options.get(flag)
         if value is not None and not isinstance(value, (bool, np.bool_)):
             raise GraphArgumentTypeError(f"{flag} must be True or False, got {value!r}")
+    passes = options.get("passes")
+    if passes is not None:
+        if not isinstance(passes, str):
+            raise GraphArgumentTypeError(f"passes must be a pipeline spec (a str such as "
+                                         f"'autodiff,simplify,dce'), got {passes!r}")
+        graphc.passes.parse_pipeline(passes)
 
 
 def _seed(seed: Any) -> int:
@@ -97,12 +99,12 @@ class Model:
     def __init__(self, graph: GraphDef, *, opt_level: int = 2, backend: str = "native",
                  cache: bool = True, check_numerics: bool = False,
                  verify_each: bool | None = None, checkpoint: Any = None,
-                 debug: bool | None = None) -> None:
+                 debug: bool | None = None, passes: str | None = None) -> None:
         check_options(dict(opt_level=opt_level, backend=backend, cache=cache,
-                           check_numerics=check_numerics, debug=debug))
+                           check_numerics=check_numerics, debug=debug, passes=passes))
         self._options = dict(opt_level=opt_level, backend=backend, cache=cache,
                              check_numerics=check_numerics, verify_each=verify_each,
-                             checkpoint=checkpoint, debug=debug)
+                             checkpoint=checkpoint, debug=debug, passes=passes)
         self.graph = graph
         self.name = graph.name
         self.opt_level = opt_level
@@ -113,8 +115,12 @@ class Model:
                                                        (r.type for r in graph.forward.results)))
         self.grad_wrt: tuple[str, ...] = graph.grad.wrt if graph.grad else ()
         self.funcs = build_funcs(graph)
-        self.verify_each = (VERIFY_EACH_PASS or opt_level == 0) if verify_each is None \
-            else verify_each
+        # the pass pipeline: a spec (passes=) or the -O level's; the required passes added
+        self.pipeline = graphc.passes.pipeline(passes if passes is not None else opt_level)
+        # verify (and print/read back) the IR after every pass: $GRAPHC_VERIFY_EACH (the test
+        # suite sets it), else only at -O0, as its job is to be the trustworthy build
+        self.verify_each = (graphc.passes.manager.verify_from_env() or opt_level == 0) \
+            if verify_each is None else verify_each
         # checkpoint: None, "elementwise", "all", a byte budget or {"budget": b, "N": n, ...}
         try:
             self.checkpoint = checkpointing.policy(checkpoint)
@@ -141,9 +147,10 @@ class Model:
 
     def _pipeline(self, name: str, after: str | None = None) -> Func:
         """Run the pass pipeline on entry point ``name`` (up to pass ``after``)."""
-        with checkpointing.using(self.checkpoint, self._forward_results(name)):
-            return graphc.passes.run_pipeline(self.funcs[name], self.opt_level, after=after,
-                                       verify_each=self.verify_each)
+        options = {"checkpoint": checkpointing.Options(self.checkpoint,
+                                                       self._forward_results(name))}
+        return graphc.passes.run_pipeline(self.funcs[name], self.pipeline, after=after,
+                                          verify_each=self.verify_each, options=options)
 
     def _forward_results(self, name: str) -> int:
         """How many leading results of entry ``name`` the forward computes (the rest are the
@@ -263,7 +270,7 @@ class Model:
         if after != "fusion":
             return ""
         from graphc.passes import fusion
-        names = [n for n, _ in graphc.passes.describe_pipeline(self.opt_level)]
+        names = [s.name for s in self.pipeline]
         before = self._pipeline(name, names[names.index("fusion") - 1])
         return "".join(f"\n# {note}" for note in fusion.explain(before))
 

@@ -10,6 +10,7 @@ from graphc.ir.core import Func, Value, at, const, make, rebuild, toposort, tran
 from graphc.ir.errors import GraphWarning
 from graphc.ir.ops import registry
 from graphc.ir.types import TensorType
+from graphc.passes.rewrite import NoOptions, PassContext
 
 
 def sum_to(g: Value, ty: TensorType) -> Value:
@@ -75,7 +76,7 @@ def _zero_grad(x: Value, where: Value) -> Value:
     return const(0.0, x.dtype, x.shape, loc=x.loc)
 
 
-def run(func: Func) -> Func:
+def run(func: Func, ctx: PassContext | None = None, options: NoOptions | None = None) -> Func:
     """Replace each ``grad(y, x)`` op by the gradient it stands for; one sweep per distinct y."""
     order = func.values()
     if not any(v.op == "grad" for v in order):

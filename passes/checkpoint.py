@@ -10,17 +10,15 @@ that stay kept (a copy of its kernel's ops), so the forward's copy dies early; f
 the copy into the backward kernels that use it."""
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from graphc.ir.core import Func, Value, rebuild, transform
 from graphc.ir.errors import GraphCallError, GraphWarning
 from graphc.ir.types import dim_eval
 from graphc.passes import fusion, memplan
-from graphc.passes.rewrite import has_grad
+from graphc.passes.rewrite import PassContext, has_grad
 
 POLICIES = ("elementwise", "all")
 COST = ("loop", "row", "reduce", "matmul")      # kernel kinds, cheapest to recompute first
@@ -50,26 +48,30 @@ def policy(spec: Any) -> Policy | None:
                          f"budget, or {{'budget': bytes, 'N': 2048, ...}}; got {spec!r}")
 
 
-_SETTING: contextvars.ContextVar[tuple[Policy, int] | None] = contextvars.ContextVar(
-    "graphc_checkpoint", default=None)
+@dataclass(frozen=True)
+class Options:
+    """``policy``: what to recompute (anything ``policy()`` takes: "elementwise", "all", a byte
+    budget); ``forward``: how many leading results of the function the forward computes (the
+    rest, gradients or updated params, belong to the backward), which a policy needs."""
+    policy: Policy | None = None
+    forward: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policy", policy(self.policy))
+        if self.forward is not None and (not isinstance(self.forward, int)
+                                         or isinstance(self.forward, bool) or self.forward < 0):
+            raise GraphCallError(f"checkpoint: forward must be an int >= 0, got "
+                                 f"{self.forward!r}")
 
 
-@contextlib.contextmanager
-def using(p: Policy | None, forward: int) -> Iterator[None]:
-    """Passes run inside see policy ``p`` for a function whose first ``forward`` results are the
-    forward's outputs (the rest, gradients or updated params, belong to the backward)."""
-    token = _SETTING.set((p, forward) if p is not None else None)
-    try:
-        yield
-    finally:
-        _SETTING.reset(token)
-
-
-def run(func: Func) -> Func:
-    setting = _SETTING.get()
-    if setting is None or has_grad(func):
+def run(func: Func, ctx: PassContext | None = None, options: Options | None = None) -> Func:
+    options = options or Options()
+    if options.policy is None or has_grad(func):
         return func
-    return apply(func, *setting)
+    if options.forward is None:
+        raise GraphCallError(f"checkpoint{{policy=...}} on {func.name} needs forward=K: how many "
+                             f"of its results the forward computes")
+    return apply(func, options.policy, options.forward)
 
 
 def apply(func: Func, p: Policy, forward: int) -> Func:

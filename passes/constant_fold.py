@@ -16,15 +16,15 @@ from graphc.ir.core import Func, Value, const
 from graphc.ir.interp import eval_value
 from graphc.ir.ops import registry
 from graphc.ir.types import Dim, TensorType
-from graphc.passes.rewrite import has_grad, rewrite
+from graphc.passes.rewrite import NoOptions, PassContext, has_grad, rewrite
 
 MAX_ELEMENTS = 1024
 MAX_INPUT_ELEMENTS = 1 << 16
 NEVER = ("arg", "const", "grad")
 
 
-def run(func: Func) -> Func:
-    return func if has_grad(func) else rewrite(func, fold)
+def run(func: Func, ctx: PassContext | None = None, options: NoOptions | None = None) -> Func:
+    return func if has_grad(func) else rewrite(func, fold, ctx and ctx.counter)
 
 
 def fold(v: Value) -> Value:

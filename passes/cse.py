@@ -10,17 +10,17 @@ from typing import Any
 
 from graphc.ir.core import Func, Value
 from graphc.ir.ops import registry
-from graphc.passes.rewrite import has_grad, rewrite
+from graphc.passes.rewrite import NoOptions, PassContext, has_grad, rewrite
 
 
-def run(func: Func) -> Func:
+def run(func: Func, ctx: PassContext | None = None, options: NoOptions | None = None) -> Func:
     if has_grad(func):
         return func
     seen: dict[tuple[Any, ...], Value] = {}
 
     def merge(v: Value) -> Value:
         return seen.setdefault(key(v), v)
-    return rewrite(func, merge)
+    return rewrite(func, merge, ctx and ctx.counter)
 
 
 def key(v: Value) -> tuple[Any, ...]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from graphc.ir.core import Func, Value, make
 from graphc.ir.types import DimLike
-from graphc.passes.rewrite import has_grad, rewrite
+from graphc.passes.rewrite import NoOptions, PassContext, has_grad, rewrite
 
 
-def run(func: Func) -> Func:
-    return func if has_grad(func) else rewrite(func, drop_unread)
+def run(func: Func, ctx: PassContext | None = None, options: NoOptions | None = None) -> Func:
+    return func if has_grad(func) else rewrite(func, drop_unread, ctx and ctx.counter)
 
 
 def drop_unread(v: Value) -> Value:

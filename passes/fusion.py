@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from graphc.ir.core import Func, Value, make, rebuild
+from graphc.ir.errors import GraphCallError
 from graphc.ir.ops import registry
 from graphc.ir.ops.fused import Pattern, analyze, joined, refused, region, role
-from graphc.passes import rewrite as engine
-from graphc.passes.rewrite import has_grad, rewrite
+from graphc.passes.rewrite import Counter, PassContext, has_grad, rewrite
 
 RECOMPUTE = ("cheap", "elementwise", "none")
 # at most this many kernels recompute one value: in a chain where each step reads the one
@@ -52,8 +52,21 @@ class Partition:
     roots: dict[int, str]           # its values that kernels materialize -> the kernel's kind
 
 
-def run(func: Func) -> Func:
-    return partition(func, notes=False).func
+@dataclass(frozen=True)
+class Options:
+    """``recompute``: which values a kernel recomputes rather than reads from another kernel
+    (one of RECOMPUTE; "cheap": the ops the registry marks cheap)."""
+    recompute: str = "cheap"
+
+    def __post_init__(self) -> None:
+        if self.recompute not in RECOMPUTE:
+            raise GraphCallError(f"fusion: recompute must be one of "
+                                 f"{', '.join(RECOMPUTE)}, got {self.recompute!r}")
+
+
+def run(func: Func, ctx: PassContext | None = None, options: Options | None = None) -> Func:
+    return partition(func, (options or Options()).recompute, notes=False,
+                     counter=ctx.counter if ctx is not None else None).func
 
 
 def explain(func: Func, recompute: str = "cheap") -> list[str]:
@@ -61,14 +74,16 @@ def explain(func: Func, recompute: str = "cheap") -> list[str]:
     return list(partition(func, recompute).notes)
 
 
-def partition(func: Func, recompute: str = "cheap", notes: bool = True) -> Partition:
+def partition(func: Func, recompute: str = "cheap", notes: bool = True,
+              counter: Counter | None = None) -> Partition:
     """The kernels of ``func``; ``notes=False`` leaves out the reasons for rejections (finding
-    the cycle a rejected value would form costs more than the partition itself)."""
+    the cycle a rejected value would form costs more than the partition itself). Each kernel
+    formed is a rewrite that ``counter`` (opt-bisect) may refuse."""
     if has_grad(func):
         return Partition(func, (), func, {})
-    func = rewrite(func, _mask_reader(func))
+    func = rewrite(func, _mask_reader(func), counter)
     values = func.values()
-    p = _Partitioner(func, values, recompute, notes)
+    p = _Partitioner(func, values, recompute, notes, counter)
     for v in reversed(values):
         p.decide(v)
     roots = {}
@@ -97,10 +112,12 @@ def _is_zero(v: Value) -> bool:
 
 
 class _Partitioner:
-    def __init__(self, func: Func, values: list[Value], recompute: str, notes: bool = True):
+    def __init__(self, func: Func, values: list[Value], recompute: str, notes: bool = True,
+                 counter: Counter | None = None):
         if recompute not in RECOMPUTE:
             raise ValueError(f"recompute must be one of {RECOMPUTE}, got {recompute!r}")
         self.func, self.values, self.recompute, self.explain = func, values, recompute, notes
+        self.counter = counter
         self.users: dict[int, list[Value]] = defaultdict(list)
         for v in values:
             for i in dict.fromkeys(v.inputs):
@@ -239,7 +256,7 @@ class _Partitioner:
                     (env[id(kern.root)],))
         outer = [new[id(i)] for i in inputs]
         fused = make("fused", *outer, body=body, loc=kern.root.loc)
-        if _allowed(kern.root, fused):
+        if _allowed(self.counter, kern.root, fused):
             return fused
         for m in ms:                        # opt-bisect cut this kernel: its ops stay plain
             new[id(m)] = rebuild(m, tuple(new[id(i)] for i in m.inputs))
@@ -275,7 +292,6 @@ def _what(v: Value) -> str:
     return f"'{v.op}' {v.type}" + (f" at {v.loc}" if v.loc is not None else "")
 
 
-def _allowed(old: Value, new: Value) -> bool:
+def _allowed(counter: Counter | None, old: Value, new: Value) -> bool:
     """Opt-bisect: each kernel formed counts as one rewrite."""
-    counter = engine.current_counter()
     return counter is None or counter.allow(old, new)

@@ -1,5 +1,16 @@
-"""Runs a pipeline: verify-each (verifier plus print/parse round trip), ``--dump-after``, per-pass
-statistics for ``--time-passes``, and opt-bisect.
+"""Runs a pipeline: pipeline specs, verify-each (verifier plus print/parse round trip),
+``--dump-after``, per-pass statistics for ``--time-passes``, and opt-bisect.
+
+A pipeline spec is text: passes by name, comma-separated, each with options in braces, e.g.
+``"autodiff,simplify,checkpoint{policy=elementwise,forward=1},fusion,memplan"``; ``O0``..``O3``
+(or ``-O0``..) stand for the levels' specs (``passes.LEVELS``). Grammar::
+
+    spec   := level | step ("," step)*
+    step   := NAME ["{" option ("," option)* "}"]
+    option := NAME "=" VALUE        (digits: an int; true/false: a bool; else the text)
+
+Options a spec sets override those the caller puts in the ``PassContext`` (``compile``'s
+``checkpoint=``). An unknown pass or option is a ``GraphCallError`` with a suggestion.
 
 Opt-bisect finds the rewrite that breaks a program, as LLVM's ``-opt-bisect-limit`` does: with
 ``GRAPHC_OPT_BISECT=N`` in the environment (or ``run_pipeline(..., bisect=N)``) only the first N
@@ -10,19 +21,25 @@ the culprit. Passes that correctness needs (``autodiff``) are never cut, and N=0
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from graphc.ir.core import Func
 from graphc.ir.errors import GraphCallError, GraphError
 from graphc.ir.ops.registry import suggest
-from graphc.passes import PASSES, PIPELINES, REQUIRED
-from graphc.passes.rewrite import Counter, count_ops, counting
+from graphc.passes import LEVELS, PASSES, REQUIRED
+from graphc.passes.rewrite import Counter, PassContext, count_ops
 
 BISECT_ENV = "GRAPHC_OPT_BISECT"
+# Verify each pass's output in every model compiled without an explicit verify_each (the test
+# suite sets it; tests/conftest.py). Read here only (verify_from_env).
+VERIFY_ENV = "GRAPHC_VERIFY_EACH"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,56 +52,184 @@ class PassStat:
     rewrites: int
 
 
+@dataclass(frozen=True)
+class Step:
+    """One pass of a pipeline and the options its spec sets (the rest come from the context)."""
+    name: str
+    given: tuple[tuple[str, Any], ...] = ()
+
+    def __str__(self) -> str:
+        if not self.given:
+            return self.name
+        return self.name + "{" + ",".join(f"{k}={_show(v)}" for k, v in self.given) + "}"
+
+
 class PassError(AssertionError):
     """A pass left invalid IR (a compiler bug, not a user error): names the pass."""
 
 
-def pipeline(opt_level: int = 2) -> tuple[str, ...]:
-    if opt_level not in range(len(PIPELINES)):
-        raise GraphCallError(f"opt_level must be 0..{len(PIPELINES) - 1}, got {opt_level!r}")
-    return PIPELINES[opt_level]
+_LEVEL = re.compile(r"-?O(\d+)")
+_STEP = re.compile(r"\s*([A-Za-z_]\w*)\s*(?:\{([^{}]*)\})?\s*(,|$)")
+_OPTION = re.compile(r"\s*([A-Za-z_]\w*)\s*=\s*([^,=\s]+)\s*$")
 
 
-def describe_pipeline(opt_level: int = 2) -> list[tuple[str, str]]:
+def parse_pipeline(spec: str) -> tuple[Step, ...]:
+    """The steps of pipeline spec ``spec`` (module docstring), as written: nothing is added."""
+    if not isinstance(spec, str):
+        raise GraphCallError(f"a pipeline spec is a str such as 'autodiff,dce', got {spec!r}")
+    level = _LEVEL.fullmatch(spec.strip())
+    if level:
+        return parse_pipeline(_level_spec(int(level[1])))
+    steps, pos = [], 0
+    while pos < len(spec):
+        m = _STEP.match(spec, pos)
+        if m is None or (not m[3] and m.end() < len(spec)):
+            raise GraphCallError(f"bad pipeline spec {spec!r} at column {pos + 1}: expected a "
+                                 f"pass name, then options as {{name=value,...}}, then ',' or "
+                                 f"the end")
+        steps.append(_step(spec, m[1], m[2]))
+        pos = m.end()
+        if m[3] and pos == len(spec):
+            raise GraphCallError(f"bad pipeline spec {spec!r}: it ends with ','")
+    if not steps:
+        raise GraphCallError("empty pipeline spec: name the passes, e.g. 'autodiff,dce'")
+    return tuple(steps)
+
+
+def _step(spec: str, name: str, options: str | None) -> Step:
+    if name not in PASSES:
+        raise GraphCallError(f"unknown pass '{name}' in pipeline {spec!r}"
+                             + suggest(name, list(PASSES)))
+    given: dict[str, Any] = {}
+    fields = [f.name for f in dataclasses.fields(PASSES[name].Options)]
+    for item in (options.split(",") if options is not None and options.strip() else ()):
+        m = _OPTION.match(item)
+        if m is None:
+            raise GraphCallError(f"bad option {item.strip()!r} for pass '{name}' in pipeline "
+                                 f"{spec!r}: write name=value")
+        if m[1] not in fields:
+            known = f" (it takes {', '.join(fields)})" if fields else " (it takes none)"
+            raise GraphCallError(f"pass '{name}' has no option '{m[1]}'{known}"
+                                 + suggest(m[1], fields))
+        given[m[1]] = _value(m[2])
+    try:
+        PASSES[name].Options(**given)               # the pass's own checks, now
+    except GraphError as e:
+        raise GraphCallError(f"in pipeline {spec!r}: {e}") from None
+    return Step(name, tuple(given.items()))
+
+
+def _value(text: str) -> Any:
+    if text.isdigit():
+        return int(text)
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _show(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _level_spec(opt_level: int) -> str:
+    if not isinstance(opt_level, int) or opt_level not in range(len(LEVELS)):
+        raise GraphCallError(f"opt_level must be 0..{len(LEVELS) - 1}, got {opt_level!r}")
+    return LEVELS[opt_level]
+
+
+def format_pipeline(steps: Sequence[Step]) -> str:
+    """The spec text of ``steps`` (``parse_pipeline`` reads it back)."""
+    return ",".join(map(str, steps))
+
+
+def with_required(steps: Sequence[Step]) -> tuple[Step, ...]:
+    """``steps`` with the passes correctness needs added where missing: autodiff first, dce just
+    before the first pass that cuts kernels (checkpoint, fusion, memplan) or else last."""
+    out = list(steps)
+    names = [s.name for s in out]
+    if "autodiff" not in names:
+        out.insert(0, Step("autodiff"))
+    if "dce" not in names:
+        kernels = [i for i, s in enumerate(out) if s.name in ("checkpoint", "fusion", "memplan")]
+        out.insert(kernels[0] if kernels else len(out), Step("dce"))
+    return tuple(out)
+
+
+def pipeline(passes: int | str | Sequence[Step] = 2, *, required: bool = True
+             ) -> tuple[Step, ...]:
+    """The steps a run of ``passes`` takes: an opt level, a spec, or steps; with ``required``
+    (what compiling a model uses) the required passes are added where missing."""
+    if isinstance(passes, int) and not isinstance(passes, bool):
+        steps = parse_pipeline(_level_spec(passes))
+    elif isinstance(passes, str):
+        steps = parse_pipeline(passes)
+    elif isinstance(passes, Sequence) and all(isinstance(s, Step) for s in passes):
+        steps = tuple(passes)
+    else:
+        raise GraphCallError(f"opt_level must be 0..{len(LEVELS) - 1} (or the passes a pipeline "
+                             f"spec), got {passes!r}")
+    return with_required(steps) if required else steps
+
+
+def describe_pipeline(passes: int | str | Sequence[Step] = 2) -> list[tuple[str, str]]:
     """(name, one-line description) for each pass of the pipeline: what ``graphc passes`` prints."""
-    return [(name, PASSES[name].doc) for name in pipeline(opt_level)]
+    return [(s.name, PASSES[s.name].doc) for s in pipeline(passes)]
 
 
-def run_pipeline(func: Func, opt_level: int = 2, *, verify_each: bool = True,
+def run_pipeline(func: Func, passes: int | str | Sequence[Step] = 2, *, verify_each: bool = True,
                  after: str | None = None, stats: list[PassStat] | None = None,
                  bisect: int | None = None,
-                 dump: Callable[[str, Func], None] | None = None) -> Func:
-    """Run the ``-O{opt_level}`` pipeline on ``func``.
+                 dump: Callable[[str, Func], None] | None = None,
+                 options: Mapping[str, Any] | None = None, required: bool = True) -> Func:
+    """Run the pipeline ``passes`` (an opt level, a spec, or steps; see ``pipeline``) on
+    ``func``.
 
     ``after`` stops after the first run of the named pass (``dump_ir(after=...)``); ``stats``
     receives one ``PassStat`` per pass run; ``bisect`` (else ``$GRAPHC_OPT_BISECT``) limits the
     number of rewrites (see the module docstring); ``dump(name, func)`` is called after every pass
-    (``--dump-after all``). With ``verify_each`` the input and every pass's output are verified
-    and must print and read back to the same text; a failure raises ``PassError``.
+    (``--dump-after all``); ``options`` maps pass names to their ``Options`` (the spec's own
+    settings win). With ``verify_each`` the input and every pass's output are verified and must
+    print and read back to the same text; a failure raises ``PassError``.
     """
-    names = pipeline(opt_level)
+    steps = pipeline(passes, required=required)
+    names = [s.name for s in steps]
     if after is not None and after not in names:
-        raise GraphCallError(f"no pass '{after}' in the -O{opt_level} pipeline "
-                             f"({', '.join(names)})" + suggest(after, list(names)))
+        label = f"-O{passes}" if isinstance(passes, int) else repr(format_pipeline(steps))
+        raise GraphCallError(f"no pass '{after}' in the {label} pipeline "
+                             f"({', '.join(names)})" + suggest(after, names))
     limit = bisect if bisect is not None else bisect_from_env()
-    counter = Counter(limit=limit, log=sys.stderr if limit is not None else None)
-    if verify_each:
+    ctx = PassContext(Counter(limit=limit, log=sys.stderr if limit is not None else None),
+                      verify_each, dict(options or {}))
+    return run_steps(func, steps, ctx, after=after, stats=stats, dump=dump)
+
+
+def run_steps(func: Func, steps: Sequence[Step], ctx: PassContext, *, after: str | None = None,
+              stats: list[PassStat] | None = None,
+              dump: Callable[[str, Func], None] | None = None) -> Func:
+    """Run ``steps`` exactly as given, in context ``ctx`` (``run_pipeline`` without the
+    defaults)."""
+    counter = ctx.counter
+    if ctx.verify_each:
         check(func, "the input")
-    for name in names:
+    for step in steps:
+        p = PASSES[step.name]
+        options = ctx.options.get(step.name) or p.Options()
+        if not isinstance(options, p.Options):
+            raise GraphCallError(f"the options of pass '{step.name}' must be a "
+                                 f"{p.Options.__module__}.Options, got {options!r}")
+        options = dataclasses.replace(options, **dict(step.given))
         ops_before = count_ops(func) if stats is not None else 0
         applied = counter.applied
+        counter.pass_name, counter.exempt = step.name, step.name in REQUIRED
         start = time.perf_counter()
-        with counting(counter, name, exempt=name in REQUIRED):
-            func = PASSES[name].run(func)
+        func = p.run(func, ctx, options)
         seconds = time.perf_counter() - start
-        if verify_each:
-            check(func, f"pass '{name}'")
+        if ctx.verify_each:
+            check(func, f"pass '{step.name}'")
         if stats is not None:
-            stats.append(PassStat(name, ops_before, count_ops(func), seconds,
+            stats.append(PassStat(step.name, ops_before, count_ops(func), seconds,
                                   counter.applied - applied))
         if dump is not None:
-            dump(name, func)
-        if name == after:
+            dump(step.name, func)
+        if step.name == after:
             break
     return func
 
@@ -96,6 +241,18 @@ def bisect_from_env() -> int | None:
     if not text.isdigit():
         raise GraphError(f"{BISECT_ENV} must be a non-negative integer, got {text!r}")
     return int(text)
+
+
+def verify_from_env() -> bool | None:
+    """``$GRAPHC_VERIFY_EACH``: 1/0 (or true/false, yes/no, on/off); None when unset or empty."""
+    text = os.environ.get(VERIFY_ENV, "").strip().lower()
+    if not text:
+        return None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise GraphError(f"{VERIFY_ENV} must be 1 or 0, got {text!r}")
 
 
 def check(func: Func, what: str) -> None:

@@ -16,6 +16,7 @@ from graphc.ir.ops.fused import analyze, same_index_inputs
 from graphc.ir.slots import Interval, Layout, allocate, at_ref, poly_max
 from graphc.ir.types import DimLike, TensorType, dim_add, dim_eval, dim_mul
 from graphc.passes.fusion import is_view
+from graphc.passes.rewrite import NoOptions, PassContext
 
 # ---------------------------------------------------------------------------- the plan
 
@@ -284,7 +285,7 @@ def _schedule(kernels: list[Value], reads: list[list[int]], same: list[list[int]
     return order
 
 
-def run(func: Func) -> Func:
+def run(func: Func, ctx: PassContext | None = None, options: NoOptions | None = None) -> Func:
     p = plan(func)
     if p is None:
         return func

@@ -1,12 +1,12 @@
 """The one rewrite engine every pass uses: a children-first sweep that rebuilds only what changed,
-keeps types and locations, and counts each rewrite so that opt-bisect can stop after the N-th."""
+keeps types and locations, and counts each rewrite so that opt-bisect can stop after the N-th.
+Also ``PassContext``, what the pass manager hands every pass: passes read their settings from it
+and from their options, never from globals."""
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TextIO
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 from graphc.ir.core import Func, Value, at
 
@@ -42,37 +42,31 @@ class Counter:
         return ok
 
 
-_COUNTER: contextvars.ContextVar[Counter | None] = contextvars.ContextVar(
-    "graphc_rewrite_counter", default=None)
+@dataclass(frozen=True)
+class NoOptions:
+    """The ``Options`` of a pass that takes none."""
 
 
-def current_counter() -> Counter | None:
-    """The counter of the pass running now (None outside the pass manager): a pass that makes
-    rewrites without the engine (fusion) asks it before each one."""
-    return _COUNTER.get()
+@dataclass(frozen=True)
+class PassContext:
+    """What one pipeline run shares with its passes: the rewrite ``counter`` (opt-bisect limit and
+    log; the manager names the running pass in it), whether the IR is verified after each pass,
+    and ``options``, per pass name the ``Options`` the caller supplies (the ``-O`` level or spec
+    may override fields of them). Frozen; only the counter inside counts."""
+    counter: Counter = field(default_factory=Counter)
+    verify_each: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def counting(counter: Counter, pass_name: str, exempt: bool = False) -> Iterator[Counter]:
-    """Route the rewrites of one pass through ``counter`` (the pass manager's opt-bisect hook)."""
-    counter.pass_name, counter.exempt = pass_name, exempt
-    token = _COUNTER.set(counter)
-    try:
-        yield counter
-    finally:
-        _COUNTER.reset(token)
-
-
-def rewrite(func: Func, fn: Rule) -> Func:
+def rewrite(func: Func, fn: Rule, counter: Counter | None = None) -> Func:
     """Return ``func`` with every value ``v`` replaced by ``fn(v)``.
 
     Each value is visited once, in topological order, after its inputs have been rewritten (so
     ``fn`` sees rewritten inputs). ``fn`` returns a replacement of the same type, or ``v`` itself.
     A value whose inputs changed is rebuilt with the same op, attrs, type and loc; values built
     inside ``fn`` get ``v``'s loc by default. Params are never passed to ``fn``. Returns ``func``
-    itself when nothing changed.
+    itself when nothing changed. Each rewrite asks ``counter`` (the pass context's) first.
     """
-    counter = _COUNTER.get()
     memo: dict[int, Value] = {id(p): p for p in func.params}
     done: set[int] = set(memo)          # ids of values already final in this sweep
     for v in func.values():

@@ -21,7 +21,7 @@ from graphc.ir.core import Func, Value, const, make
 from graphc.ir.ops import registry
 from graphc.ir.ops.rules import reduced_shape
 from graphc.ir.types import DimLike, DType, TensorType, dim_prod
-from graphc.passes.rewrite import has_grad, rewrite
+from graphc.passes.rewrite import NoOptions, PassContext, has_grad, rewrite
 
 
 @dataclass(slots=True)
@@ -33,7 +33,7 @@ class Facts:
 RuleFn = Callable[[Value, Facts], "Value | None"]
 
 
-def run(func: Func) -> Func:
+def run(func: Func, ctx: PassContext | None = None, options: NoOptions | None = None) -> Func:
     if has_grad(func):
         return func
     facts = Facts()
@@ -44,7 +44,7 @@ def run(func: Func) -> Func:
             if out is not None:
                 return out
         return v
-    return rewrite(func, simplify)
+    return rewrite(func, simplify, ctx and ctx.counter)
 
 # ---------------------------------------------------------------------------- helpers
 

@@ -269,3 +269,41 @@ def test_no_home_directory_compiles_without_cache(tmp_path, capsys, monkeypatch)
     rc, out, err = run_cli(capsys, "compile", str(src), "--emit", "llvm")
     assert rc == 0 and "define" in out
     assert err.count("warning: ") == 1 and "set GRAPHC_CACHE_DIR" in err
+
+
+def test_passes_and_compile_take_a_pipeline_spec(capsys) -> None:  # type: ignore[no-untyped-def]
+    rc, out, _ = run_cli(capsys, "passes", "--passes", "simplify,checkpoint{policy=all}")
+    assert rc == 0 and [ln.split()[0] for ln in out.strip().splitlines()] == [
+        "autodiff", "simplify", "dce", "checkpoint{policy=all}"]
+    rc, out, err = run_cli(capsys, "compile", str(EXAMPLES / "mlp.graph"), "--passes",
+                           "simplify,cse", "--dump-after", "all", "--time-passes")
+    assert rc == 0 and out.count("// ----- after ") == 4
+    assert "(--passes autodiff,simplify,cse,dce)" in err
+    rc, _, err = run_cli(capsys, "compile", str(EXAMPLES / "mlp.graph"), "--passes", "simplfy")
+    assert rc == 1 and "unknown pass 'simplfy'" in err and "did you mean 'simplify'" in err
+
+
+OPT_IN = """\
+func @f(%x: f32[4]) -> (f32[4]) {
+  %0 = neg %x : f32[4]
+  %1 = neg %0 : f32[4]
+  %2 = exp %1 : f32[4]
+  return %2
+}
+"""
+
+
+def test_opt_runs_passes_on_ir_text(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "f.ir"
+    src.write_text(OPT_IN)
+    r = graphc_exe("opt", str(src), "-p", "simplify", cache=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "func @f(%x: f32[4]) -> (f32[4]) {\n  %0 = exp %x : f32[4]\n  " \
+        "return %0\n}\n"
+    r = graphc_exe("opt", str(src), "-p", "dce", cache=tmp_path)        # as written: no simplify
+    assert r.returncode == 0 and r.stdout == OPT_IN
+    r = graphc_exe("opt", str(src), "-p", "simplify{x=1}", cache=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr == "error: pass 'simplify' has no option 'x' (it takes none)\n"
+    r = graphc_exe("opt", str(tmp_path / "missing.ir"), "-p", "O2", cache=tmp_path)
+    assert r.returncode == 1 and r.stderr.startswith("error: cannot read ")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from graphc.passes import fusion
-from graphc.passes.rewrite import Counter, counting
+from graphc.passes.rewrite import Counter, PassContext
 from tests.conftest import canonical, check_pass, parse_one
 
 
@@ -377,10 +377,8 @@ def test_fused_kernels_need_no_explanation() -> None:
 
 def test_opt_bisect_counts_each_kernel_as_one_rewrite() -> None:
     f = parse_one(canonical(EXPENSIVE))
-    with counting(Counter(limit=1), "fusion"):
-        out = fusion.run(f)
+    out = fusion.run(f, PassContext(Counter(limit=1, pass_name="fusion")))
     ops = [v.op for v in out.values() if v.op not in ("arg", "const")]
     assert ops == ["fused", "sum", "matmul", "mul"]          # the first kernel, then plain ops
     assert out.values()[2].attrs["body"].name == "loop.exp"
-    with counting(Counter(limit=0), "fusion"):
-        assert str(fusion.run(f)) == str(f)
+    assert str(fusion.run(f, PassContext(Counter(limit=0, pass_name="fusion")))) == str(f)

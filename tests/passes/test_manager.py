@@ -25,7 +25,7 @@ from graphc.passes import (
     run_pipeline,
 )
 from graphc.passes.manager import PassError
-from graphc.passes.rewrite import Counter, counting, rewrite
+from graphc.passes.rewrite import Counter, PassContext, rewrite
 from tests.conftest import canonical, parse_one
 
 MLP = canonical("""
@@ -103,11 +103,12 @@ def test_stats_count_ops_and_rewrites_per_pass() -> None:
 
 
 def test_verify_each_names_the_pass_that_broke_the_ir(monkeypatch: pytest.MonkeyPatch) -> None:
-    def bad(func: Func) -> Func:       # an exp that claims a wrong type: a miscompile
+    def bad(func: Func, ctx: PassContext, options: object) -> Func:   # a miscompile:
+        # an exp that claims a wrong type
         x = func.params[0]
         broken = Value("exp", (x,), TensorType(x.dtype, (5,)))
         return Func(func.name, func.params, (broken,) + func.results[1:], func.result_names)
-    monkeypatch.setitem(PASSES, "cse", Pass(bad, "breaks the IR"))
+    monkeypatch.setitem(PASSES, "cse", Pass("cse", bad, "breaks the IR"))
     with pytest.raises(PassError, match="pass 'cse'"):
         run_pipeline(mlp(), 2)
     run_pipeline(mlp(), 2, verify_each=False)        # unchecked, it goes through
@@ -146,12 +147,11 @@ def test_counter_stops_after_the_limit_but_never_cuts_exempt_passes() -> None:
           %4 = add %3, %2 : f32[4]
           return %4
         }"""))
-    counter = Counter(limit=1)
-    with counting(counter, "cse"):
-        once = PASSES["cse"].run(f)
+    counter = Counter(limit=1, pass_name="cse")
+    once = PASSES["cse"].run(f, PassContext(counter))
     assert counter.count == 2 and counter.applied == 1 and len(once.values()) == 5
-    with counting(counter, "cse", exempt=True):
-        assert len(PASSES["cse"].run(f).values()) == 4
+    counter.exempt = True
+    assert len(PASSES["cse"].run(f, PassContext(counter)).values()) == 4
 
 
 def test_bisect_zero_is_o0_and_n_applies_n_rewrites(monkeypatch: pytest.MonkeyPatch,

@@ -7,6 +7,7 @@ import pytest
 
 from graphc.ir.text import print_func
 from graphc.passes import checkpoint, fusion, memplan
+from graphc.passes.rewrite import PassContext
 from tests.conftest import canonical, parse_one, same_results
 
 # forward: the loss (result 0); backward: W's gradient. exp is an elementwise kernel's output,
@@ -71,5 +72,4 @@ def test_all_keeps_only_matmul_outputs() -> None:
 def test_without_a_policy_the_pass_changes_nothing(text: str) -> None:
     func = parse_one(canonical(text))
     assert checkpoint.run(func) is func
-    with checkpoint.using(None, forward=1):
-        assert checkpoint.run(func) is func
+    assert checkpoint.run(func, PassContext(), checkpoint.Options(None, forward=1)) is func

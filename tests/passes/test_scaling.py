@@ -55,8 +55,8 @@ def compile_seconds(src: str) -> float:
 @pytest.fixture(name="as_users_compile")
 def _as_users_compile(monkeypatch: pytest.MonkeyPatch) -> None:
     """Time what a user waits for: no IR round trip after every pass (the tests' default)."""
-    import graphc.model
-    monkeypatch.setattr(graphc.model, "VERIFY_EACH_PASS", False)
+    from graphc.passes.manager import VERIFY_ENV
+    monkeypatch.setenv(VERIFY_ENV, "0")
 
 
 @pytest.mark.slow
