@@ -222,7 +222,7 @@ class Gen:
         pr = self.partner(x) if x else None
         if pr is None:
             return None
-        (y, shape), a, b = pr, x.name, pr[0].name
+        (_, shape), a, b = pr, x.name, pr[0].name
         op = self.rng.choice(["add", "sub", "mul", "div", "maximum", "minimum", "pow",
                               "literal"])
         expr = {"add": f"{a} + {b}", "sub": f"{a} - {b}", "mul": f"{a} * {b}",
@@ -766,7 +766,6 @@ def test_native_matches_interpreter_on_many_random_graphs(monkeypatch: pytest.Mo
                                                           ) -> None:
     """SLOW_GRAPHS subgraphs; compile time goes to graphs rather than to verifying every
     pass (the default run and the rest of the suite verify)."""
-    import graphc.model
     monkeypatch.setenv("GRAPHC_VERIFY_EACH", "0")
     start, cpu = time.monotonic(), time.process_time()
     done, bad = run(SLOW_GRAPHS, SLOW_PACK, verify=False)
