@@ -24,8 +24,14 @@ def sum_to(g: Value, ty: TensorType) -> Value:
             axes.append(lead + i)
     if axes:
         g = make("sum", g, axis=tuple(axes), keepdims=False)
+    if g.shape != ty.shape and g.type.rank != ty.rank:      # the summed unit axes come back
+        kept = iter(g.shape)
+        g = make("reshape", g, shape=tuple(1 if lead + i in axes else next(kept)
+                                           for i in range(ty.rank)))
     if g.shape != ty.shape:
-        g = make("reshape", g, shape=ty.shape)
+        # what is left are dims the forward assumed equal (N against 3*N: a symbolic dim meets
+        # another only when equal, checked at call time), so the values already line up
+        g = make("broadcast_to", g, shape=ty.shape)
     return g
 
 

@@ -193,3 +193,21 @@ def test_autodiff_zero_cotangent_is_exact_for_symbolic_shapes() -> None:
     out = interp.run(f, {"x": np.ones((5, 2)), "w": np.ones((5, 2))})[1]
     assert out.shape == (5, 2) and not out.any()
     assert isinstance(const(0.0, F64, (N,)).shape[0], Dim)
+
+
+def test_gradient_through_dims_assumed_equal_at_call_time() -> None:
+    # found by the slow property test: c + x with c: [3, 3*N] and x: [3, N] (legal: the two
+    # dims must be equal at call time) gave the gradient for x the type [3, 3*N], and un-
+    # broadcasting it raised "cannot reshape f64[3,3*N] to [3,N]" while compiling
+    import numpy as np
+    import pytest
+
+    import graphc
+    src = ("graph g {\n    input x: f64[3, N]\n    c = concat([x, x, x], 1)\n"
+           "    loss = sum(c + x)\n    output loss\n    grad loss wrt x\n}\n")
+    for be in ("interp", "native"):
+        m = graphc.compile_source(src, backend=be)
+        out, grads = m.value_and_grad(x=np.zeros((3, 0)))
+        assert grads["x"].shape == (3, 0) and float(out["loss"]) == 0.0
+        with pytest.raises(graphc.GraphCallError):
+            m.value_and_grad(x=np.zeros((3, 2)))
