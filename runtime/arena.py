@@ -83,11 +83,6 @@ class Arena:
                 if ws.release or ws.small_calls >= self.SHRINK_AFTER:
                     self._drop(ws)
 
-    def get(self, nbytes: int) -> int:
-        """The address of at least ``nbytes`` bytes for a caller that holds it itself."""
-        with self.lease(nbytes) as address:
-            return address
-
     @property
     def address(self) -> int:
         """Where this thread's block starts (0 when it has none)."""
