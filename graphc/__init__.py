@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from graphc.ir.errors import (
@@ -30,7 +31,9 @@ __version__ = "0.1.0"
 def compile_source(text: str, graph: str | None = None, *, filename: str = "<source>",
                    opt_level: int = 2, backend: str = "native", cache: bool = True,
                    check_numerics: bool = False, checkpoint: Any = None, debug: bool | None = None,
-                   passes: str | None = None, **unknown: Any) -> Model:
+                   passes: str | None = None, optimizer: Any = None, monitor: bool = False,
+                   micro_batches: int = 1, num_threads: int | None = None,
+                   **unknown: Any) -> Model:
     """Compile ``.graph`` source text.
 
     opt_level: 0-3 (default 2); backend: "native" or "interp" (the NumPy reference
@@ -39,7 +42,12 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
     {"budget": bytes, "N": n}; debug: bounds-check every load and store of the generated code
     (default: the GRAPHC_DEBUG environment variable); passes: the pass pipeline as a spec such
     as "autodiff,simplify,cse,dce" instead of opt_level's (the required autodiff and dce are
-    added where missing; grammar: ``graphc.passes.manager``)."""
+    added where missing; grammar: ``graphc.passes.manager``); optimizer: a
+    ``graphc.optim`` optimiser, which adds the entry point ``train_step`` (docs/training.md);
+    monitor: train_step also reports per-param gradient and param norms; micro_batches: k,
+    train_step accumulates the gradient over k equal slices of the batch; num_threads: threads
+    for large matmuls (default: GRAPHC_NUM_THREADS, else every core this process may use;
+    results are bitwise the same for any count)."""
     if unknown:
         from graphc.ir.ops.registry import suggest
         name = next(iter(unknown))
@@ -52,10 +60,13 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
                                      f"{type(graph).__name__}")
     options = dict(opt_level=opt_level, backend=backend, cache=cache,
                    check_numerics=check_numerics, checkpoint=checkpoint, debug=debug,
-                   passes=passes)
+                   passes=passes, optimizer=optimizer, monitor=monitor,
+                   micro_batches=micro_batches, num_threads=num_threads)
     check_options(options)
     from graphc.elaborate import elaborate_source
+    start = time.perf_counter()
     graphs = elaborate_source(text, filename)
+    elaborated = time.perf_counter() - start
     if not graphs:
         raise GraphTypeError(f"{filename} defines no graph")
     if graph is None:
@@ -66,7 +77,9 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
     if graph not in graphs:
         from graphc.ir.ops.registry import suggest
         raise GraphTypeError(f"{filename} has no graph '{graph}'" + suggest(graph, list(graphs)))
-    return Model(graphs[graph], **options)
+    model = Model(graphs[graph], **options)
+    model.compile_stats.add("parse+elaborate", elaborated)
+    return model
 
 
 def compile(path: str | os.PathLike[str], graph: str | None = None,  # noqa: A001 - the API's name

@@ -92,7 +92,8 @@ def _compile(args: argparse.Namespace, **kw: Any) -> graphc.Model:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    native = args.emit in ("llvm", "asm", "obj")
+    # --time-passes times the native code generator's phases too
+    native = args.emit in ("llvm", "asm", "obj") or args.time_passes
     model = _compile(args, opt_level=args.O, backend="native" if native else "interp",
                      passes=args.passes)
     label = f"-O{args.O}" if args.passes is None else \
@@ -103,6 +104,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
             graphc.passes.run_pipeline(f, model.pipeline, stats=stats)
             print(f"=== {model.name}.{name} ({label})\n{graphc.passes.format_stats(stats)}",
                   file=sys.stderr)
+        print(f"=== {model.name}: compile phases (all entry points)\n"
+              f"{model.compile_stats.table()}", file=sys.stderr)
     if args.dump_after:
         names = [s.name for s in model.pipeline]
         chosen = names if args.dump_after == "all" else [args.dump_after]

@@ -79,6 +79,7 @@ class Elaborator:
 
     def __init__(self, module: A.Module, source: str):
         self.source = source
+        self.streams = 0                 # the last random stream handed out (``eval_Call``)
         self.defs: dict[str, A.Definition] = {}
         for d in module.defs:
             self.define(d.name, d)
@@ -455,7 +456,13 @@ class Elaborator:
             ops = [o.name for o in registry.all() if o.callable_from_dsl]
             raise GraphTypeError(what + registry.suggest(name, fns + ops),
                                  self.here(e.func.loc, scope))
-        return call_op(opdef, *self.args(e, scope), self.here(e.loc, scope))
+        pos, kws = self.args(e, scope)
+        loc = self.here(e.loc, scope)
+        if any(a == "stream" for a, _ in opdef.attrs) and all(k != "stream" for k, _, _ in kws):
+            # a random op: each call elaborated draws its own numbers (CSE never merges them)
+            self.streams += 1
+            kws.append(("stream", self.streams, loc))
+        return call_op(opdef, pos, kws, loc)
 
     def check_grad_call(self, e: A.Call, scope: Scope) -> None:
         if len(e.args) == 2 and not e.kwargs and not isinstance(e.args[1], A.Name):

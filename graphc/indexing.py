@@ -1,6 +1,7 @@
-"""Indexing and slicing (``x[i]``, ``x[1:, ::2]``, ``x[-1]``, ``x[T-1-t]``) as one ``slice`` op,
-plus a ``reshape`` when integer indices drop axes. Static axes are bounds-checked here and never
-clamped; symbolic axes get polynomial bounds (``N-1``) that the runtime checks."""
+"""Indexing and slicing (``x[i]``, ``x[1:, ::2]``, ``x[-1]``, ``x[T-1-t]``, ``x[5:1:-2]``) as
+one ``slice`` op, plus a ``reshape`` when integer indices drop axes and a ``flip`` before it for
+negative steps. Static axes are bounds-checked here and never clamped; symbolic axes get
+polynomial bounds (``N-1``) that the runtime checks."""
 from __future__ import annotations
 
 from typing import Any
@@ -47,6 +48,7 @@ def index(x: Value, items: list[Item], loc: Loc) -> Value:
     stop: list[DimLike] = []
     step: list[int] = []
     keep: list[int] = []
+    flips: list[int] = []                 # axes walked backwards (negative steps)
     for axis, d in enumerate(ty.shape):
         kind, payload, iloc = items[axis] if axis < len(items) else ("slice", (None,) * 3, loc)
         if kind == "index":
@@ -56,16 +58,23 @@ def index(x: Value, items: list[Item], loc: Loc) -> Value:
         keep.append(axis)
         lo, hi, by = payload
         s = 1 if by is None else _integer(*by, "a slice step")
-        if isinstance(s, Dim) or s < 1:
-            raise GraphTypeError(f"a slice step must be a positive integer, got {s}",
+        if isinstance(s, Dim) or s == 0:
+            raise GraphTypeError(f"a slice step must be a non-zero integer, got {s}",
                                  by[1] if by else iloc)
-        a = 0 if lo is None else _position(_integer(*lo, "a slice bound"), d, axis, ty,
-                                           lo[1], False)
+        a = (0 if s > 0 else d - 1) if lo is None else \
+            _position(_integer(*lo, "a slice bound"), d, axis, ty, lo[1], s < 0)
         b = d if hi is None else _position(_integer(*hi, "a slice bound"), d, axis, ty,
                                            hi[1], False)
+        if s < 0:
+            # x[a:b:-s] walks a, a-s, ... down to b (exclusive): in the flipped axis (i ->
+            # d-1-i) that is the forward slice d-1-a : d-1-b : s
+            flips.append(axis)
+            a, b, s = d - 1 - a, (d if hi is None else d - 1 - b), -s
         if isinstance(a, int) and isinstance(b, int) and b < a:
             b = a                                  # an empty slice, as in NumPy
         start.append(a), stop.append(b), step.append(s)
+    if flips:
+        x = make("flip", x, axis=tuple(flips), loc=loc)
     if len(keep) == ty.rank and all(a == 0 and b == d and s == 1 for a, b, s, d in
                                     zip(start, stop, step, ty.shape)):
         return x

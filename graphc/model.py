@@ -1,5 +1,6 @@
-"""``Model``: a compiled graph. It builds the three entry points (forward, backward, sgd_step)
-as IR, runs the pass pipeline on each, and calls them natively (or on the interpreter)."""
+"""``Model``: a compiled graph. It builds the entry points (forward, backward, sgd_step, and
+train_step with an optimiser: graphc/train.py) as IR, runs the pass pipeline on each, and calls
+them natively (or on the interpreter)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -8,6 +9,7 @@ import numpy as np
 
 import graphc.passes
 from graphc import init as initializers
+from graphc import optim, train
 from graphc.errors import attach_snippet
 from graphc.ir import interp, shapecheck
 from graphc.ir.args import Binder
@@ -18,6 +20,7 @@ from graphc.ir.ops.registry import suggest
 from graphc.ir.types import DType, TensorType
 from graphc.passes import checkpoint as checkpointing
 from graphc.program import GraphDef
+from graphc.runtime.stats import CompileStats
 
 BACKENDS = ("native", "interp")
 
@@ -53,7 +56,8 @@ def build_funcs(g: GraphDef) -> dict[str, Func]:
     return funcs
 
 
-OPTIONS = ("opt_level", "backend", "cache", "check_numerics", "checkpoint", "debug", "passes")
+OPTIONS = ("opt_level", "backend", "cache", "check_numerics", "checkpoint", "debug", "passes",
+           "optimizer", "monitor", "micro_batches", "num_threads")
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -68,7 +72,7 @@ def check_options(options: Mapping[str, Any]) -> None:
     if backend not in BACKENDS:
         raise GraphCallError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got "
                              f"{backend!r}")
-    for flag in ("cache", "check_numerics", "debug"):
+    for flag in ("cache", "check_numerics", "debug", "monitor"):
         value = options.get(flag)
         if value is not None and not isinstance(value, (bool, np.bool_)):
             raise GraphArgumentTypeError(f"{flag} must be True or False, got {value!r}")
@@ -78,6 +82,17 @@ def check_options(options: Mapping[str, Any]) -> None:
             raise GraphArgumentTypeError(f"passes must be a pipeline spec (a str such as "
                                          f"'autodiff,simplify,dce'), got {passes!r}")
         graphc.passes.parse_pipeline(passes)
+    if options.get("optimizer") is not None:
+        optim.check(options["optimizer"])
+    elif options.get("monitor") or options.get("micro_batches", 1) != 1:
+        raise GraphCallError("monitor= and micro_batches= shape train_step, which needs an "
+                             "optimizer: compile(..., optimizer=graphc.optim.Adam())")
+    train.check_micro_batches(options.get("micro_batches", 1))
+    threads = options.get("num_threads")
+    if threads is not None and (not isinstance(threads, (int, np.integer)) or
+                                isinstance(threads, bool) or not 1 <= threads <= 256):
+        raise GraphCallError(f"num_threads must be an int from 1 to 256 (or None: "
+                             f"GRAPHC_NUM_THREADS, else every core), got {threads!r}")
 
 
 def _seed(seed: Any) -> int:
@@ -99,12 +114,18 @@ class Model:
     def __init__(self, graph: GraphDef, *, opt_level: int = 2, backend: str = "native",
                  cache: bool = True, check_numerics: bool = False,
                  verify_each: bool | None = None, checkpoint: Any = None,
-                 debug: bool | None = None, passes: str | None = None) -> None:
+                 debug: bool | None = None, passes: str | None = None, optimizer: Any = None,
+                 monitor: bool = False, micro_batches: int = 1,
+                 num_threads: int | None = None) -> None:
         check_options(dict(opt_level=opt_level, backend=backend, cache=cache,
-                           check_numerics=check_numerics, debug=debug, passes=passes))
+                           check_numerics=check_numerics, debug=debug, passes=passes,
+                           optimizer=optimizer, monitor=monitor, micro_batches=micro_batches,
+                           num_threads=num_threads))
         self._options = dict(opt_level=opt_level, backend=backend, cache=cache,
                              check_numerics=check_numerics, verify_each=verify_each,
-                             checkpoint=checkpoint, debug=debug, passes=passes)
+                             checkpoint=checkpoint, debug=debug, passes=passes,
+                             optimizer=optimizer, monitor=monitor, micro_batches=micro_batches,
+                             num_threads=num_threads)
         self.graph = graph
         self.name = graph.name
         self.opt_level = opt_level
@@ -115,6 +136,15 @@ class Model:
                                                        (r.type for r in graph.forward.results)))
         self.grad_wrt: tuple[str, ...] = graph.grad.wrt if graph.grad else ()
         self.funcs = build_funcs(graph)
+        self.optimizer = optimizer               # train_step's, or None: no train_step
+        self._train: train.TrainSpec | None = None
+        if optimizer is not None:
+            try:
+                self.funcs["train_step"], self._train = train.build(
+                    graph, optimizer, monitor=bool(monitor), micro_batches=micro_batches)
+            except GraphError as e:
+                raise attach_snippet(e, graph.source) if e.loc and \
+                    e.loc.file == graph.filename else e
         # the pass pipeline: a spec (passes=) or the -O level's; the required passes added
         self.pipeline = graphc.passes.pipeline(passes if passes is not None else opt_level)
         # verify (and print/read back) the IR after every pass: $GRAPHC_VERIFY_EACH (the test
@@ -129,7 +159,11 @@ class Model:
                 raise
             raise GraphCallError(f"checkpoint={checkpoint!r} is not a usable byte budget: "
                                  f"{e}") from None
-        self.optimized = {k: self._pipeline(k) for k in self.funcs}
+        self.compile_stats = CompileStats()      # where compile time goes (runtime/stats.py)
+        ran: list[Any] = []
+        self.optimized = {k: self._pipeline(k, stats=ran) for k in self.funcs}
+        for p in ran:
+            self.compile_stats.add_pass(p.name, p.seconds)
         try:
             self._requirements = {k: shapecheck.requirements(f) + shapecheck.limits(f)
                                   for k, f in self.optimized.items()}
@@ -143,18 +177,23 @@ class Model:
         if backend == "native":
             from graphc.runtime import compile_module
             self._native = compile_module(self.optimized, opt_level=opt_level, cache=cache,
-                                          check_numerics=check_numerics, debug=debug)
+                                          check_numerics=check_numerics, debug=debug,
+                                          compile_stats=self.compile_stats,
+                                          threads=num_threads)
 
-    def _pipeline(self, name: str, after: str | None = None) -> Func:
+    def _pipeline(self, name: str, after: str | None = None, stats: list | None = None) -> Func:
         """Run the pass pipeline on entry point ``name`` (up to pass ``after``)."""
         options = {"checkpoint": checkpointing.Options(self.checkpoint,
                                                        self._forward_results(name))}
         return graphc.passes.run_pipeline(self.funcs[name], self.pipeline, after=after,
-                                          verify_each=self.verify_each, options=options)
+                                          verify_each=self.verify_each, options=options,
+                                          stats=stats)
 
     def _forward_results(self, name: str) -> int:
         """How many leading results of entry ``name`` the forward computes (the rest are the
         backward's: gradients, updated params)."""
+        if name == "train_step" and self._train is not None:
+            return self._train.forward_results
         return 1 if name == "sgd_step" else len(self.outputs)
 
     # -- calling -------------------------------------------------------------------------------
@@ -166,6 +205,9 @@ class Model:
         return self._binders[entry].bind(given)
 
     def _entry(self, entry: str) -> Func:
+        if entry == "train_step" and entry not in self.optimized:
+            raise GraphCallError("this model has no train_step: compile it with an optimiser, "
+                                 "e.g. compile(..., optimizer=graphc.optim.Adam(lr=1e-3))")
         if entry not in self.optimized:
             raise GraphCallError(f"graph '{self.name}' has no grad line, so it has no {entry}; "
                                  f"add e.g. 'grad loss' to the graph")
@@ -228,6 +270,33 @@ class Model:
                 params[name][...] = outs[i + 1]
         return outs[0]
 
+    def train_step(self, params: dict[str, np.ndarray], state: dict[str, np.ndarray],
+                   lr: float | None = None, **inputs: Any) -> dict[str, Any]:
+        """One optimiser step in one call (forward, backward, clipping, update): updates
+        ``params`` and ``state`` in place and returns the stats (``loss`` at the old params,
+        ``grad_norm`` before clipping, ``nonfinite``, ``skipped``; docs/training.md). ``lr``
+        defaults to the optimiser's."""
+        self._entry("train_step")
+        spec = self._train
+        assert spec is not None
+        given, targets = train.arguments(spec, self.optimizer, params, state, lr, inputs)
+        prepared = self._prepare("train_step", given)
+        args, first = prepared[0], spec.updates_at
+        # results go straight into the caller's arrays when they are usable as buffers
+        direct = {first + i: n for i, (n, _) in enumerate(spec.updated) if args[n] is targets[n]}
+        outs = self._run("train_step", prepared, inplace=direct)
+        for i, (name, _) in enumerate(spec.updated):
+            if args[name] is not targets[name]:
+                targets[name][...] = outs[first + i]
+        return train.stats(spec, outs)
+
+    def init_state(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The optimiser's state for ``params`` before the first step: zeros for every slot
+        (``"W1.exp_avg"``, ...) and ``"step"``, an int64 count of the steps taken."""
+        self._entry("train_step")
+        assert self._train is not None
+        return train.init_state(self._train, params)
+
     def init_params(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Every param drawn by its initializer; one seed reproduces them all."""
         try:
@@ -281,7 +350,7 @@ class Model:
         result) and ``saved`` (forward results the backward reads)."""
         from graphc.passes import memplan
         name = func or ("backward" if "backward" in self.funcs else "forward")
-        if name not in self.funcs and name not in ("backward", "sgd_step"):
+        if name not in self.funcs and name not in ("backward", "sgd_step", "train_step"):
             raise GraphCallError(f"no function '{name}'" + suggest(name, list(self.funcs)))
         f = self._entry(name)
         for s, n in dims.items():
@@ -289,6 +358,8 @@ class Model:
                 raise GraphArgumentTypeError(f"memory_plan: dim {s} must be an int, got {n!r}")
             if n < 0:
                 raise GraphCallError(f"memory_plan: dim {s} must be >= 0, got {n}")
+        if name == "train_step" and self._train is not None:
+            dims = train.micro_dims(self._train, dims)
         missing = sorted({s for p in f.params for s in p.type.symbols} - set(dims))
         if missing:
             raise GraphCallError(f"memory_plan needs a value for {', '.join(missing)} "

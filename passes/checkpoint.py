@@ -77,32 +77,14 @@ def run(func: Func, ctx: PassContext | None = None, options: Options | None = No
 def apply(func: Func, p: Policy, forward: int) -> Func:
     part = fusion.partition(func, notes=False)
     src = part.source
-    fwd = _ancestors(src.results[:forward])
-    saved = saved_values(src, fwd, part.roots)
+    fwd = memplan.ancestors(src.results[:forward])
+    saved = memplan.saved_values(src, fwd, part.roots)
     if p.kind != "budget":
         keep_out = ("matmul", "single") if p.kind == "all" else ("matmul", "single", "row",
                                                                   "reduce")
         return recompute(src, fwd, part.roots, {id(v) for v in saved
                                                 if part.roots[id(v)] not in keep_out})
     return _within_budget(src, fwd, part.roots, saved, p)
-
-
-def _ancestors(roots: tuple[Value, ...]) -> set[int]:
-    from graphc.ir.core import toposort
-    return {id(v) for v in toposort(roots) if v.op not in ("arg", "const")}
-
-
-def saved_values(src: Func, fwd: set[int], roots: dict[int, str]) -> list[Value]:
-    """Forward kernel outputs that some backward value reads (directly or through views)."""
-    out: dict[int, Value] = {}
-    for v in src.values():
-        if id(v) in fwd:
-            continue
-        for i in v.inputs:
-            s = memplan.storage(i)
-            if id(s) in fwd and id(s) in roots:
-                out.setdefault(id(s), s)
-    return list(out.values())
 
 
 def recompute(src: Func, fwd: set[int], roots: dict[int, str], chosen: set[int]) -> Func:

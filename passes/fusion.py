@@ -8,7 +8,10 @@ the kernels of its users when each can hold it (``ir.ops.fused.analyze``) and it
 recompute or has one user kernel; otherwise it is materialized, as the root of its own kernel.
 Each kernel is one value computed from values materialized before it, so kernels never form a
 cycle; a value that would need one kernel to be both before and after another is kept out, and
-``explain`` says so, one line per rejected candidate, as it does for every other rejection.
+``explain`` says so, one line per rejected candidate, as it does for every other rejection. A
+function that already holds kernels is left as it is. ``Options.policy="single"`` puts every op
+in a kernel of its own (-O0), and a kernel opt-bisect cuts becomes one kernel per op: the
+backend runs exactly these kernels and plans none of its own.
 """
 from __future__ import annotations
 
@@ -24,6 +27,9 @@ from graphc.ir.ops.fused import Pattern, analyze, joined, refused, region, role
 from graphc.passes.rewrite import Counter, PassContext, has_grad, rewrite
 
 RECOMPUTE = ("cheap", "elementwise", "none")
+# "fuse": grow kernels as the module docstring says; "single": one op per kernel (what -O0 and
+# check_numerics run, so that a run-time error names the one op of its kernel)
+POLICIES = ("fuse", "single")
 # at most this many kernels recompute one value: in a chain where each step reads the one
 # before (``h = tanh(h) * 0.5 + h`` with every tanh kept for backward), unbounded recomputation
 # put every earlier step into each later kernel, n^2 work in all
@@ -55,35 +61,42 @@ class Partition:
 @dataclass(frozen=True)
 class Options:
     """``recompute``: which values a kernel recomputes rather than reads from another kernel
-    (one of RECOMPUTE; "cheap": the ops the registry marks cheap)."""
+    (one of RECOMPUTE; "cheap": the ops the registry marks cheap); ``policy``: one of POLICIES
+    ("single": every op its own kernel)."""
     recompute: str = "cheap"
+    policy: str = "fuse"
 
     def __post_init__(self) -> None:
         if self.recompute not in RECOMPUTE:
             raise GraphCallError(f"fusion: recompute must be one of "
                                  f"{', '.join(RECOMPUTE)}, got {self.recompute!r}")
+        if self.policy not in POLICIES:
+            raise GraphCallError(f"fusion: policy must be one of {', '.join(POLICIES)}, got "
+                                 f"{self.policy!r}")
 
 
 def run(func: Func, ctx: PassContext | None = None, options: Options | None = None) -> Func:
-    return partition(func, (options or Options()).recompute, notes=False,
-                     counter=ctx.counter if ctx is not None else None).func
+    o = options or Options()
+    return partition(func, o.recompute, notes=False,
+                     counter=ctx.counter if ctx is not None else None, policy=o.policy).func
 
 
-def explain(func: Func, recompute: str = "cheap") -> list[str]:
+def explain(func: Func, recompute: str = "cheap", policy: str = "fuse") -> list[str]:
     """One line per value that was kept out of a kernel that uses it, and why."""
-    return list(partition(func, recompute).notes)
+    return list(partition(func, recompute, policy=policy).notes)
 
 
 def partition(func: Func, recompute: str = "cheap", notes: bool = True,
-              counter: Counter | None = None) -> Partition:
+              counter: Counter | None = None, policy: str = "fuse") -> Partition:
     """The kernels of ``func``; ``notes=False`` leaves out the reasons for rejections (finding
     the cycle a rejected value would form costs more than the partition itself). Each kernel
     formed is a rewrite that ``counter`` (opt-bisect) may refuse."""
-    if has_grad(func):
-        return Partition(func, (), func, {})
-    func = rewrite(func, _mask_reader(func), counter)
+    if has_grad(func) or any(v.op == "fused" for v in func.values()):
+        return Partition(func, (), func, {})        # not yet differentiated, or already cut
+    if policy == "fuse":
+        func = rewrite(func, _mask_reader(func), counter)
     values = func.values()
-    p = _Partitioner(func, values, recompute, notes, counter)
+    p = _Partitioner(func, values, recompute, notes, counter, policy == "single")
     for v in reversed(values):
         p.decide(v)
     roots = {}
@@ -113,11 +126,12 @@ def _is_zero(v: Value) -> bool:
 
 class _Partitioner:
     def __init__(self, func: Func, values: list[Value], recompute: str, notes: bool = True,
-                 counter: Counter | None = None):
+                 counter: Counter | None = None, single: bool = False):
         if recompute not in RECOMPUTE:
             raise ValueError(f"recompute must be one of {RECOMPUTE}, got {recompute!r}")
         self.func, self.values, self.recompute, self.explain = func, values, recompute, notes
-        self.counter = counter
+        self.counter, self.single = counter, single
+        self.solo: dict[int, Value] = {}         # value -> its own kernel, once bisect cut one
         self.users: dict[int, list[Value]] = defaultdict(list)
         for v in values:
             for i in dict.fromkeys(v.inputs):
@@ -151,7 +165,7 @@ class _Partitioner:
                 kernels.extend(k for k in self.home[id(u)] if k not in kernels)
             else:
                 boundary = True
-        if kernels and not boundary:
+        if kernels and not boundary and not self.single:
             why = self.why_not(v, kernels)
             if why is None:
                 for k in kernels:
@@ -242,25 +256,41 @@ class _Partitioner:
                     self.func.result_names)
 
     def kernel(self, kern: _Kernel, new: dict[int, Value]) -> Value:
-        ms = region(kern.root, kern.inside)
-        pattern = analyze(kern.root, kern.inside)
-        assert isinstance(pattern, Pattern), pattern
-        env: dict[int, Value] = {}
-        names: set[str] = set()
-        inputs = list(dict.fromkeys(i for m in ms for i in m.inputs if not kern.inside(i)))
-        for k, i in enumerate(inputs):
-            env[id(i)] = make("arg", name=_param_name(i, k, names), dtype=i.dtype, shape=i.shape)
-        for m in ms:
-            env[id(m)] = rebuild(m, tuple(env[id(i)] for i in m.inputs))
-        body = Func(f"{pattern.kind}.{kern.root.op}", tuple(env[id(i)] for i in inputs),
-                    (env[id(kern.root)],))
-        outer = [new[id(i)] for i in inputs]
-        fused = make("fused", *outer, body=body, loc=kern.root.loc)
-        if _allowed(self.counter, kern.root, fused):
+        fused = _make_kernel(kern.root, kern.inside, new)
+        if self.single or _allowed(self.counter, kern.root, fused):
             return fused
-        for m in ms:                        # opt-bisect cut this kernel: its ops stay plain
-            new[id(m)] = rebuild(m, tuple(new[id(i)] for i in m.inputs))
+        # opt-bisect cut this kernel: each of its ops becomes a kernel of its own (as at -O0;
+        # the backend runs only kernels), its layout ops views and its constants constants
+        for m in region(kern.root, kern.inside):
+            if id(m) in self.solo:           # recomputed in another cut kernel too
+                new[id(m)] = self.solo[id(m)]
+            elif m.op == "const" or is_view(m):
+                new[id(m)] = rebuild(m, tuple(new[id(i)] for i in m.inputs))
+            else:
+                new[id(m)] = _make_kernel(m, partial(_alone, m), new)
+            self.solo[id(m)] = new[id(m)]
         return new[id(kern.root)]
+
+
+def _make_kernel(root: Value, inside: Callable[[Value], bool], new: dict[int, Value]) -> Value:
+    """The ``fused`` op computing ``root`` from the region ``inside`` marks, reading the values
+    outside it from ``new``."""
+    ms = region(root, inside)
+    pattern = analyze(root, inside)
+    assert isinstance(pattern, Pattern), pattern
+    env: dict[int, Value] = {}
+    names: set[str] = set()
+    inputs = list(dict.fromkeys(i for m in ms for i in m.inputs if not inside(i)))
+    for k, i in enumerate(inputs):
+        env[id(i)] = make("arg", name=_param_name(i, k, names), dtype=i.dtype, shape=i.shape)
+    for m in ms:
+        env[id(m)] = rebuild(m, tuple(env[id(i)] for i in m.inputs))
+    body = Func(f"{pattern.kind}.{root.op}", tuple(env[id(i)] for i in inputs), (env[id(root)],))
+    return make("fused", *(new[id(i)] for i in inputs), body=body, loc=root.loc)
+
+
+def _alone(v: Value, x: Value) -> bool:
+    return x is v or x.op == "const"
 
 
 def _inside_with(kern: _Kernel, v: Value, x: Value) -> bool:

@@ -3,7 +3,8 @@
 
 A pipeline spec is text: passes by name, comma-separated, each with options in braces, e.g.
 ``"autodiff,simplify,checkpoint{policy=elementwise,forward=1},fusion,memplan"``; ``O0``..``O3``
-(or ``-O0``..) stand for the levels' specs (``passes.LEVELS``). Grammar::
+(or ``-O0``..) stand for the levels' specs (``LEVELS``, below). This module also holds
+the pass table (``PASSES``). Grammar::
 
     spec   := level | step ("," step)*
     step   := NAME ["{" option ("," option)* "}"]
@@ -22,6 +23,7 @@ the culprit. Passes that correctness needs (``autodiff``) are never cut, and N=0
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import re
 import sys
@@ -33,8 +35,52 @@ from typing import Any
 from graphc.ir.core import Func
 from graphc.ir.errors import GraphCallError, GraphError
 from graphc.ir.ops.registry import suggest
-from graphc.passes import LEVELS, PASSES, REQUIRED
-from graphc.passes.rewrite import Counter, PassContext, count_ops
+from graphc.ir.text import parse_funcs, print_func
+from graphc.ir.verify import verify
+from graphc.passes.rewrite import Counter, NoOptions, PassContext, count_ops
+
+
+@dataclass(frozen=True)
+class Pass:
+    """A pass: ``run(func, ctx, options)`` with ``options`` an instance of ``Options`` (a frozen
+    dataclass whose defaults are the pass's behaviour when nobody sets them)."""
+    name: str
+    run: Callable[[Func, PassContext, Any], Func]
+    doc: str                                    # one line: what it does
+    Options: type = NoOptions
+
+
+def _load(name: str) -> Pass:
+    """The pass in ``passes/<name>.py`` (its ``run`` and ``Options``, if it takes any); its doc is
+    the first sentence of the module docstring."""
+    mod = importlib.import_module(f"graphc.passes.{name}")
+    text = " ".join((mod.__doc__ or name).replace("``", "").split())
+    return Pass(name, mod.run, text.split(". ")[0].rstrip(".") + ".",
+                getattr(mod, "Options", NoOptions))
+
+
+# Ordered as in the -O3 pipeline; the file name is the pass name (``--dump-after``, ``graphc
+# passes``, pipeline specs).
+PASSES: dict[str, Pass] = {name: _load(name) for name in
+                           ("autodiff", "constant_fold", "simplify", "cse", "dce", "checkpoint",
+                            "fusion", "memplan")}
+
+# Passes correctness needs: in every pipeline a model compiles (a spec without them gets them
+# added), never skipped by opt-bisect. dce is one of them: code whose result is unused never
+# runs, at any level (so a dead out-of-range slice is never an error).
+REQUIRED: tuple[str, ...] = ("autodiff", "dce")
+
+_ROUND = "constant_fold,simplify,cse"
+# Every level ends by cutting kernels and planning their memory: the backend runs exactly the
+# kernels these passes give, so what runs is what ``--emit ir`` shows. -O0 puts each op in a
+# kernel of its own.
+_KERNELS = "checkpoint,fusion,memplan"
+LEVELS: tuple[str, ...] = (                     # -O0 .. -O3 as pipeline specs
+    "autodiff,dce,fusion{policy=single},memplan",
+    "autodiff,simplify,cse,dce,fusion,memplan",
+    f"autodiff,{_ROUND},dce,{_KERNELS}",        # the default
+    f"autodiff,{_ROUND},{_ROUND},dce,{_KERNELS}",  # a 2nd round finds more
+)
 
 BISECT_ENV = "GRAPHC_OPT_BISECT"
 # Verify each pass's output in every model compiled without an explicit verify_each (the test
@@ -257,8 +303,6 @@ def verify_from_env() -> bool | None:
 
 def check(func: Func, what: str) -> None:
     """The verifier, then print -> parse -> print must give the same text."""
-    from graphc.ir.text import parse_funcs, print_func
-    from graphc.ir.verify import verify
     try:
         verify(func)
     except GraphError as e:
@@ -278,3 +322,8 @@ def format_stats(stats: list[PassStat]) -> str:
     lines = [f"{'pass':<16}{'ops before':>11}{'ops after':>11}{'rewrites':>10}{'ms':>10}"]
     lines += [f"{n:<16}{a:>11}{b:>11}{r:>10}{ms:>10.2f}" for n, a, b, r, ms in rows]
     return "\n".join(lines)
+
+
+# The pass names of each level, in order.
+PIPELINES: tuple[tuple[str, ...], ...] = tuple(tuple(s.name for s in parse_pipeline(spec))
+                                               for spec in LEVELS)

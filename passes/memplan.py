@@ -8,13 +8,13 @@ from __future__ import annotations
 import functools
 import heapq
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
-from graphc.ir.core import Func, Value, make
+from graphc.ir.core import Func, Value, make, toposort
 from graphc.ir.ops.fused import analyze, same_index_inputs
 from graphc.ir.slots import Interval, Layout, allocate, at_ref, poly_max
-from graphc.ir.types import DimLike, TensorType, dim_add, dim_eval, dim_mul
+from graphc.ir.types import DimLike, TensorType, dim_add, dim_eval, dim_mul, dim_str
 from graphc.passes.fusion import is_view
 from graphc.passes.rewrite import NoOptions, PassContext
 
@@ -49,6 +49,24 @@ def storage(v: Value) -> Value:
     while is_view(v):
         v = v.inputs[0]
     return v
+
+
+def ancestors(roots: tuple[Value, ...]) -> set[int]:
+    """Ids of the ops ``roots`` depend on (themselves included; args and constants not)."""
+    return {id(v) for v in toposort(roots) if v.op not in ("arg", "const")}
+
+
+def saved_values(src: Func, fwd: set[int], roots: dict[int, str]) -> list[Value]:
+    """Forward kernel outputs that some backward value reads (directly or through views)."""
+    out: dict[int, Value] = {}
+    for v in src.values():
+        if id(v) in fwd:
+            continue
+        for i in v.inputs:
+            s = storage(i)
+            if id(s) in fwd and id(s) in roots:
+                out.setdefault(id(s), s)
+    return list(out.values())
 
 
 def kernels_of(func: Func) -> list[Value] | None:
@@ -356,7 +374,6 @@ class Report:
 def report(func: Func, dims: Mapping[str, int], forward: int | None = None) -> Report:
     """Read the plan the memplan pass wrote into ``func`` and evaluate it at ``dims``; the first
     ``forward`` results are the forward's (for the list of values saved for backward)."""
-    from graphc.ir.types import dim_str
     values = func.values()
     kernels = [v for v in values if v.op == "fused"]
     if not kernels or any("step" not in k.attrs for k in kernels):
@@ -387,8 +404,7 @@ def report(func: Func, dims: Mapping[str, int], forward: int | None = None) -> R
                      if "offset" in k.attrs])
     saved: list[BufferRow] = []
     if forward is not None:
-        from graphc.passes.checkpoint import _ancestors, saved_values
-        fwd = _ancestors(func.results[:forward])
+        fwd = ancestors(func.results[:forward])
         saved = [rows[id(v)] for v in saved_values(func, fwd, {id(k): "" for k in kernels})]
     return Report(func.name, env, max(0, dim_eval(peak, env)), dim_str(peak),
                   tuple(rows[id(k)] for k in order), tuple(saved))

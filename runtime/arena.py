@@ -1,23 +1,22 @@
 """Where a plan's buffers live: one arena per model and thread, allocated once and grown when a
 larger binding needs more (never per call). Intermediates sit at the byte offsets of the memory
-plan (or of the runtime's own slot assignment for functions the memplan pass did not plan); a
-result written in place of the caller's array is staged after them and copied at the end. All
-offsets are dim polynomials that the driver evaluates from the call's dims."""
+plan (or, for a function the memplan pass did not plan, at offsets assigned here from the
+steps' lifetimes); a result written in place of the caller's array is staged after them and
+copied at the end. All offsets are dim polynomials that the driver evaluates from the call's
+dims."""
 from __future__ import annotations
 
 import contextlib
 import threading
 import weakref
-from typing import TYPE_CHECKING, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
 from graphc.ir.errors import GraphCallError
 from graphc.ir.slots import Interval, allocate, poly_max, round_up
 from graphc.ir.types import DimLike, dim_add, dim_eval, dim_mul
-
-if TYPE_CHECKING:
-    from graphc.runtime.plan import Plan
+from graphc.runtime.plantypes import Plan, buffers_read
 
 ALIGN = 64
 
@@ -133,7 +132,6 @@ def lay_out(plan: Plan, offsets: Mapping[int, DimLike] | None = None) -> None:
 
 
 def _intervals(plan: Plan, slots: list[int]) -> list[Interval]:
-    from graphc.runtime.plan import buffers_read
     last: dict[int, int] = {}
     made: dict[int, int] = {}
     for s in plan.steps:

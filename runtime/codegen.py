@@ -1,13 +1,16 @@
-"""Func -> LLVM module: one internal function per step (its buffers ``noalias``, so loops
-vectorise without run-time alias checks) and one exported driver that checks slice bounds, takes
-a workspace, runs every step in order and writes the results: one native call per entry point.
+"""Func -> LLVM module: one function per distinct step (its buffers ``noalias``, so loops
+vectorise without run-time alias checks; identical steps share it, runtime/dedup.py) and one
+exported driver that checks slice bounds, takes a workspace, runs every step in order and writes
+the results: one native call per entry point. ``build_model`` puts the kernels of all entry
+points in one module, so forward, backward and the step compile a kernel they share once.
 
-Driver ABI: ``i32 graphc_entry(ptr args)``, ``args`` = [param ptrs.., output ptrs.., dims ptr,
+Driver ABI: ``i32 graphc_entry(ptr args)`` (``graphc_entry.<name>`` in a model's module), ``args`` = [param ptrs.., output ptrs.., dims ptr,
 direct flags ptr, workspace ptr]; byte k of the flags says output k may be written directly
 (else it is staged in the workspace and copied at the end). ``dims`` holds one i64 per symbol,
 then DETAIL_WORDS words where a failing kernel describes its error."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import llvmlite.ir as ll
@@ -25,13 +28,13 @@ from graphc.runtime.plan import (
     Operand,
     Plan,
     Reg,
+    Step,
     View,
     buffers_read,
     contiguous,
 )
 
 ENTRY = "graphc_entry"
-INLINE_LIMIT = 64          # kernels per function beyond which they are not inlined
 SINK_BYTES = 128           # scratch a debug build sends an out-of-bounds access to (>= a vector)
 
 
@@ -40,11 +43,12 @@ class DimEval:
     """Dim polynomials as i64 values, each computed once in a function's entry block (which
     dominates every loop) from the run-time ``dims`` array (one i64 per symbol, sorted)."""
 
-    def __init__(self, entry: ll.Block, dims_ptr: ll.Value, symbols: Sequence[str]):
+    def __init__(self, entry: ll.Block, dims_ptr: ll.Value, symbols: Sequence[str],
+                 args: dict[str, ll.Value] | None = None):
         self.entry = entry
         self.dims_ptr = dims_ptr
         self.symbols = list(symbols)
-        self.cache: dict[Any, ll.Value] = {}
+        self.cache: dict[Any, ll.Value] = dict(args or {})   # symbols passed as arguments
 
     def get(self, d: DimLike) -> ll.Value:
         if isinstance(d, int):
@@ -87,30 +91,48 @@ def _shares_output(plan: Plan, bufs: Sequence[int]) -> set[int]:
     return same | {out} if same else set()
 
 
-class Kernel:
-    """An LLVM function ``i32 (ptr dims, ptr buf0, ...)`` being built; buf0 is the output."""
+@dataclass
+class Call:
+    """One kernel call of a driver: the function, its buffers and offsets (the ``@offN``
+    arguments' values), and the step index the driver adds to an error code it returns (a
+    shared kernel's codes carry index 0; 0 where the kernel's codes carry their own)."""
+    fn: ll.Function
+    bufs: list[int]
+    offsets: list[DimLike]
+    tag: int
 
-    def __init__(self, cg: Codegen, name: str, bufs: Sequence[int], tag: int = 0):
+
+class Kernel:
+    """An LLVM function ``i32 (ptr dims, ptr buf0, ..., i64 off0, ...)`` being built; buf0 is
+    the output, ``offsets`` name the symbols (dedup.OFFSET) passed as the trailing i64s."""
+
+    def __init__(self, cg: Codegen, name: str, bufs: Sequence[int], tag: int = 0,
+                 offsets: Sequence[str] = ()):
         self.cg = cg
         self.tag = tag                          # the index its error codes carry
         self.bufs = list(dict.fromkeys(bufs))
-        fnty = ll.FunctionType(I32, [PTR] * (1 + len(self.bufs)))
+        fnty = ll.FunctionType(I32, [PTR] * (1 + len(self.bufs)) + [I64] * len(offsets))
         self.fn = ll.Function(cg.module, fnty, name)
-        self.fn.linkage = "internal"
-        if len(cg.plan.steps) > INLINE_LIMIT:
-            # inlined into one driver, thousands of kernels (unrolled loops) make LLVM's
-            # optimiser superlinear; kept apart, each is optimised on its own
-            self.fn.attributes.add("noinline")
-        shared = _shares_output(cg.plan, self.bufs)
-        for b, a in zip(self.bufs, self.fn.args[1:]):
+        if not cg.shared.split:             # else the drivers' module calls it
+            self.fn.linkage = "internal"
+        # never inlined: a kernel shared by the steps of an unrolled loop would grow the driver
+        # with the steps again (LLVM's optimiser is superlinear in a function's size), and one
+        # inlined even once is optimised twice, alone and then again inside the driver
+        self.fn.attributes.add("noinline")
+        # an in-place pair is read through one pointer (Codegen.emit_versions), except in a
+        # debug build, whose checked accesses go through each buffer's own pointer
+        shared = _shares_output(cg.plan, self.bufs) if cg.debug else set()
+        for b, a in zip(self.bufs, self.fn.args[1:1 + len(self.bufs)]):
             if b not in shared:
                 a.add_attribute("noalias")
         self.entry = self.fn.append_basic_block("entry")
         start = self.fn.append_basic_block("start")
         self.b = ll.IRBuilder(start)
         self.em = Emitter(self.b)
-        self.ptrs: dict[int, ll.Value] = {b: a for b, a in zip(self.bufs, self.fn.args[1:])}
-        self.dims = DimEval(self.entry, self.fn.args[0], cg.plan.symbols)
+        nb = 1 + len(self.bufs)
+        self.ptrs: dict[int, ll.Value] = {b: a for b, a in zip(self.bufs, self.fn.args[1:nb])}
+        self.dims = DimEval(self.entry, self.fn.args[0], cg.plan.symbols,
+                            dict(zip(offsets, self.fn.args[nb:])))
         self.code: ll.Value | None = None      # an error code a kernel body may set
         self.acc: ll.Value | None = None       # the matmul result an epilogue reads (Acc)
         self._oob: ll.Value | None = None      # debug build: an access fell outside its buffer
@@ -307,79 +329,166 @@ def emit_copy(k: Kernel, out: View, src: Operand, shape: Sequence[DimLike]) -> N
     emit_map(k, flat, src)
 
 
+class Shared:
+    """What the entry points built into one LLVM module share: the module, its kernel
+    functions by structural key (runtime/dedup.py) and its consts by contents. ``split``: the
+    drivers go to a module of their own (``drivers``), which calls the kernels by name and is
+    compiled without optimisation (the kernels' module at the model's -O level)."""
+
+    def __init__(self, name: str, split: bool = False):
+        self.split = split
+        self.module = ll.Module(name=name)
+        self.drivers = ll.Module(name=f"{name}.drivers") if split else self.module
+        self.kernels: dict[Any, ll.Function] = {}
+        self.consts: dict[tuple, ll.GlobalVariable] = {}
+
+    def callee(self, fn: ll.Function) -> ll.Function:
+        """``fn`` as the drivers' module sees it (a declaration there when split)."""
+        if not self.split:
+            return fn
+        g = self.drivers.globals.get(fn.name)
+        return g if g is not None else ll.Function(self.drivers, fn.function_type, fn.name)
+
+
+def entry_symbol(name: str) -> str:
+    """The driver symbol of entry point ``name`` in a model's module."""
+    return f"{ENTRY}.{name}"
+
+
 class Codegen:
     """``debug``: check every load and store of a buffer against its size (ERR_DEBUG_BOUNDS);
     ``details``: kernels describe their errors after the run-time dims (DETAIL_WORDS), which
     the caller must then allocate."""
 
     def __init__(self, plan: Plan, check_numerics: bool = False, debug: bool = False,
-                 details: bool = False):
+                 details: bool = False, threads: int = 1, shared: Shared | None = None,
+                 entry: str = ENTRY):
         self.plan = plan
         self.check = check_numerics
         self.debug = debug
         self.details = details
-        self.module = ll.Module(name=plan.func.name)
-        self._consts: dict[int, ll.GlobalVariable] = {}
+        self.threads = threads           # > 1: big loops call the worker pool (runtime/pool.py)
+        self.shared = shared if shared is not None else Shared(plan.func.name)
+        self.module = self.shared.module
+        self.kernels = self.shared.kernels
+        self.entry = entry                  # the driver's symbol
+        self.prefix = "" if entry == ENTRY else entry.removeprefix(ENTRY + ".") + "."
+        from graphc.runtime.dedup import KeyMaker
+        self.keys = KeyMaker(plan)
 
     def const_global(self, buf: int) -> ll.GlobalVariable:
-        if buf not in self._consts:
-            b = self.plan.buffers[buf]
-            value = b.value.attrs["value"]
-            vals = value if isinstance(value, tuple) else (value,)
+        """Buffer ``buf`` (a const) as a global, one per distinct contents in the module."""
+        b = self.plan.buffers[buf]
+        value = b.value.attrs["value"]
+        vals = value if isinstance(value, tuple) else (value,)
+        key = (b.dtype, repr(vals))
+        if key not in self.shared.consts:
             mt = mem_type(b.dtype)
             conv = (lambda x: int(bool(x))) if b.dtype is DType.bool else \
                 (float if b.dtype.is_float else int)
             ty = ll.ArrayType(mt, len(vals))
-            g = ll.GlobalVariable(self.module, ty, f"const{buf}")
+            g = ll.GlobalVariable(self.module, ty, f"const{len(self.shared.consts)}")
             g.global_constant = True
             g.linkage = "internal"
             g.initializer = ll.Constant(ty, [ll.Constant(mt, conv(x)) for x in vals])
-            self._consts[buf] = g
-        return self._consts[buf]
+            self.shared.consts[key] = g
+        return self.shared.consts[key]
 
     def kernel_bufs(self, out: int, args: Sequence[Operand]) -> list[int]:
         bufs = [out] + [b for a in args for b in buffers_read(a)]
         return [b for b in dict.fromkeys(bufs) if self.plan.buffers[b].kind != "const"]
 
     def build(self) -> ll.Module:
-        from graphc.runtime import kernels
-        names = []
-        for s in self.plan.steps:
-            k = Kernel(self, f"k{s.index}.{s.value.op}", self.kernel_bufs(s.out.buf, s.args),
-                       s.index)
-            kernels.emit_step(k, s)
-            code = k.code
-            if self.check:
-                num = self.numerics(k, s.out, (ERR_NUMERICS << 24) | s.index)
-                if num is not None:
-                    code = num if code is None else k.b.select(
-                        k.b.icmp_signed("!=", code, ll.Constant(I32, 0)), code, num)
-            k.finish(code)
-            names.append(k)
-        copies = []
+        steps = [self.step_call(s) for s in self.plan.steps]
+        copies: list[Call | None] = []
         for r, (src, own) in enumerate(self.plan.results):
             if own is not None:
                 copies.append(None)
                 continue
             out_buf = self.output_buf(r)
-            k = Kernel(self, f"result{r}.copy", self.kernel_bufs(out_buf, [src]),
+            k = Kernel(self, f"{self.prefix}result{r}.copy", self.kernel_bufs(out_buf, [src]),
                        len(self.plan.steps) + r)
             emit_copy(k, contiguous(out_buf, src.dtype if isinstance(src, View)
                                     else src.value.dtype, ()), src, self.result_shape(r))
             k.finish()
-            copies.append(k)
+            copies.append(Call(k.fn, k.bufs, [], 0))      # its codes carry their index
         arg_checks = []
         if self.check:
             for b, buf in enumerate(self.plan.buffers):
                 if buf.kind == "param" and buf.dtype.is_float:
-                    k = Kernel(self, f"arg{buf.index}.check", [b], len(self.plan.steps)
-                               + len(self.plan.results) + buf.index)
+                    k = Kernel(self, f"{self.prefix}arg{buf.index}.check", [b],
+                               len(self.plan.steps) + len(self.plan.results) + buf.index)
                     k.finish(self.numerics(k, contiguous(b, buf.dtype, buf.value.shape),
                                            (ERR_ARG_NUMERICS << 24) | buf.index))
-                    arg_checks.append(k)
+                    arg_checks.append(Call(k.fn, k.bufs, [], 0))
         from graphc.runtime.driver import emit_driver
-        emit_driver(self, names, copies, arg_checks)
+        emit_driver(self, steps, copies, arg_checks)
         return self.module
+
+    def step_call(self, s: Step) -> Call:
+        """The call that runs step ``s``: a function emitted for it, or the one already
+        emitted for an identical step (runtime/dedup.py; not in a debug build, whose error
+        details name the buffer of a bad access)."""
+        from graphc.runtime import dedup, kernels
+        bufs = self.kernel_bufs(s.out.buf, s.args)
+        if self.debug:
+            key, step, offsets = None, s, []
+        else:
+            step, offsets = dedup.symbolize(s)
+            # kernels of entry points read their dims from the same places only when the
+            # entry points have the same symbols
+            key = (self.plan.symbols, self.keys.key(step, bufs, _shares_output(self.plan, bufs)))
+        fn = self.kernels.get(key) if key is not None else None
+        if fn is None:
+            names = [f"{dedup.OFFSET}{j}" for j in range(len(offsets))]
+            k = Kernel(self, f"{self.prefix}k{s.index}.{s.value.op}", bufs, step.index, names)
+            self.emit_versions(k, step)
+            code = k.code
+            if self.check:
+                num = self.numerics(k, step.out, (ERR_NUMERICS << 24) | step.index)
+                if num is not None:
+                    code = num if code is None else k.b.select(
+                        k.b.icmp_signed("!=", code, ll.Constant(I32, 0)), code, num)
+            k.finish(code)
+            fn = k.fn
+            if key is not None:
+                self.kernels[key] = fn
+        return Call(fn, list(dict.fromkeys(bufs)), offsets, s.index)
+
+    def emit_versions(self, k: Kernel, step: Step) -> None:
+        """The kernel's body; for a kernel that writes over an input in place (``_shares_output``)
+        twice: once for the pointers equal, with that input read through the output's own
+        pointer, and once for them apart. Either way no two pointers of the kernel alias, so
+        every pointer stays ``noalias`` and the loops vectorise without run-time overlap checks
+        (which an exact in-place update always failed, falling back to scalar code). Apart
+        happens only for a param's update staged elsewhere, so the two never overlap."""
+        from graphc.runtime import kernels
+        shared = _shares_output(self.plan, k.bufs) if not self.debug else set()
+        out = k.bufs[0] if k.bufs else None
+        ins = [b for b in k.bufs[1:] if b in shared]
+        if not ins:
+            kernels.emit_step(k, step)
+            return
+        b = k.b
+        same = b.icmp_unsigned("==", k.ptrs[ins[0]], k.ptrs[out])
+        for x in ins[1:]:
+            same = b.and_(same, b.icmp_unsigned("==", k.ptrs[x], k.ptrs[out]))
+        ends = []
+        with b.if_else(same, likely=True) as (equal, apart):
+            with equal:
+                saved = dict(k.ptrs)
+                k.ptrs.update({x: k.ptrs[out] for x in ins})
+                kernels.emit_step(k, step)
+                ends.append((k.code, b.block))
+                k.ptrs, k.code = saved, None
+            with apart:
+                kernels.emit_step(k, step)
+                ends.append((k.code, b.block))
+        if any(c is not None for c, _ in ends):
+            phi = b.phi(I32, name="code")
+            for c, blk in ends:
+                phi.add_incoming(c if c is not None else ll.Constant(I32, 0), blk)
+            k.code = phi
 
     def output_buf(self, r: int) -> int:
         return next(i for i, b in enumerate(self.plan.buffers) if b.kind == "output"
@@ -408,7 +517,18 @@ def _size(shape: Sequence[DimLike]) -> DimLike:
 
 
 def build_module(plan: Plan, check_numerics: bool = False, debug: bool = False,
-                 details: bool = False) -> ll.Module:
-    """The LLVM module of ``plan``; see Codegen for ``debug`` and ``details``."""
-    return Codegen(plan, check_numerics, debug, details).build()
+                 details: bool = False, threads: int = 1) -> ll.Module:
+    """The LLVM module of ``plan``; see Codegen for ``debug``, ``details`` and ``threads``."""
+    return Codegen(plan, check_numerics, debug, details, threads).build()
+
+
+def build_model(plans: dict[str, Plan], check_numerics: bool = False, debug: bool = False,
+                details: bool = False, threads: int = 1) -> Shared:
+    """The kernels of several entry points in one LLVM module, their drivers
+    (``entry_symbol(name)`` each) in another (``Shared.split``), so a kernel that forward,
+    backward and the step share is optimised and compiled once."""
+    shared = Shared("graphc", split=True)
+    for name, plan in plans.items():
+        Codegen(plan, check_numerics, debug, details, threads, shared, entry_symbol(name)).build()
+    return shared
 

@@ -12,13 +12,19 @@ from graphc.runtime.emit import I1, I32, I64, PTR, Emitter
 from graphc.runtime.plan import ERR_BOUNDS
 
 if TYPE_CHECKING:
-    from graphc.runtime.codegen import Codegen, Kernel
+    from graphc.runtime.codegen import Call, Codegen
 
-def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | None],
-                arg_checks: Sequence[Kernel]) -> ll.Function:
-    from graphc.runtime.codegen import ENTRY, DimEval
+
+def emit_driver(cg: Codegen, steps: Sequence[Call], copies: Sequence[Call | None],
+                arg_checks: Sequence[Call]) -> ll.Function:
+    from graphc.runtime.codegen import DimEval
     plan = cg.plan
-    fn = ll.Function(cg.module, ll.FunctionType(I32, [PTR]), ENTRY)
+    fn = ll.Function(cg.shared.drivers, ll.FunctionType(I32, [PTR]), cg.entry)
+    # the driver only computes addresses and calls kernels, once per step: LLVM's optimiser
+    # (and its instruction selector) would spend more on it, for an unrolled loop's thousands
+    # of calls, than it could save at run time. optnone gives it the cheapest pipeline.
+    fn.attributes.add("noinline")
+    fn.attributes.add("optnone")
     entry = fn.append_basic_block("entry")
     start = fn.append_basic_block("start")
     b = ll.IRBuilder(start)
@@ -73,9 +79,13 @@ def emit_driver(cg: Codegen, steps: Sequence[Kernel], copies: Sequence[Kernel | 
             p = b.gep(ws, [dims.get(plan.stage[bi])], source_etype=ll.IntType(8))
             ptrs[bi] = b.select(bit(bf.index), outs[bf.index], p)
 
-    def run(k: Kernel) -> None:
-        rc = b.call(k.fn, [dims.dims_ptr] + [ptrs[x] for x in k.bufs])
-        fail_if(b.icmp_signed("!=", rc, ll.Constant(I32, 0)), rc)
+    def run(c: Call) -> None:
+        rc = b.call(cg.shared.callee(c.fn), [dims.dims_ptr] + [ptrs[x] for x in c.bufs]
+                    + [dims.get(o) for o in c.offsets])
+        # a shared kernel's codes carry index 0: the call adds its own (a no-op on the
+        # codes of a kernel made for this call alone, which carry it already)
+        fail_if(b.icmp_signed("!=", rc, ll.Constant(I32, 0)),
+                b.or_(rc, ll.Constant(I32, c.tag)) if c.tag else rc)
 
     for k in list(arg_checks) + list(steps):
         run(k)

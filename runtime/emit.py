@@ -341,8 +341,16 @@ class Emitter:
         return a if a.type == like.type else self.b.fptrunc(a, like.type)
 
     def cast_raw_fptosi(self, a: ll.Value, ty: ll.Type) -> ll.Value:
-        """Float to integer type ``ty``, saturating (no poison for NaN or out-of-range)."""
-        return self.intrinsic("fptosi.sat", [a], ret=ty, over=[ty, a.type])
+        """Float to integer type ``ty``, saturating, NaN to 0 (no poison for NaN or out of
+        range). Clamped selects around a plain ``fptosi`` of an in-range value, because the
+        x86 backend scalarises a vector ``llvm.fptosi.sat`` lane by lane (3x slower)."""
+        w = scalar_of(ty).width
+        lo, top = -2.0 ** (w - 1), 2.0 ** (w - 1)          # both exact in f32 and f64
+        big = self.ge(a, self.const(top, a))                # ordered: false for NaN
+        ok = self.select(self.isnan(a), self.const(0.0, a), a)
+        ok = self.select(self.lt(ok, self.const(lo, a)), self.const(lo, a), ok)
+        ok = self.select(big, self.const(0.0, a), ok)
+        return self.select(big, self.const((1 << (w - 1)) - 1, ty), self.b.fptosi(ok, ty))
 
     def bitcast(self, a: ll.Value, ty: ll.Type) -> ll.Value:
         return self.b.bitcast(a, ty)

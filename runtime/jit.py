@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import llvmlite
 import llvmlite.binding as llvm
 
-from graphc.runtime.cache import ObjectCache, cache_dir, cache_get, cache_key, cache_put, open_cache  # noqa: F401  # noqa: F401
+from graphc.runtime.cache import (  # noqa: F401
+    ObjectCache,
+    cache_dir,
+    cache_get,
+    cache_key,
+    cache_put,
+    open_cache,
+)
+from graphc.runtime.stats import CompileStats
 
 _LOCK = threading.RLock()
 _STATE: dict[str, Any] = {}
@@ -24,7 +33,10 @@ def _init() -> None:
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     _STATE["cpu"] = llvm.get_host_cpu_name()
-    _STATE["features"] = llvm.get_host_cpu_features().flatten()
+    features = llvm.get_host_cpu_features().flatten()
+    # LLVM's tuning for AVX-512 CPUs caps the loop vectoriser at 256 bits; full width runs the
+    # transcendental kernels 1.3-1.4x faster (host_id, and so every cache key, includes this)
+    _STATE["features"] = features + (",-prefer-256-bit" if "+avx512f" in features else "")
     _STATE["triple"] = llvm.get_process_triple()
     _STATE["lljit"] = llvm.create_lljit_compiler(target_machine(2))
 
@@ -46,20 +58,26 @@ def host_id() -> str:
                      ".".join(map(str, llvm.llvm_version_info))])
 
 
-def optimize(text: str, opt_level: int) -> tuple[llvm.ModuleRef, llvm.TargetMachine]:
+def optimize(text: str, opt_level: int, stats: CompileStats | None = None
+             ) -> tuple[llvm.ModuleRef, llvm.TargetMachine]:
     """Parse and verify LLVM IR text, then run the O<opt_level> pipeline on it. The module gets
     an LLVM context of its own, freed with it: the global context keeps every constant and
     metadata node ever made (~17 KB per compile), and two threads must not share a context."""
     with _LOCK:
         _init()
-    tm = target_machine(opt_level)
-    mod = llvm.parse_assembly(text, context=llvm.create_context())   # the module keeps it alive
-    mod.triple = tm.triple
-    mod.data_layout = str(tm.target_data)
-    mod.verify()
+    stats = stats if stats is not None else CompileStats()
+    with stats.phase("llvm parse"):
+        tm = target_machine(opt_level)
+        mod = llvm.parse_assembly(text, context=llvm.create_context())   # it keeps it alive
+        mod.triple = tm.triple
+        mod.data_layout = str(tm.target_data)
+        mod.verify()
     if opt_level > 0:
+        start = time.perf_counter()
         pto = llvm.create_pipeline_tuning_options(speed_level=min(opt_level, 3))
         pto.loop_vectorization = pto.slp_vectorization = True
+        # the unroll pass costs about a third of LLVM's time at -O2, but without it the MLP's
+        # value_and_grad at batch 256 ran 25% slower (examples/benchmarks/bench_mlp.py)
         pto.loop_unrolling = opt_level >= 2
         pb = llvm.create_pass_builder(tm, pto)
         mpm = pb.getModulePassManager()
@@ -69,6 +87,7 @@ def optimize(text: str, opt_level: int) -> tuple[llvm.ModuleRef, llvm.TargetMach
             _close_pass_manager(mpm)
             pb.close()
             pto.close()
+        stats.add("llvm opt", time.perf_counter() - start)
     return mod, tm
 
 
@@ -91,12 +110,46 @@ def _release(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:
     tm.close()
 
 
-def compile_object(text: str, opt_level: int) -> bytes:
-    mod, tm = optimize(text, opt_level)
+def compile_object(text: str, opt_level: int, stats: CompileStats | None = None) -> bytes:
+    mod, tm = optimize(text, opt_level, stats)
     try:
-        return tm.emit_object(mod)
+        start = time.perf_counter()
+        obj = tm.emit_object(mod)
+        if stats is not None:
+            stats.add("machine code", time.perf_counter() - start)
+        return obj
     finally:
         _release(mod, tm)
+
+
+def compile_objects(parts: list[tuple[str, int]], stats: CompileStats | None = None
+                    ) -> bytes:
+    """Compile modules (LLVM IR text, opt level) into one blob for ``link``. One after the
+    other: llvmlite serialises every call into LLVM behind one lock, so threads gain nothing."""
+    return pack([compile_object(text, opt, stats) for text, opt in parts])
+
+
+MAGIC = b"GRAPHC-OBJS\n"
+
+
+def pack(objs: list[bytes]) -> bytes:
+    """Object files as one blob (what the disk cache stores): MAGIC, then each one's length
+    (8 bytes, little-endian) and bytes."""
+    return MAGIC + b"".join(len(o).to_bytes(8, "little") + o for o in objs)
+
+
+def unpack(blob: bytes) -> list[bytes]:
+    """``pack``'s object files; a blob without MAGIC is a single object file."""
+    if not blob.startswith(MAGIC):
+        return [blob]
+    out, at = [], len(MAGIC)
+    while at < len(blob):
+        n = int.from_bytes(blob[at:at + 8], "little")
+        if n <= 0 or at + 8 + n > len(blob):
+            raise ValueError("a truncated object blob")
+        out.append(blob[at + 8:at + 8 + n])
+        at += 8 + n
+    return out
 
 
 def assembly(text: str, opt_level: int) -> str:
@@ -118,11 +171,18 @@ class Loaded:
     addresses: dict[str, int] = field(default_factory=dict)
 
 
-def link(obj: bytes, symbols: list[str]) -> Loaded:
-    """Link an object file into the process-wide LLJIT and look up ``symbols``."""
+def link(obj: bytes, symbols: list[str], imports: Mapping[str, int] | None = None) -> Loaded:
+    """Link an object file, or ``pack``'s blob of them, into the process-wide LLJIT (one
+    library) and look up ``symbols``; ``imports`` resolves names the code calls that the
+    process does not export (the worker pool's entry points)."""
     with _LOCK:
         _init()
-        builder = llvm.JITLibraryBuilder().add_object_img(obj).add_current_process()
+        builder = llvm.JITLibraryBuilder()
+        for o in unpack(obj):
+            builder.add_object_img(o)
+        builder.add_current_process()
+        for name, address in (imports or {}).items():
+            builder.import_symbol(name, address)
         for s in symbols:
             builder.export_symbol(s)
         tracker = builder.link(_STATE["lljit"], f"graphc_lib{next(_NAMES)}")

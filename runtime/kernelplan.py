@@ -1,28 +1,43 @@
-"""Plans a function the fusion pass partitioned: one step per ``fused`` kernel, in the memory
-plan's order, each writing its arena slot (or the caller's array, for a result); layout ops stay
-views and constants globals. ``unfuse`` turns kernels back into plain ops, for check_numerics
-(which names the op that went wrong) and for bodies this backend has no single lowering for."""
+"""Plans a Func for code generation, without LLVM: the runtime lowers exactly the kernels the IR
+holds and plans nothing of its own. Each ``fused`` op is one step, in the memory plan's order
+and at its arena offset (or writing the caller's array, for a result); a plain op outside any
+kernel (a pipeline without the fusion pass, or a kernel opt-bisect cut) is one step of its own;
+layout ops the fusion pass left outside kernels are views and constants are globals. A kernel
+this backend has no lowering for is a compiler error here: the fusion pass never forms one
+(``ir.ops.fused.analyze`` is the contract both sides read)."""
 from __future__ import annotations
 
 from graphc.ir.core import Func, Value, rebuild
+from graphc.ir.errors import GraphError
 from graphc.ir.ops import registry
-from graphc.ir.ops.fused import FUSED, Pattern, analyze, inline
+from graphc.ir.ops.fused import FUSED, analyze, inline
 from graphc.ir.slots import poly_max
 from graphc.ir.types import DimLike, DType
 from graphc.runtime import arena, views
-from graphc.runtime.plan import (
+from graphc.runtime.plantypes import (
     Buffer,
     Operand,
     Plan,
     Step,
     View,
+    broadcast_view,
     contiguous,
-    finish_results,
     symbols_of,
 )
 
 
+def make_plan(func: Func, *, fuse: bool = True) -> Plan:
+    """The plan of ``func``'s kernels. ``fuse=False`` (what ``compile_module`` passes under
+    check_numerics) takes multi-op kernels apart first, so that the NaN check after each step
+    names one op: a stopgap until the pipeline itself runs ``fusion{policy=single}`` under
+    check_numerics (graphc/model.py), after which nothing passes it."""
+    if not fuse and any(v.op == FUSED and _lone(v) is None for v in func.values()):
+        func = unfuse(func)
+    return plan_func(func)
+
+
 def unfuse(func: Func) -> Func:
+    """``func`` with every kernel replaced by the ops of its body (the stopgap above)."""
     new: dict[int, Value] = {}
     for v in func.values():
         ins = tuple(new[id(i)] for i in v.inputs)
@@ -31,13 +46,16 @@ def unfuse(func: Func) -> Func:
                 tuple(new[id(r)] for r in func.results), func.result_names)
 
 
-def body_pattern(v: Value) -> Pattern | str:
-    body = v.attrs["body"]
-    return analyze(body.results[0], lambda x: x.op != "arg")
-
-
 def plan_kernels(func: Func) -> Plan | None:
-    """The plan, or None when some value is neither a kernel nor free (a view or constant)."""
+    """The plan of a function the fusion pass partitioned completely, or None when some op is
+    outside every kernel (tests use it to check that fusion left nothing behind)."""
+    for v in func.values():
+        if v.op not in ("arg", "const", FUSED) and not registry.has(v.op, registry.VIEW):
+            return None
+    return plan_func(func)
+
+
+def plan_func(func: Func) -> Plan:
     plan = Plan(func, symbols_of(func))
     for k, p in enumerate(func.params):
         plan.buffers.append(Buffer("param", p.dtype, p.type.size, k, p))
@@ -45,7 +63,7 @@ def plan_kernels(func: Func) -> Plan | None:
     slot_buf: dict[int, int] = {}
     offsets: dict[int, DimLike] = {}
     steps: list[tuple[int, Step]] = []
-    planned = True
+    planned = ordered = True                # every kernel has its memory plan / its step
     for v in func.values():
         if id(v) in plan.operands:
             continue
@@ -54,27 +72,50 @@ def plan_kernels(func: Func) -> Plan | None:
         elif registry.has(v.op, registry.VIEW) and views.is_view_op(plan, v):
             plan.operands[id(v)] = views.view_of(plan, v)
         elif v.op == FUSED:
-            pattern = body_pattern(v)
-            if isinstance(pattern, str):
-                return None
             slot = v.attrs.get("slot")
             planned &= slot is not None or "out" in v.attrs
+            ordered &= "step" in v.attrs
             buf = _buffer(plan, v, slot, slot_buf, offsets)
-            kind, value, args = _step(plan, v, pattern)
+            kind, value, args = _kernel_step(plan, v)
             step = Step(0, value, kind, contiguous(buf, v.dtype, v.shape), args)
             plan.operands[id(v)] = step.out
             steps.append((v.attrs.get("step", len(steps)), step))
         else:
-            return None
-    for n, (_, step) in enumerate(sorted(steps, key=lambda s: s[0])):
+            planned = ordered = False
+            plan.buffers.append(Buffer("slot", v.dtype, v.type.size, 0, v))
+            kind, args = _op_step(plan, v, plan.operands)
+            step = Step(0, v, kind, contiguous(len(plan.buffers) - 1, v.dtype, v.shape), args)
+            plan.operands[id(v)] = step.out
+            steps.append((len(steps), step))
+    if ordered:
+        steps.sort(key=lambda s: s[0])
+    for n, (_, step) in enumerate(steps):
         step.index = n
         plan.steps.append(step)
-        plan.step_of[n] = step.value
+        plan.step_of[n] = _named(step.value)
     finish_results(plan)
     plan.inplace = {v.attrs["out"]: v.attrs["inplace"] for v in func.values()
                     if v.op == FUSED and "inplace" in v.attrs}
     arena.lay_out(plan, offsets if planned else None)
     return plan
+
+
+def finish_results(plan: Plan) -> None:
+    """A result computed by a step writes the caller's array directly (its buffer becomes a
+    "result" buffer); any other result is copied there at the end."""
+    seen: set[int] = set()
+    for k, r in enumerate(plan.func.results):
+        src = plan.operands[id(r)]
+        own = None
+        if isinstance(src, View) and id(r) not in seen \
+                and plan.buffers[src.buf].kind == "slot" and plan.buffers[src.buf].value is r:
+            plan.buffers[src.buf].kind = "result"
+            plan.buffers[src.buf].index = k
+            own = src.buf
+        seen.add(id(r))
+        plan.results.append((src, own))
+    for k, r in enumerate(plan.func.results):
+        plan.buffers.append(Buffer("output", r.dtype, r.type.size, k, r))
 
 
 def _buffer(plan: Plan, v: Value, slot: int | None, slot_buf: dict[int, int],
@@ -95,28 +136,70 @@ def _buffer(plan: Plan, v: Value, slot: int | None, slot_buf: dict[int, int],
     return slot_buf[slot]
 
 
-def _step(plan: Plan, v: Value, pattern: Pattern) -> tuple[str, Value, tuple[Operand, ...]]:
-    """(step kind, the value it computes, its operands): a kernel, or for a lone op its own
-    lowering (so errors name that op)."""
+def _named(v: Value) -> Value:
+    """The value a step's errors name: for a kernel of one op (``fusion{policy=single}``), that
+    op, with its own line (check_numerics names the op that produced a NaN)."""
+    return (_lone(v) or v) if v.op == FUSED else v
+
+
+def _lone(v: Value) -> Value | None:
+    """The one op a kernel computes (its body's root, all else args and constants), if so."""
     body = v.attrs["body"]
+    root = body.results[0]
+    if all(x.op in ("arg", "const") for x in body.values() if x is not root):
+        return root
+    return None
+
+
+def _kernel_step(plan: Plan, v: Value) -> tuple[str, Value, tuple[Operand, ...]]:
+    """(step kind, the value it computes, its operands): a kernel by its pattern, or one that
+    ``analyze`` calls "single" (an op lowered on its own) by that op's own lowering."""
+    body = v.attrs["body"]
+    pattern = analyze(body.results[0], lambda x: x.op != "arg")
+    if isinstance(pattern, str):
+        raise GraphError(f"the backend cannot lower kernel {body.name}: {pattern} (the fusion "
+                         f"pass never forms such a kernel; this IR was made elsewhere)", v.loc)
     for c in body.values():
         if c.op == "const" and id(c) not in plan.operands:
             plan.operands[id(c)] = views.const_view(plan, c)
     args = tuple(plan.operands[id(i)] for i in v.inputs)
     if pattern.kind != "single":
         return FUSED, v, args
-    leaf = {id(p): a for p, a in zip(body.params, args)}
     op = pattern.anchor
     assert op is not None
+    table = dict(plan.operands)
+    table.update({id(p): a for p, a in zip(body.params, args)})
     if op.op == "arg":
-        return "copy", op, (leaf[id(op)],)
-    ins = [leaf.get(id(i)) or plan.operands[id(i)] for i in op.inputs]
-    if registry.has(op.op, registry.VIEW):
-        for i, a in zip(op.inputs, ins):
-            plan.operands[id(i)] = a
-        src = views.view_of(plan, op) if views.is_view_op(plan, op) else ins[0]
-        assert isinstance(src, View)
-        return "copy", op, (src,)
-    if op.op == "pad":
-        views.nonneg_checks(plan, op, op.attrs["lo"] + op.attrs["hi"])
-    return registry.get(op.op).kind, op, tuple(ins)
+        return "copy", op, (table[id(op)],)
+    kind, ins = _op_step(plan, op, table)
+    return kind, op, ins
+
+
+def _view_in(plan: Plan, op: Value, table: dict[int, Operand]) -> Operand:
+    """What a layout op alone in a kernel copies: its input seen through the op when that is a
+    view of it, else the input itself (a reshape of strided data: copied in row-major order)."""
+    saved = {id(i): plan.operands.get(id(i)) for i in op.inputs}
+    for i in op.inputs:
+        plan.operands[id(i)] = table[id(i)]
+    try:
+        return views.view_of(plan, op) if views.is_view_op(plan, op) else table[id(op.inputs[0])]
+    finally:
+        for i in op.inputs:
+            if saved[id(i)] is None:
+                del plan.operands[id(i)]
+            else:
+                plan.operands[id(i)] = saved[id(i)]  # type: ignore[assignment]
+
+
+def _op_step(plan: Plan, v: Value, table: dict[int, Operand]) -> tuple[str, tuple[Operand, ...]]:
+    """(step kind, operands) of op ``v`` lowered on its own, its inputs' operands in ``table``."""
+    opdef = registry.get(v.op)
+    ins = tuple(table[id(i)] for i in v.inputs)
+    if opdef.kind == registry.ELEMENTWISE:
+        return opdef.kind, tuple(broadcast_view(a, v.shape) if isinstance(a, View) else a
+                                 for a in ins)
+    if registry.has(v.op, registry.VIEW):      # a layout op copied: its input seen through it
+        return "copy", (_view_in(plan, v, table),)
+    if v.op == "pad":
+        views.nonneg_checks(plan, v, v.attrs["lo"] + v.attrs["hi"])
+    return opdef.kind, ins

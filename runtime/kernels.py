@@ -12,10 +12,20 @@ from graphc.ir.ops import registry
 from graphc.ir.ops.fused import FUSED
 from graphc.ir.ops.rules import reduce_identity
 from graphc.ir.types import DimLike, DType, dim_add, dim_mul, dim_prod
-from graphc.runtime import fusedgen
-from graphc.runtime.codegen import Kernel, emit_copy, emit_map
-from graphc.runtime.emit import I64, is_float, reg_type
-from graphc.runtime.plan import ERR_INDEX, Lazy, Operand, Step, View, broadcast_view, contiguous
+from graphc.runtime import fusedgen, gemm, random_kernels
+from graphc.runtime.codegen import Kernel, _shares_output, emit_copy, emit_map
+from graphc.runtime.emit import I32, I64, PTR, is_float, reg_type
+from graphc.runtime.errcodes import ERR_ALLOC
+from graphc.runtime.plan import (
+    ERR_INDEX,
+    Lazy,
+    Operand,
+    Step,
+    View,
+    broadcast_view,
+    buffers_read,
+    contiguous,
+)
 
 RFLAGS = ("reassoc", "contract")   # lets the vectoriser reorder float sums
 
@@ -145,6 +155,9 @@ def emit_matmul(k: Kernel, s: Step, epi: Operand | None = None) -> None:
     dot = bv.strides[-1] != 1 and (bv.strides[-2] == 1 or n == 1)
     tiled = bv.strides[-1] == 1 and s.value.dtype.is_float
     zero = ll.Constant(I64, 0)
+    if s.value.dtype.is_float and not k.cg.debug:
+        _matmul_packed(k, s, a, bv, c, batch, epi)
+        return
     # an empty C needs no work, whatever the other dims (M = 2**60 rows of N = 0 columns)
     with k.unless_empty(c.shape), em.loop_nest([k.dim(d) for d in batch], "mb") as bi:
         M, K, Nn = k.dim(m), k.dim(kk), k.dim(n)
@@ -160,6 +173,73 @@ def emit_matmul(k: Kernel, s: Step, epi: Operand | None = None) -> None:
             _matmul_tiles(k, a, bv, c, bi, mfull, nfull, K, lanes, epi)
             _matmul_rows(k, a, bv, c, bi, (zero, mfull), (nfull, Nn), K, epi)
             _matmul_rows(k, a, bv, c, bi, (mfull, M), (zero, Nn), K, epi)
+
+
+def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[DimLike, ...],
+                   epi: Operand | None) -> None:
+    """Float C = A @ B through the packed GEMM (runtime/gemm.py), the epilogue applied to
+    each finished block of C. The product goes to a scratch C first when C cannot hold it:
+    the epilogue changes the dtype, or C overwrites one of the epilogue's inputs in place
+    (the product would clobber that input before the epilogue reads it)."""
+    em, b = k.em, k.b
+    dt = s.value.dtype
+    et = reg_type(dt)
+    module = k.cg.module
+    separate = False
+    if epi is not None:
+        reads = set(buffers_read(epi))
+        shared = _shares_output(k.cg.plan, k.bufs)
+        separate = c.dtype != dt or c.buf in reads or bool(reads & shared)
+    m, kk, n = a.shape[-2], a.shape[-1], bv.shape[-1]
+    M, K, N = k.dim(m), k.dim(kk), k.dim(n)
+    blk = gemm.blocking(dt)
+    alloc, free = gemm.libc(module, "aligned_alloc"), gemm.libc(module, "free")
+    align = ll.Constant(I64, 64)
+    packed = b.call(alloc, [align, ll.Constant(I64, gemm.packed_bytes(dt, blk))])
+    null = ll.Constant(PTR, None)
+    ok = b.icmp_unsigned("!=", packed, null)
+    scratch = null
+    if separate:
+        size = b.mul(b.mul(M, N), ll.Constant(I64, dt.itemsize))
+        size = b.and_(b.add(size, ll.Constant(I64, 127)), ll.Constant(I64, -64))
+        scratch = b.call(alloc, [align, size])
+        ok = b.and_(ok, b.icmp_unsigned("!=", scratch, null))
+    zero = ll.Constant(I64, 0)
+    lanes = blk.lanes
+    vt = ll.VectorType(et, lanes)
+    with b.if_then(ok, likely=True):
+        with k.unless_empty(c.shape), em.loop_nest([k.dim(d) for d in batch], "mb") as bi:
+            def base(v: View) -> ll.Value:
+                return b.gep(k.ptr(v.buf), [k.index(v, bi + [zero, zero])], source_etype=et)
+            cw = scratch if separate else base(c)
+            ops = gemm.Operands(a=base(a), rsa=k.dim(a.strides[-2]), csa=k.dim(a.strides[-1]),
+                                b=base(bv), rsb=k.dim(bv.strides[-2]),
+                                csb=k.dim(bv.strides[-1]), c=cw, ldc=N, m=M, k=K, n=N)
+
+            def on_block(i0: ll.Value, mc: ll.Value, j0: ll.Value, nc: ll.Value) -> None:
+                if epi is None and not separate:
+                    return
+                with em.loop(b.add(i0, mc), "ei", start=i0) as i:
+                    row = b.gep(cw, [b.mul(i, N)], source_etype=et)
+                    nvec = b.sdiv(nc, ll.Constant(I64, lanes))
+                    with em.loop(nvec, "ev") as vj:
+                        j = b.add(j0, b.mul(vj, ll.Constant(I64, lanes)))
+                        acc = b.load(b.gep(row, [j], source_etype=et), typ=vt,
+                                     align=dt.itemsize)
+                        fusedgen.vstore(k, fusedgen.epilogue(k, epi, acc, bi + [i, j], lanes),
+                                        c, bi + [i, j])
+                    tail = b.add(j0, b.mul(nvec, ll.Constant(I64, lanes)))
+                    with em.loop(b.add(j0, nc), "es", start=tail) as j:
+                        acc = b.load(b.gep(row, [j], source_etype=et), typ=et)
+                        k.store(fusedgen.epilogue(k, epi, acc, bi + [i, j]), c, bi + [i, j])
+
+            gemm.emit_blocked(em, dt, ops, packed, on_block, k.cg.threads)
+    with b.if_then(b.icmp_unsigned("!=", packed, null)):
+        b.call(free, [packed])
+    if separate:
+        with b.if_then(b.icmp_unsigned("!=", scratch, null)):
+            b.call(free, [scratch])
+    k.code = b.select(ok, ll.Constant(I32, 0), ll.Constant(I32, (ERR_ALLOC << 24) | k.tag))
 
 
 MR, NV = 4, 2      # micro-tile: MR rows x NV vectors of C held in registers over the k loop
@@ -381,4 +461,6 @@ def emit_one_hot(k: Kernel, s: Step) -> None:
 
 
 EMITTERS = {"pad": emit_pad, "concat": emit_concat, "take": emit_take,
-            "scatter_add": emit_scatter_add, "dim": emit_dim, "one_hot": emit_one_hot}
+            "scatter_add": emit_scatter_add, "dim": emit_dim, "one_hot": emit_one_hot,
+            "random_uniform": random_kernels.emit_random,
+            "random_normal": random_kernels.emit_random, "flip": random_kernels.emit_flip}

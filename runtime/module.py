@@ -1,6 +1,7 @@
-"""``compile_module``: plan each Func, then per Func either load its object code from the disk
-cache or build LLVM IR, optimise and emit it (counted in ``stats``), and link it into the JIT.
-Inspection (``llvm_ir``, ``asm``, ``object_code``) rebuilds what it needs on demand."""
+"""``compile_module``: plan each Func and look its object code up in the disk cache; build the
+entry points it lacks as one LLVM module (kernels they share compile once), optimise and emit
+it (counted in ``stats``, timed in ``compile_stats``), and link it into the JIT. Inspection
+(``llvm_ir``, ``asm``, ``object_code``) rebuilds what it needs on demand."""
 from __future__ import annotations
 
 import hashlib
@@ -17,17 +18,20 @@ from graphc.ir import slots
 from graphc.ir.core import Func
 from graphc.ir.errors import GraphCallError
 from graphc.ir.ops.registry import suggest
-from graphc.runtime import call, jit
+from graphc.runtime import call, jit, pool
 from graphc.runtime.arena import Arena
-from graphc.runtime.codegen import ENTRY, build_module
+from graphc.runtime.codegen import build_model, build_module, entry_symbol
 from graphc.runtime.plan import Plan, make_plan
+from graphc.runtime.stats import CompileStats
 
 _VERSION_CACHE: list[str] = []
 
 
 def graphc_version() -> str:
-    """The package version plus a hash of the sources that shape generated code (this backend,
-    the op table's lowerings, the slot allocator), so editing one never reuses stale objects."""
+    """A hash of the sources that shape generated code (this backend, the op table's
+    lowerings, the slot allocator), so editing one never reuses stale objects. (No package
+    version: the sources identify the code, and importlib.metadata's lookup costs a cache hit
+    ~40 ms.)"""
     if not _VERSION_CACHE:
         ir_dir = Path(slots.__file__).parent
         h = hashlib.sha256()
@@ -35,12 +39,7 @@ def graphc_version() -> str:
                  for p in sorted(folder.glob("*.py"))] + [ir_dir / "slots.py"]
         for p in files:
             h.update(p.read_bytes())
-        try:
-            from importlib.metadata import version
-            v = version("graphc")
-        except Exception:   # not installed: the source hash alone identifies the code
-            v = "dev"
-        _VERSION_CACHE.append(f"{v}+{h.hexdigest()[:16]}")
+        _VERSION_CACHE.append(f"src+{h.hexdigest()[:16]}")
     return _VERSION_CACHE[0]
 
 
@@ -81,6 +80,7 @@ class CompiledModule:
     debug: bool = False
     stats: dict[str, int] = field(default_factory=lambda: {"llvm_compiles": 0, "cache_hits": 0})
     arena: Arena = field(default_factory=Arena)         # one block of memory per thread
+    compile_stats: CompileStats = field(default_factory=CompileStats)   # phase times
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def entry(self, name: str) -> Entry:
@@ -103,7 +103,9 @@ class CompiledModule:
         e = self.entry(name)
         targets = call.check_inplace(e.plan, inplace, args, call.result_shapes(e.plan, env)) \
             if inplace else {}
-        return call.run(e.plan, e.native, list(args.values()), env, targets, self.arena)
+        # the address takes the native trampoline; a replaced entry (tests wrap it) is called
+        native = e.address if isinstance(e.native, call.ENTRY_TYPE) else e.native
+        return call.run(e.plan, native, list(args.values()), env, targets, self.arena)
 
     def release_memory(self) -> None:
         """Free every thread's workspace now (a busy one when its call ends)."""
@@ -121,39 +123,76 @@ class CompiledModule:
         return jit.assembly(self._ir_text(name), self.opt_level)
 
     def object_code(self, name: str | None = None) -> bytes:
-        """The object file of one entry point (default: the first)."""
-        return self.entry(name or next(iter(self.entries))).obj
+        """An object file of one entry point alone (default: the first), its driver
+        ``graphc_entry``: compiled now, as what was linked holds every entry point."""
+        return jit.compile_object(self._ir_text(name or next(iter(self.entries))),
+                                  self.opt_level)
 
 
 def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool = True,
                    check_numerics: bool = False, fuse: bool = True,
-                   debug: bool | None = None) -> CompiledModule:
+                   debug: bool | None = None,
+                   compile_stats: CompileStats | None = None,
+                   threads: int | None = None) -> CompiledModule:
     """``fuse=False`` runs one kernel per op (kernels of the fusion pass taken apart): the
-    baseline that fusion is measured against, and what check_numerics needs."""
+    baseline that fusion is measured against, and what check_numerics needs. Phase times go
+    to ``compile_stats`` (a fresh one if None), kept as ``CompiledModule.compile_stats``.
+    ``threads``: big loops run on that many threads (default: GRAPHC_NUM_THREADS, else every
+    core this process may use); the code differs, so it is part of the cache key."""
+    threads = pool.default_threads() if threads is None else threads
     if debug is None:           # GRAPHC_DEBUG=1 makes every build a debug build (CI runs so)
         debug = os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
-    mod = CompiledModule({}, opt_level, check_numerics, debug)
-    host = jit.host_id()
+    st = compile_stats if compile_stats is not None else CompileStats()
+    mod = CompiledModule({}, opt_level, check_numerics, debug, compile_stats=st)
+    with st.phase("llvm init"):
+        host = jit.host_id()
     fuse = fuse and not check_numerics
     store = jit.open_cache() if cache else None     # None (one GraphWarning) without a home
+    missing: dict[str, Plan] = {}
     for name, func in funcs.items():
-        plan = make_plan(func, fuse=fuse)
-        key = jit.cache_key(func_text(func), f"O{opt_level}", f"numerics={check_numerics}",
-                            f"fuse={fuse}", f"debug={debug}", graphc_version(),
-                            llvmlite.__version__, host)
-        e = Entry(func, plan, key)
-        obj = store.get(key) if store is not None else None
+        with st.phase("plan"):
+            plan = make_plan(func, fuse=fuse)
+        with st.phase("cache key"):
+            # the entry's name too: its object looks the driver up by it (entry_symbol)
+            key = jit.cache_key(func_text(func), f"entry={name}", f"O{opt_level}",
+                                f"numerics={check_numerics}", f"fuse={fuse}", f"debug={debug}",
+                                f"threads={threads}", graphc_version(), llvmlite.__version__,
+                                host)
+        e = mod.entries[name] = Entry(func, plan, key)
+        with st.phase("cache read"):
+            obj = store.get(key) if store is not None else None
         if obj is not None:
             mod.stats["cache_hits"] += 1
+            e.obj = obj
         else:
-            text = str(build_module(plan, check_numerics, debug=debug, details=True))
-            obj = jit.compile_object(text, opt_level)
-            mod.stats["llvm_compiles"] += 1
+            missing[name] = plan
+    if missing:
+        # the entry points the cache lacks, compiled as one module: the kernels they share
+        # (the forward that backward and the step recompute) are optimised once. Each entry's
+        # cache entry holds that object; its own driver is what a later hit looks up.
+        with st.phase("llvm ir"):
+            shared = build_model(missing, check_numerics, debug, details=True, threads=threads)
+            parts = [(str(shared.module), opt_level), (str(shared.drivers), 0)]
+        st.count("kernels", sum(len(p.steps) for p in missing.values()))
+        st.count("kernel functions", len(shared.kernels) if not debug else
+                 sum(len(p.steps) for p in missing.values()))
+        obj = jit.compile_objects(parts, st)
+        mod.stats["llvm_compiles"] += len(missing)
+        for name in missing:
+            mod.entries[name].obj = obj
             if store is not None:
-                store.put(key, obj)
-        e.obj = obj
-        e.loaded = jit.link(obj, [ENTRY])
-        e.address = e.loaded.addresses[ENTRY]
-        e.native = call.ENTRY_TYPE(e.address)
-        mod.entries[name] = e
+                with st.phase("cache write"):
+                    store.put(mod.entries[name].key, obj)
+    with st.phase("link"):
+        by_obj: dict[bytes, list[str]] = {}         # entries compiled together link once
+        for name, e in mod.entries.items():
+            by_obj.setdefault(e.obj, []).append(name)
+        for obj, names in by_obj.items():
+            symbols = [entry_symbol(n) for n in names]
+            loaded = jit.link(obj, symbols, pool.POOL.symbols(threads) if threads > 1 else None)
+            for n, sym in zip(names, symbols):
+                e = mod.entries[n]
+                e.loaded = loaded
+                e.address = loaded.addresses[sym]
+                e.native = call.ENTRY_TYPE(e.address)
     return mod

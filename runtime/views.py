@@ -6,7 +6,15 @@ from __future__ import annotations
 from graphc.ir.core import Value
 from graphc.ir.ops import registry
 from graphc.ir.types import Dim, DimLike, dim_add, dim_mul
-from graphc.runtime.plan import Buffer, Check, Plan, View, broadcast_view, contiguous, is_contiguous
+from graphc.runtime.plantypes import (
+    Buffer,
+    Check,
+    Plan,
+    View,
+    broadcast_view,
+    contiguous,
+    is_contiguous,
+)
 
 
 def const_view(plan: Plan, v: Value) -> View:

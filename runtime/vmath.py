@@ -1,12 +1,19 @@
 """Branch-free polynomial transcendentals, emitted inline so the loop vectoriser can widen them
 (libm calls would stay scalar). Range reduction uses FMA with constants split in two or three
-parts; polynomials are Taylor series long enough for < 1 ulp truncation error in f32 and f64."""
+parts. f64 uses Taylor series long enough for < 1 ulp truncation error; f32 uses shorter
+minimax polynomials (fitted by weighted least squares with Lawson iterations against mpmath,
+relative error), log without a division and tanh without expm1 (whose two scalings and
+selects cost more than an odd polynomial for small |x| plus a clamped exp for the rest).
+
+Nothing here converts float to int with ``fptosi.sat``: the x86 backend scalarises its vector
+form lane by lane (it cost exp 4x). Rounding to an integer adds 1.5*2**mant instead."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from math import factorial
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import llvmlite.ir as ll
 
@@ -24,13 +31,23 @@ class _Fmt:
     mant: int          # explicit mantissa bits
     bias: int
     int_ty: ll.IntType
-    exp_deg: int       # Taylor degree for e^r, |r| <= ln2/2
+    exp_c: tuple[float, ...]   # e^r = 1 + r + r^2 (c[0] + c[1] r + ...), |r| <= ln2/2
     log_terms: int     # atanh-series terms for log
     trig_deg: int      # highest power in the sin/cos series, |r| <= pi/4
 
 
-_F32 = _Fmt(23, 127, I32, 7, 4, 12)
-_F64 = _Fmt(52, 1023, I64, 13, 10, 20)
+# f32: minimax of degree 6, 0.055 ulp truncation error (Taylor needs degree 7 for 0.13)
+_EXP32 = (0.49999993050655084, 0.1666651479026039, 0.04166845679698609, 0.008369418967717654,
+          0.0013813144504938176)
+_F32 = _Fmt(23, 127, I32, _EXP32, 4, 12)
+_F64 = _Fmt(52, 1023, I64, tuple(1 / factorial(k) for k in range(2, 14)), 10, 20)
+# f32 log(1+t) = t - t^2/2 + t^3 P(t) for t in [sqrt(1/2)-1, sqrt(2)-1]: 0.1 ulp truncation
+_LOG32 = (0.33333331707617875, -0.25000821042029786, 0.20001226889979415, -0.166233570681343,
+          0.14201757453761268, -0.13160184644247283, 0.12761582335724614, -0.07634497308236732)
+# f32 tanh(x) = x + x^3 Q(x^2) for |x| < TANH_SMALL: 0.07 ulp truncation
+TANH_SMALL = 0.625
+_TANH32 = (-0.3333328194163952, 0.13331442188563106, -0.053739714301303115,
+           0.02063908470728617, -0.005704984160898326)
 
 
 def _fmt(x: ll.Value) -> _Fmt:
@@ -72,14 +89,31 @@ def _pow2(em: Emitter, n_int: ll.Value, x: ll.Value, f: _Fmt) -> ll.Value:
     return em.bitcast(bits, x.type) if it != x.type else bits
 
 
+def _round_shift(em: Emitter, x: ll.Value, scale: float, f: _Fmt
+                 ) -> tuple[ll.Value, ll.Value]:
+    """k = round(x*scale) as a float and as an integer, for |k| < 2**(mant-1), by adding
+    1.5*2**mant (the integer lands in the low mantissa bits). No float-to-int conversion: the
+    saturating one (fptosi.sat) is scalarised by the x86 backend, one lane at a time."""
+    shifter = 1.5 * 2.0 ** f.mant
+    kf = em.fma(x, em.const(scale, x), em.const(shifter, x))
+    it = _int_like(em, x, f)
+    k_int = em.b.sub(em.bitcast(kf, it), em.const(_bits(shifter, f), it))
+    return em.sub(kf, em.const(shifter, x)), k_int
+
+
+def _bits(v: float, f: _Fmt) -> int:
+    import struct
+    return struct.unpack("<Q", struct.pack("<d", v))[0] if f is _F64 else \
+        struct.unpack("<I", struct.pack("<f", v))[0]
+
+
 def _reduce_ln2(em: Emitter, x: ll.Value, f: _Fmt) -> tuple[ll.Value, ll.Value, ll.Value]:
-    """x = n*ln2 + r with |r| <= ln2/2; returns (n as float, n as int, r)."""
-    log2e = float(1 / LN2)
-    n = em.rint(em.mul(x, em.const(log2e, x)))
+    """x = n*ln2 + r with |r| <= ln2/2 (x finite, |x| < 2**(mant-2)); returns (n as float,
+    n as int, r)."""
+    n, n_int = _round_shift(em, x, float(1 / LN2), f)
     hi, lo = _split(LN2, 2, f)
     r = em.fma(em.neg(n), em.const(hi, x), x)
     r = em.fma(em.neg(n), em.const(lo, x), r)
-    n_int = em.cast_raw_fptosi(n, _int_like(em, x, f))
     return n, n_int, r
 
 
@@ -89,33 +123,34 @@ def _scale(em: Emitter, p: ll.Value, n_int: ll.Value, x: ll.Value, f: _Fmt) -> l
     return em.mul(em.mul(p, _pow2(em, h, x, f)), _pow2(em, em.b.sub(n_int, h), x, f))
 
 
-def _clamp(em: Emitter, x: ll.Value, lo: float, hi: float) -> ll.Value:
-    """Clamp with maxNum/minNum: a NaN becomes ``hi`` (never poison); callers restore NaN."""
-    return em.maxnum(em.minnum(x, em.const(hi, x)), em.const(lo, x))
+def _clamp_nan(em: Emitter, x: ll.Value, lo: float, hi: float) -> ll.Value:
+    """Clamp that lets a NaN through (one vminps/vmaxps each): the exp family then carries it
+    to the result by itself, with no select at the end."""
+    x = em.select(em.gt(x, em.const(hi, x)), em.const(hi, x), x)
+    return em.select(em.lt(x, em.const(lo, x)), em.const(lo, x), x)
 
 
 def exp(em: Emitter, x: ll.Value) -> ll.Value:
     f = _fmt(x)
     ln2 = float(LN2)
-    xc = _clamp(em, x, -(f.bias + f.mant + 3) * ln2, (f.bias + 2) * ln2)
-    _, n_int, r = _reduce_ln2(em, xc, f)
-    p = _horner(em, r, [1 / factorial(k) for k in range(f.exp_deg + 1)])
-    return em.select(em.isnan(x), x, _scale(em, p, n_int, x, f))
+    xc = _clamp_nan(em, x, -(f.bias + f.mant + 3) * ln2, (f.bias + 2) * ln2)
+    _, n_int, r = _reduce_ln2(em, xc, f)          # a NaN gives garbage n bits, never poison
+    p = _horner(em, r, [1.0, 1.0, *f.exp_c])
+    return _scale(em, p, n_int, x, f)
 
 
 def expm1(em: Emitter, x: ll.Value) -> ll.Value:
     f = _fmt(x)
     ln2 = float(LN2)
-    xc = _clamp(em, x, -(f.mant + 3) * ln2, (f.bias + 2) * ln2)
+    xc = _clamp_nan(em, x, -(f.mant + 3) * ln2, (f.bias + 2) * ln2)
     _, n_int, r = _reduce_ln2(em, xc, f)
     # q = e^r - 1 = r*(1 + r/2 + r^2/6 + ...), accurate for tiny r
-    q = em.mul(r, _horner(em, r, [1 / factorial(k + 1) for k in range(f.exp_deg + 1)]))
+    q = em.mul(r, _horner(em, r, [1.0, *f.exp_c]))
     one = em.const(1.0, x)
     t = _scale(em, one, n_int, x, f)
     small = em.fma(t, q, em.sub(t, one))                  # 2^n*q + (2^n - 1)
     big = _scale(em, em.add(q, one), n_int, x, f)          # 2^n may overflow alone here
-    y = em.select(em.b.icmp_signed(">", n_int, em.const(f.mant + 2, n_int)), big, small)
-    return em.select(em.isnan(x), x, y)
+    return em.select(em.b.icmp_signed(">", n_int, em.const(f.mant + 2, n_int)), big, small)
 
 
 def log(em: Emitter, x: ll.Value) -> ll.Value:
@@ -127,20 +162,14 @@ def log(em: Emitter, x: ll.Value) -> ll.Value:
     xs = em.select(tiny, em.mul(x, em.const(2.0 ** (f.mant + 1), x)), x)
     eadj = em.select(tiny, em.const(-(f.mant + 1), it), em.const(0, it))
     bits = em.bitcast(xs, it)
-    e = b.and_(b.lshr(bits, em.const(f.mant, it)), em.const(2 * f.bias + 1, it))
-    e = b.add(b.sub(e, em.const(f.bias, it)), eadj)
-    mbits = b.or_(b.and_(bits, em.const((1 << f.mant) - 1, it)), em.const(f.bias << f.mant, it))
-    m = em.bitcast(mbits, x.type)                          # in [1, 2)
-    big = em.gt(m, em.const(2 ** 0.5, x))
-    m = em.select(big, em.mul(m, em.const(0.5, x)), m)     # in [sqrt(1/2), sqrt(2))
-    e = em.select(big, b.add(e, em.const(1, it)), e)
+    # x = 2^e * m with m in [sqrt(1/2), sqrt(2)), in integer arithmetic on the bits: offset
+    # by sqrt(1/2)'s bits, the exponent field is e (musl's logf; garbage for x <= 0, Inf or NaN,
+    # which the selects below replace)
+    tmp = b.sub(bits, em.const(_bits(0.5 ** 0.5, f), it))
+    e = b.add(b.ashr(tmp, em.const(f.mant, it)), eadj)
+    m = em.bitcast(b.sub(bits, b.and_(tmp, em.const(-1 << f.mant, it))), x.type)
     fr = em.sub(m, em.const(1.0, x))                       # exact (Sterbenz)
-    s = em.div(fr, em.add(fr, em.const(2.0, x)))
-    z = em.mul(s, s)
-    rr = em.mul(z, _horner(em, z, [2 / (2 * k + 3) for k in range(f.log_terms)]))
-    hfsq = em.mul(em.const(0.5, x), em.mul(fr, fr))
-    # log(1+f) = f - (hfsq - s*(hfsq + R))   (fdlibm's arrangement)
-    l1p = em.sub(fr, em.sub(hfsq, em.mul(s, em.add(hfsq, rr))))
+    l1p = _log1p_reduced(em, fr, f)
     ef = b.sitofp(e, x.type)
     hi, lo = _split(LN2, 2, f)
     y = em.fma(ef, em.const(hi, x), em.fma(ef, em.const(lo, x), l1p))
@@ -149,6 +178,20 @@ def log(em: Emitter, x: ll.Value) -> ll.Value:
     y = em.select(em.eq(x, em.const(0.0, x)), em.const(float("-inf"), x), y)
     bad = em.or_(em.lt(x, em.const(0.0, x)), em.isnan(x))
     return em.select(bad, em.const(float("nan"), x), y)
+
+
+def _log1p_reduced(em: Emitter, fr: ll.Value, f: _Fmt) -> ll.Value:
+    """log(1 + fr) for fr in [sqrt(1/2) - 1, sqrt(2) - 1]."""
+    if f is _F32:                  # a polynomial: no division (the divider is the bottleneck)
+        z = em.mul(fr, fr)
+        y = em.mul(em.mul(fr, z), _horner(em, fr, _LOG32))
+        return em.add(fr, em.fma(em.const(-0.5, fr), z, y))
+    s = em.div(fr, em.add(fr, em.const(2.0, fr)))
+    z = em.mul(s, s)
+    rr = em.mul(z, _horner(em, z, [2 / (2 * k + 3) for k in range(f.log_terms)]))
+    hfsq = em.mul(em.const(0.5, fr), em.mul(fr, fr))
+    # log(1+f) = f - (hfsq - s*(hfsq + R))   (fdlibm's arrangement)
+    return em.sub(fr, em.sub(hfsq, em.mul(s, em.add(hfsq, rr))))
 
 
 def log1p(em: Emitter, x: ll.Value) -> ll.Value:
@@ -161,9 +204,29 @@ def log1p(em: Emitter, x: ll.Value) -> ll.Value:
 
 
 def tanh(em: Emitter, x: ll.Value) -> ll.Value:
+    if _fmt(x) is _F32:
+        return _tanh32(em, x)
     a = em.abs(x)
     t = expm1(em, em.mul(a, em.const(-2.0, x)))           # in (-1, 0]: never overflows
     y = em.div(em.neg(t), em.add(t, em.const(2.0, x)))
+    return em.copysign(y, x)
+
+
+def _tanh32(em: Emitter, x: ll.Value) -> ll.Value:
+    """An odd polynomial below TANH_SMALL, else 1 - 2/(e^2|x| + 1) (>= 0.55, so 1 - t loses
+    nothing), with |x| clamped at 9.1 where tanh is 1.0 in f32: e^2|x| then needs no overflow
+    or subnormal handling, and 2**n goes straight into the exponent field."""
+    f = _F32
+    a = em.abs(x)
+    z = em.mul(a, a)
+    small = em.fma(em.mul(a, z), _horner(em, z, _TANH32), a)
+    ac = em.minnum(a, em.const(9.1, x))                    # NaN -> 9.1; the select keeps NaN
+    _, n_int, r = _reduce_ln2(em, em.add(ac, ac), f)
+    p = _horner(em, r, [1.0, 1.0, *f.exp_c])
+    it = n_int.type
+    e = em.bitcast(em.b.add(em.bitcast(p, it), em.b.shl(n_int, em.const(f.mant, it))), x.type)
+    big = em.sub(em.const(1.0, x), em.div(em.const(2.0, x), em.add(e, em.const(1.0, x))))
+    y = em.select(em.b.fcmp_unordered("<", a, em.const(TANH_SMALL, x)), small, big)
     return em.copysign(y, x)
 
 
@@ -178,13 +241,12 @@ def sincos(em: Emitter, x: ll.Value, shift: int) -> ll.Value:
     if f is _F32:
         t = ll.VectorType(F64, x.type.count) if isinstance(x.type, ll.VectorType) else F64
         return em.b.fptrunc(sincos(em, em.b.fpext(x, t), shift), x.type)
-    k = em.rint(em.mul(x, em.const(float(2 / PI), x)))
+    # k = round(x*2/pi); its low bits (the quadrant) are exact for |x| < TRIG_LIMIT, and
+    # beyond it (or for Inf/NaN) they are garbage bits, never poison, and the result is NaN
+    k, q = _round_shift(em, x, float(2 / PI), f)
     r = x
     for part in _split(PI / 2, 3, f):
         r = em.fma(em.neg(k), em.const(part, x), r)
-    # quadrant = k mod 4, computed in float (exact for |k| < 2^mant), then a poison-free convert
-    kq = em.sub(k, em.mul(em.floor(em.mul(k, em.const(0.25, x))), em.const(4.0, x)))
-    q = em.cast_raw_fptosi(kq, _int_like(em, x, f))
     q = em.b.add(q, em.const(shift, q))
     z = em.mul(r, r)
     sin_c = [(-1) ** j / factorial(2 * j + 1) for j in range(f.trig_deg // 2)]

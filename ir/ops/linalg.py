@@ -7,7 +7,7 @@ import numpy as np
 from graphc.ir.core import Value, make
 from graphc.ir.ops.registry import MATMUL, defop
 from graphc.ir.ops.rules import NUMERIC, broadcast_shapes, fail, require, sample
-from graphc.ir.types import TensorType, dim_str
+from graphc.ir.types import TensorType, dim_prod, dim_str
 
 
 def _matmul_type(a: TensorType, b: TensorType) -> TensorType:
@@ -47,7 +47,14 @@ def _matmul_vjp(g: Value, out: Value, a: Value, b: Value) -> list[Value]:
     if a2 is not a or b2 is not b:
         g2 = make("reshape", g, shape=_matmul_type(a2.type, b2.type).shape)
     ga = make("matmul", g2, swap_last(b2))          # batch axes: summed back by autodiff
-    gb = make("matmul", swap_last(a2), g2)
+    if b2.type.rank == 2 and a2.type.rank > 2:
+        # a batch against one matrix (a sequence through a dense layer, im2col convolution):
+        # one [K, rows] @ [rows, N] product, not a batched one summed afterwards
+        rows = dim_prod(a2.shape[:-1])
+        gb = make("matmul", swap_last(make("reshape", a2, shape=(rows, a2.shape[-1]))),
+                  make("reshape", g2, shape=(rows, g2.shape[-1])))
+    else:
+        gb = make("matmul", swap_last(a2), g2)
     if a2 is not a:
         ga = _drop_axis(ga, ga.type.rank - 2)
     if b2 is not b:

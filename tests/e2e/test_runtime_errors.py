@@ -48,3 +48,13 @@ def test_label_check_holds_with_zero_classes(backend: str) -> None:
     with pytest.raises(graphc.GraphCallError, match="label"):
         m(z=np.zeros((2, 0), np.float32), l=np.array([0, 5]))
     assert m(z=np.zeros((0, 0), np.float32), l=np.zeros(0, np.int64))["y"].shape == (0,)
+
+
+@pytest.mark.parametrize("opt_level", [0, 2])
+def test_check_numerics_names_the_op_inside_a_kernel_at_every_level(opt_level: int) -> None:
+    """log(x) * 2 is one kernel at -O2 and two at -O0; the error names log, at its line."""
+    src = "graph g {\n  input x: f32[N]\n  h = exp(log(x) * 2.0)\n  output y = h\n}\n"
+    m = graphc.compile_source(src, filename="k.graph", check_numerics=True, opt_level=opt_level)
+    with pytest.raises(graphc.NumericsError, match="log") as e:
+        m(x=np.array([1.0, -1.0], np.float32))
+    assert "k.graph:3:11" in str(e.value)

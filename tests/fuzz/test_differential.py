@@ -193,10 +193,50 @@ class Gen:
     def step(self) -> None:
         kinds = [self.unary, self.binary, self.binary, self.compare, self.reduce, self.arg_reduce,
                  self.matmul, self.view, self.view, self.combine, self.take, self.create,
-                 self.nn, self.loss_op, self.clip, self.cast, self.grad, self.loop]
+                 self.nn, self.nets, self.loss_op, self.clip, self.cast, self.grad, self.loop]
         for _ in range(8):
             if self.rng.choice(kinds)() is not None:
                 return
+
+    def nets(self) -> Val | None:
+        """The network building blocks (conv, pooling, normalisation, random numbers, flips)
+        on an [N, c] value, seen as an image or a sequence."""
+        x = self.pick(lambda v: v.shape == ("N", self.c))
+        w = self.pick(lambda v: v.shape == (self.c, self.c))
+        if x is None or w is None:
+            return None
+        d, c, n, W = x.dtype, self.c, x.name, w.name
+        img = f"reshape({n}, [1, N, {c}, 1])"
+        form = self.rng.randrange(9)
+        if form == 0:
+            k = f"reshape({W}[0, 0:3], [1, 3, 1, 1])"
+            return self.emit(f"reshape(conv2d({img}, {k}, padding=\"same\"), [N, {c}])", d,
+                             x.shape, "conv2d")
+        if form == 1:
+            return self.emit(f"conv1d(expand_dims({n}, 0), expand_dims({W}, 0))[0]", d, x.shape,
+                             "conv1d")
+        if form == 2:
+            op = self.rng.choice(["max_pool2d", "avg_pool2d"])
+            return self.emit(f"reshape({op}({img}, [1, 3], stride=1, padding=\"same\"), "
+                             f"[N, {c}])", d, x.shape, op)
+        if form == 3:
+            return self.emit(f"flip({n}, axis=0) + {n}[::-1, ::-2][:, 0:1]", d, x.shape, "flip")
+        if form == 4:
+            return self.emit(f"pad_constant({n}, [[0, 0], [1, 2]], value=-0.5)", d,
+                             ("N", c + 3), "pad_constant")
+        if form == 5:
+            op = self.rng.choice(["var", "std"])
+            return self.emit(f"{op}({n}, axis=1, ddof={self.rng.randrange(2)})", d, ("N",), op)
+        if form == 6:
+            return self.emit(f"layer_norm({n}, {W}[0], {W}[1])", d, x.shape, "layer_norm")
+        if form == 7:
+            op = self.rng.choice(["batch_norm", "batch_norm_stats"])
+            more = f", {W}[2], square({W}[1]) + 0.5" if op == "batch_norm_stats" else ""
+            return self.emit(f"{op}({n}, {W}[0], {W}[1]{more})", d, x.shape, op)
+        op = self.rng.choice(["random_uniform", "random_normal", "dropout"])
+        expr = f"dropout({n}, 0.3, 5)" if op == "dropout" else \
+            f"{n} * {op}(7, [N, {c}], dtype={d})"
+        return self.emit(expr, d, x.shape, op)
 
     def unary(self) -> Val | None:
         x = self.pick()

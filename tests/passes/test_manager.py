@@ -16,6 +16,7 @@ from graphc.ir.errors import GraphCallError, GraphError
 from graphc.ir.text import print_func
 from graphc.ir.types import TensorType
 from graphc.passes import (
+    LEVELS,
     PASSES,
     PIPELINES,
     REQUIRED,
@@ -55,9 +56,12 @@ def test_passes_are_named_after_their_modules() -> None:
 
 
 def test_every_pipeline_starts_with_autodiff_and_only_names_passes() -> None:
-    assert PIPELINES[0] == REQUIRED               # -O0: only what correctness needs
-    for names in PIPELINES:
+    # -O0: only what correctness needs, then one op per kernel and their memory plan
+    assert PIPELINES[0] == REQUIRED + ("fusion", "memplan")
+    assert LEVELS[0].endswith("fusion{policy=single},memplan")
+    for names in PIPELINES:                     # every level ends with kernels and memory
         assert names[0] == "autodiff" and set(names) <= set(PASSES)
+        assert names[-2:] == ("fusion", "memplan")
     assert len(PIPELINES[3]) > len(PIPELINES[2]) > len(PIPELINES[1]) > len(PIPELINES[0])
 
 

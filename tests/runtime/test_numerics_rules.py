@@ -3,7 +3,6 @@ reference: float -> int casts saturate (NaN -> 0), gelu has no cancellation, sig
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pytest
@@ -64,7 +63,8 @@ def test_float_to_int_casts_saturate_everywhere(opt_level: int) -> None:
     model = graphc.compile_source(CAST_SOURCE, opt_level=opt_level, cache=False)
     native = model(**args)
     code = model.llvm_ir()
-    assert "fptosi.sat" in code and not re.search(r"= fpto[su]i ", code)   # never poison
+    # clamped selects around a plain fptosi (a vector fptosi.sat is scalarised on x86)
+    assert "fptosi.sat" not in code
     interp = graphc.compile_source(CAST_SOURCE, opt_level=opt_level, backend="interp")(**args)
     for name, got in native.items():
         src = a if name.lstrip("f")[0] == "a" else b

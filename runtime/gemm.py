@@ -1,0 +1,445 @@
+"""Fast float matmul, BLIS-style: B is packed into ``KC x NR`` micro-panels (zero-padded, so
+every transposed or strided layout of B costs one copy and nothing after), A is read in place
+through its two strides (row-major A and the ``Aᵀ`` that backward needs are both walked along
+contiguous memory), and an ``MR x NR`` register tile of C accumulates with broadcast FMAs.
+
+The inner loops live in shared functions, one per (dtype, tile) in a module (``macro`` and
+``pack_b`` below), so a model with many matmuls optimises them once; each matmul kernel only
+emits the blocking loops around them and its fused epilogue, which runs on each finished
+``MC x NC`` block of C while the block is still in cache. Small M (a batch of 1 to 16 rows)
+skips packing and reads unit-stride B rows directly: there, packing would cost more than the
+product. Work within a block is split into tasks by column panel; ``pool`` runs them on the
+worker threads when the model has more than one. The task split depends on the shapes only,
+so every thread count gives bitwise the same result."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import llvmlite.ir as ll
+
+from graphc.ir.types import DType
+from graphc.runtime.emit import I1, I64, PTR, Emitter, reg_type
+from graphc.runtime.pool import PARALLEL_FOR
+
+
+@functools.cache
+def vector_bytes() -> int:
+    """The widest vector register the host has: 64 bytes with AVX-512, 32 with AVX2."""
+    import llvmlite.binding as llvm  # lazy: graphc imports without loading LLVM
+    features = llvm.get_host_cpu_features()
+    if features.get("avx512f"):
+        return 64
+    if features.get("avx2") or features.get("avx"):
+        return 32
+    return 16
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """Register tile (``mr`` rows x ``nv`` vectors of ``lanes``) and cache blocks: a
+    ``kc x nr`` panel of packed B stays in L1 across a column of tiles, an ``mc x kc`` block
+    of A and the ``kc x nc`` packed B in L2."""
+    lanes: int
+    mr: int
+    nv: int
+    kc: int
+    mc: int
+    nc: int
+
+    @property
+    def nr(self) -> int:
+        return self.nv * self.lanes
+
+
+def blocking(dtype: DType, rows: str = "big") -> Blocking:
+    """The tile for ``rows``: "big" (many rows, packed B), "small" (2 to SMALL_M rows) or
+    "one" (a single row: a wide strip of C in registers, B streamed row by row)."""
+    lanes = vector_bytes() // dtype.itemsize
+    regs = 32 if vector_bytes() == 64 else 16
+    mr, nv = {"big": (8 if regs == 32 else 6, 2), "small": (4, 2), "one": (1, 8)}[rows]
+    return Blocking(lanes=lanes, mr=mr, nv=nv, kc=256, mc=128, nc=16 * lanes * 2)
+
+
+SMALL_M = 16        # up to this many rows, B is read in place instead of packed (< MC)
+
+
+@dataclass(frozen=True)
+class Operands:
+    """One matmul for the blocked loops: element pointers and strides (i64 values, in
+    elements) of A (m x k), B (k x n) and C (m x n, row stride ldc)."""
+    a: ll.Value
+    rsa: ll.Value
+    csa: ll.Value
+    b: ll.Value
+    rsb: ll.Value
+    csb: ll.Value
+    c: ll.Value
+    ldc: ll.Value
+    m: ll.Value
+    k: ll.Value
+    n: ll.Value
+
+
+def _c(v: int) -> ll.Constant:
+    return ll.Constant(I64, v)
+
+
+def _min(b: ll.IRBuilder, x: ll.Value, y: ll.Value) -> ll.Value:
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _ceil_div(b: ll.IRBuilder, x: ll.Value, d: int) -> ll.Value:
+    return b.sdiv(b.add(x, _c(d - 1)), _c(d))
+
+
+def _at(b: ll.IRBuilder, p: ll.Value, i: ll.Value, et: ll.Type) -> ll.Value:
+    return b.gep(p, [i], source_etype=et)
+
+
+def _splat(b: ll.IRBuilder, x: ll.Value, lanes: int) -> ll.Value:
+    vt = ll.VectorType(x.type, lanes)
+    one = b.insert_element(ll.Constant(vt, ll.Undefined), x, ll.Constant(ll.IntType(32), 0))
+    return b.shuffle_vector(one, ll.Constant(vt, ll.Undefined),
+                            ll.Constant(ll.VectorType(ll.IntType(32), lanes), [0] * lanes))
+
+
+def _shared(module: ll.Module, name: str, args: Sequence[ll.Type]
+            ) -> tuple[ll.Function, bool]:
+    """The module's function ``name``, and whether it still needs a body."""
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn, False
+    fn = ll.Function(module, ll.FunctionType(ll.VoidType(), list(args)), name)
+    fn.linkage = "internal"
+    # compiled once for the module: inlined into each caller, LLVM would optimise it again there
+    fn.attributes.add("noinline")
+    return fn, True
+
+
+def pack_b(module: ll.Module, dtype: DType, lanes: int) -> ll.Function:
+    """``pack_b(kc, nc, B, rsb, csb, dst, nr)``: B[:kc, :nc] into ceil(nc/nr) panels of
+    ``kc x nr`` (row k of a panel = nr consecutive columns), columns past nc zero; nr is a
+    multiple of ``lanes``. Unit-stride rows copy as vectors; any other layout goes column by
+    column (contiguous reads for the ``Bᵀ`` that backward needs)."""
+    fn, new = _shared(module, f"graphc.gemm.pack_b.{dtype.name}", [I64, I64, PTR, I64, I64, PTR,
+                                                                   I64])
+    if not new:
+        return fn
+    kc, nc, src, rsb, csb, dst, nr = fn.args
+    for a in (src, dst):
+        a.add_attribute("noalias")
+    et = reg_type(dtype)
+    vt = ll.VectorType(et, lanes)
+    b = ll.IRBuilder(fn.append_basic_block("entry"))
+    em = Emitter(b)
+    with em.loop(b.sdiv(b.add(nc, b.sub(nr, _c(1))), nr), "jp") as jp:
+        j0 = b.mul(jp, nr)
+        width = _min(b, nr, b.sub(nc, j0))
+        panel = _at(b, dst, b.mul(jp, b.mul(kc, nr)), et)
+        fast = b.and_(b.icmp_signed("==", csb, _c(1)), b.icmp_signed("==", width, nr))
+        with b.if_else(fast) as (then, otherwise):
+            with then:
+                with em.loop(kc, "pk") as kx:
+                    row = _at(b, src, b.add(b.mul(kx, rsb), j0), et)
+                    out = _at(b, panel, b.mul(kx, nr), et)
+                    with em.loop(b.sdiv(nr, _c(lanes)), "pv") as v:
+                        at = b.mul(v, _c(lanes))
+                        x = b.load(_at(b, row, at, et), typ=vt, align=dtype.itemsize)
+                        b.store(x, _at(b, out, at, et), align=lanes * dtype.itemsize)
+            with otherwise:
+                with em.loop(nr, "pj") as j:
+                    inside = b.icmp_signed("<", j, width)
+                    col = _at(b, src, b.mul(b.add(j0, j), csb), et)
+                    with b.if_else(inside) as (copy, zero):
+                        with copy:
+                            with em.loop(kc, "pk") as kx:
+                                x = b.load(_at(b, col, b.mul(kx, rsb), et), typ=et)
+                                b.store(x, _at(b, panel, b.add(b.mul(kx, nr), j), et))
+                        with zero:
+                            with em.loop(kc, "pz") as kx:
+                                b.store(ll.Constant(et, 0.0),
+                                        _at(b, panel, b.add(b.mul(kx, nr), j), et))
+    b.ret_void()
+    return fn
+
+
+MACRO_ARGS = [I64, I64, I64, PTR, I64, I64, PTR, I64, I64, PTR, I64, I1, I64, I64]
+
+
+def macro(module: ll.Module, dtype: DType, blk: Blocking) -> ll.Function:
+    """``macro(mc, nc, kc, A, rsa, csa, Bp, ldbp, panel, C, ldc, first, jr0, jr1)``:
+    C[:mc, jr0*NR : jr1*NR] (clipped to nc) = (or += unless ``first``) A[:mc, :kc] @ B, where
+    B's column panel jr starts at ``Bp + jr*panel`` with rows ``ldbp`` apart (packed: ldbp =
+    NR, panel = kc*NR; in place: ldbp = B's row stride, panel = NR). Rows past mc in the last
+    tile repeat row mc-1 (never outside A); they and columns past nc are not stored."""
+    fn, new = _shared(module, f"graphc.gemm.macro.{dtype.name}.{blk.mr}x{blk.nr}", MACRO_ARGS)
+    if not new:
+        return fn
+    mc, nc, kc, A, rsa, csa, Bp, ldbp, panel, C, ldc, first, jr0, jr1 = fn.args
+    for a in (A, Bp, C):
+        a.add_attribute("noalias")
+    et = reg_type(dtype)
+    lanes, mr_, nv, nr = blk.lanes, blk.mr, blk.nv, blk.nr
+    vt = ll.VectorType(et, lanes)
+    b = ll.IRBuilder(fn.append_basic_block("entry"))
+    em = Emitter(b)
+    zeros = ll.Constant(vt, [ll.Constant(et, 0.0)] * lanes)
+    accs = [[em.alloca_entry(vt, f"acc{r}.{v}") for v in range(nv)] for r in range(mr_)]
+    tile = em.alloca_entry(ll.ArrayType(vt, mr_ * nv), "edge")    # an edge tile, staged
+    tile.align = 64
+    tile_s = b.bitcast(tile, ll.ArrayType(et, mr_ * nr).as_pointer())
+    with em.loop(jr1, "jr", start=jr0) as jr:
+        j0 = b.mul(jr, _c(nr))
+        ncols = _min(b, _c(nr), b.sub(nc, j0))
+        bp = _at(b, Bp, b.mul(jr, panel), et)
+        with em.loop(_ceil_div(b, mc, mr_), "ir") as ir:
+            i0 = b.mul(ir, _c(mr_))
+            nrows = _min(b, _c(mr_), b.sub(mc, i0))
+            last = b.sub(mc, _c(1))
+            rows = [_at(b, A, b.mul(_min(b, b.add(i0, _c(r)), last), rsa), et)
+                    for r in range(mr_)]
+            for row in accs:
+                for slot in row:
+                    b.store(zeros, slot)
+            with em.loop(kc, "k") as kx:
+                bk = _at(b, bp, b.mul(kx, ldbp), et)
+                bvecs = [b.load(_at(b, bk, _c(v * lanes), et), typ=vt, align=dtype.itemsize)
+                         for v in range(nv)]
+                koff = b.mul(kx, csa)
+                for r in range(mr_):
+                    x = _splat(b, b.load(_at(b, rows[r], koff, et), typ=et), lanes)
+                    for v in range(nv):
+                        acc = b.load(accs[r][v], typ=vt)
+                        b.store(em.intrinsic("fma", [x, bvecs[v], acc]), accs[r][v])
+            ctile = _at(b, C, b.add(b.mul(i0, ldc), j0), et)
+            full = b.and_(b.icmp_signed("==", nrows, _c(mr_)), b.icmp_signed("==", ncols, _c(nr)))
+            with b.if_else(full) as (whole, edge):
+                with whole:
+                    for r in range(mr_):
+                        crow = _at(b, ctile, b.mul(_c(r), ldc), et)
+                        for v in range(nv):
+                            p = _at(b, crow, _c(v * lanes), et)
+                            acc = b.load(accs[r][v], typ=vt)
+                            old = b.load(p, typ=vt, align=dtype.itemsize)
+                            acc = b.select(first, acc, b.fadd(old, acc))
+                            b.store(acc, p, align=dtype.itemsize)
+                with edge:
+                    for r in range(mr_):
+                        for v in range(nv):
+                            b.store(b.load(accs[r][v], typ=vt),
+                                    b.gep(tile, [_c(0), _c(r * nv + v)]), align=64)
+                    with em.loop(nrows, "er") as r:
+                        crow = _at(b, ctile, b.mul(r, ldc), et)
+                        trow = b.mul(r, _c(nr))
+                        with em.loop(ncols, "ec") as j:
+                            p = _at(b, crow, j, et)
+                            acc = b.load(b.gep(tile_s, [_c(0), b.add(trow, j)]), typ=et)
+                            with b.if_else(first) as (set_, add):
+                                with set_:
+                                    b.store(acc, p)
+                                with add:
+                                    b.store(b.fadd(b.load(p, typ=et), acc), p)
+    b.ret_void()
+    return fn
+
+
+def libc(module: ll.Module, name: str) -> ll.Function:
+    """``aligned_alloc`` / ``free`` from the C library the process already has loaded."""
+    fn = module.globals.get(name)
+    if fn is None:
+        ty = (ll.FunctionType(PTR, [I64, I64]) if name == "aligned_alloc"
+              else ll.FunctionType(ll.VoidType(), [PTR]))
+        fn = ll.Function(module, ty, name)
+    return fn
+
+
+def round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def packed_bytes(dtype: DType, blk: Blocking) -> int:
+    return blk.kc * round_up(blk.nc, blk.nr) * dtype.itemsize
+
+
+PARALLEL_MACS = 1 << 19     # a macro-kernel call worth splitting over threads (~10 us of work)
+
+
+def task(module: ll.Module, dtype: DType, blk: Blocking) -> ll.Function:
+    """``task(ctx, t)``: column panel ``jr0 + t`` of the macro-kernel call whose arguments
+    ``ctx`` holds (a struct of MACRO_ARGS), for graphc_parallel_for."""
+    name = f"graphc.gemm.task.{dtype.name}.{blk.mr}x{blk.nr}"
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn
+    fn = ll.Function(module, ll.FunctionType(ll.VoidType(), [PTR, I64]), name)
+    fn.linkage = "internal"
+    ctx, t = fn.args
+    b = ll.IRBuilder(fn.append_basic_block("entry"))
+    st = ll.LiteralStructType(MACRO_ARGS)
+    args = [b.load(b.gep(ctx, [ll.Constant(ll.IntType(32), 0), ll.Constant(ll.IntType(32), i)],
+                         source_etype=st), typ=ty) for i, ty in enumerate(MACRO_ARGS)]
+    jr = b.add(args[12], t)
+    b.call(macro(module, dtype, blk), args[:12] + [jr, b.add(jr, _c(1))])
+    b.ret_void()
+    return fn
+
+
+PACK_ARGS = [I64, I64, PTR, I64, I64, PTR, I64]
+PARALLEL_PACK = 1 << 15    # elements of B worth packing on several threads
+
+
+def pack_task(module: ll.Module, dtype: DType, lanes: int) -> ll.Function:
+    """``pack_task(ctx, t)``: panel t of the ``pack_b`` call whose arguments ``ctx`` holds."""
+    name = f"graphc.gemm.pack_task.{dtype.name}"
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn
+    fn = ll.Function(module, ll.FunctionType(ll.VoidType(), [PTR, I64]), name)
+    fn.linkage = "internal"
+    ctx, t = fn.args
+    b = ll.IRBuilder(fn.append_basic_block("entry"))
+    st = ll.LiteralStructType(PACK_ARGS)
+    kc, nc, src, rsb, csb, dst, nr = [
+        b.load(b.gep(ctx, [ll.Constant(ll.IntType(32), 0), ll.Constant(ll.IntType(32), i)],
+                     source_etype=st), typ=ty) for i, ty in enumerate(PACK_ARGS)]
+    et = reg_type(dtype)
+    j0 = b.mul(t, nr)
+    b.call(pack_b(module, dtype, lanes), [kc, _min(b, nr, b.sub(nc, j0)),
+                                          _at(b, src, b.mul(j0, csb), et), rsb, csb,
+                                          _at(b, dst, b.mul(t, b.mul(kc, nr)), et), nr])
+    b.ret_void()
+    return fn
+
+
+def parallel_for(module: ll.Module) -> ll.Function:
+    fn = module.globals.get(PARALLEL_FOR)
+    if fn is None:
+        fn = ll.Function(module, ll.FunctionType(ll.VoidType(), [PTR, PTR, I64, I64]),
+                         PARALLEL_FOR)
+    return fn
+
+
+def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
+                 on_block: Callable[[ll.Value, ll.Value, ll.Value, ll.Value], None],
+                 threads: int = 1) -> None:
+    """The blocking loops of one matmul at the builder's position; ``packed`` is a
+    ``packed_bytes`` scratch buffer. ``on_block(i0, mc, j0, nc)`` emits what runs on each
+    finished block of C (the epilogue). With ``threads`` > 1, a macro-kernel call with enough
+    work runs its column panels as tasks of the worker pool; packing and the epilogue stay on
+    the calling thread (both are O(size) against the product's O(size * depth))."""
+    b, module = em.b, em.module
+    big = blocking(dtype)
+    kc_, mc_, nc_ = big.kc, big.mc, big.nc
+    m, k, n = ops.m, ops.k, ops.n
+    tiles = {name: blocking(dtype, name) for name in ("big", "small", "one")}
+    assert all(big.nc % t.nr == 0 for t in tiles.values())
+    fns = {name: macro(module, dtype, t) for name, t in tiles.items()
+           if not isinstance(m, ll.Constant) or name == _tile_for(m.constant)}
+
+    st = ll.LiteralStructType(MACRO_ARGS)
+
+    def call(name: str, args: list[ll.Value]) -> None:
+        if threads <= 1:
+            b.call(fns[name], args)
+            return
+        work = b.mul(b.mul(args[0], args[1]), args[2])
+        with b.if_else(b.icmp_signed(">=", work, _c(PARALLEL_MACS))) as (split, alone):
+            with split:
+                ctx = em.alloca_entry(st, "gemm.ctx")
+                for i, a in enumerate(args):
+                    b.store(a, b.gep(ctx, [ll.Constant(ll.IntType(32), 0),
+                                           ll.Constant(ll.IntType(32), i)]))
+                b.call(parallel_for(module), [task(module, dtype, tiles[name]), ctx,
+                                              b.sub(args[13], args[12]), _c(threads)])
+            with alone:
+                b.call(fns[name], args)
+
+    pst = ll.LiteralStructType(PACK_ARGS)
+
+    def pack_all(args: list[ll.Value]) -> None:
+        """pack_b, its panels split over the threads when B is big enough."""
+        if threads <= 1:
+            b.call(pack, args)
+            return
+        size = b.mul(args[0], args[1])
+        with b.if_else(b.icmp_signed(">=", size, _c(PARALLEL_PACK))) as (split, alone):
+            with split:
+                ctx = em.alloca_entry(pst, "pack.ctx")
+                for i, a in enumerate(args):
+                    b.store(a, b.gep(ctx, [ll.Constant(ll.IntType(32), 0),
+                                           ll.Constant(ll.IntType(32), i)]))
+                panels = b.sdiv(b.add(args[1], b.sub(args[6], _c(1))), args[6])
+                b.call(parallel_for(module), [pack_task(module, dtype, big.lanes), ctx, panels,
+                                              _c(threads)])
+            with alone:
+                b.call(pack, args)
+
+    def run(args: list[ll.Value]) -> None:
+        """Call the macro-kernel whose tile suits ``m`` rows (a branch when m is symbolic)."""
+        if len(fns) == 1:
+            call(next(iter(fns)), args)
+            return
+        with b.if_else(b.icmp_signed(">", m, _c(SMALL_M))) as (large, few):
+            with large:
+                call("big", args)
+            with few:
+                with b.if_else(b.icmp_signed("==", m, _c(1))) as (one, some):
+                    with one:
+                        call("one", args)
+                    with some:
+                        call("small", args)
+
+    if len(fns) == 1:
+        nr: ll.Value = _c(next(t.nr for name, t in tiles.items() if name in fns))
+    else:
+        nr = b.select(b.icmp_signed("==", m, _c(1)), _c(tiles["one"].nr), _c(big.nr))
+    direct = b.and_(b.icmp_signed("<=", m, _c(SMALL_M)), b.icmp_signed("==", ops.csb, _c(1)))
+    pack = pack_b(module, dtype, big.lanes)
+    blocks_k = b.select(b.icmp_signed(">", k, _c(0)), _ceil_div(b, k, kc_), _c(1))
+    with em.loop(_ceil_div(b, n, nc_), "jc") as jc:
+        j0 = b.mul(jc, _c(nc_))
+        nc = _min(b, _c(nc_), b.sub(n, j0))
+        with em.loop(blocks_k, "pc") as pc:
+            p0 = b.mul(pc, _c(kc_))
+            kc = _min(b, _c(kc_), b.sub(k, p0))
+            first = b.icmp_signed("==", pc, _c(0))
+            last = b.icmp_signed("==", pc, b.sub(blocks_k, _c(1)))
+            a0 = _at(b, ops.a, b.mul(p0, ops.csa), _et(dtype))
+            b0 = _at(b, ops.b, b.add(b.mul(p0, ops.rsb), b.mul(j0, ops.csb)), _et(dtype))
+            c0 = _at(b, ops.c, j0, _et(dtype))
+            with b.if_else(direct) as (in_place, packing):
+                with in_place:          # few rows: B's full panels read where they are
+                    full = b.sdiv(nc, nr)
+                    run([m, nc, kc, a0, ops.rsa, ops.csa, b0, ops.rsb, nr, c0, ops.ldc,
+                         first, _c(0), full])
+                    rest = b.sub(nc, b.mul(full, nr))
+                    with b.if_then(b.icmp_signed(">", rest, _c(0))):
+                        off = b.mul(full, nr)
+                        b.call(pack, [kc, rest, _at(b, b0, off, _et(dtype)), ops.rsb, ops.csb,
+                                      packed, nr])
+                        run([m, rest, kc, a0, ops.rsa, ops.csa, packed, nr, b.mul(kc, nr),
+                             _at(b, c0, off, _et(dtype)), ops.ldc, first, _c(0), _c(1)])
+                with packing:
+                    pack_all([kc, nc, b0, ops.rsb, ops.csb, packed, nr])
+            # row blocks (one when direct: m <= SMALL_M < MC); the epilogue is emitted once
+            with em.loop(_ceil_div(b, m, mc_), "ic") as ic:
+                i0 = b.mul(ic, _c(mc_))
+                mc = _min(b, _c(mc_), b.sub(m, i0))
+                with b.if_then(b.not_(direct)):
+                    panels = b.sdiv(b.add(nc, b.sub(nr, _c(1))), nr)
+                    run([mc, nc, kc, _at(b, a0, b.mul(i0, ops.rsa), _et(dtype)), ops.rsa,
+                         ops.csa, packed, nr, b.mul(kc, nr),
+                         _at(b, c0, b.mul(i0, ops.ldc), _et(dtype)), ops.ldc, first, _c(0),
+                         panels])
+                with b.if_then(last):
+                    on_block(i0, mc, j0, nc)
+
+
+def _et(dtype: DType) -> ll.Type:
+    return reg_type(dtype)
+
+
+def _tile_for(m: int) -> str:
+    return "big" if m > SMALL_M else "one" if m == 1 else "small"
