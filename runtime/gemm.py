@@ -80,6 +80,9 @@ class Operands:
     m: ll.Value
     k: ll.Value
     n: ll.Value
+    # where the raw product goes instead of C, when the epilogue cannot run in C (see
+    # scratch_bytes): one MC x NC block when k fits one k block, else all of C
+    scratch: ll.Value | None = None
 
 
 def _c(v: int) -> ll.Constant:
@@ -149,18 +152,16 @@ def pack_b(module: ll.Module, dtype: DType, lanes: int) -> ll.Function:
                         x = b.load(_at(b, row, at, et), typ=vt, align=dtype.itemsize)
                         b.store(x, _at(b, out, at, et), align=lanes * dtype.itemsize)
             with otherwise:
-                with em.loop(nr, "pj") as j:
-                    inside = b.icmp_signed("<", j, width)
+                with b.if_then(b.icmp_signed("<", width, nr)):      # an edge panel: zeros
+                    nbytes = b.mul(b.mul(kc, nr), _c(dtype.itemsize))
+                    em.intrinsic("memset", [panel, ll.Constant(ll.IntType(8), 0), nbytes,
+                                            ll.Constant(I1, 0)],
+                                 ret=ll.VoidType(), over=[PTR, I64])
+                with em.loop(width, "pj") as j:
                     col = _at(b, src, b.mul(b.add(j0, j), csb), et)
-                    with b.if_else(inside) as (copy, zero):
-                        with copy:
-                            with em.loop(kc, "pk") as kx:
-                                x = b.load(_at(b, col, b.mul(kx, rsb), et), typ=et)
-                                b.store(x, _at(b, panel, b.add(b.mul(kx, nr), j), et))
-                        with zero:
-                            with em.loop(kc, "pz") as kx:
-                                b.store(ll.Constant(et, 0.0),
-                                        _at(b, panel, b.add(b.mul(kx, nr), j), et))
+                    with em.loop(kc, "pk") as kx:
+                        x = b.load(_at(b, col, b.mul(kx, rsb), et), typ=et)
+                        b.store(x, _at(b, panel, b.add(b.mul(kx, nr), j), et))
     b.ret_void()
     return fn
 
@@ -321,12 +322,21 @@ def parallel_for(module: ll.Module) -> ll.Function:
     return fn
 
 
+def scratch_elements(b: ll.IRBuilder, dtype: DType, m: ll.Value, k: ll.Value,
+                     n: ll.Value) -> ll.Value:
+    """Elements of the product's scratch: a block when k fits one k block (each block of C is
+    then finished by one macro-kernel call and its epilogue runs right after, on the block
+    while it is in cache), else all of C (blocks finish only at the last k block)."""
+    big = blocking(dtype)
+    return b.select(b.icmp_signed("<=", k, _c(big.kc)), _c(big.mc * big.nc), b.mul(m, n))
+
+
 def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
-                 on_block: Callable[[ll.Value, ll.Value, ll.Value, ll.Value], None],
-                 threads: int = 1) -> None:
+                 on_block: Callable[..., None], threads: int = 1) -> None:
     """The blocking loops of one matmul at the builder's position; ``packed`` is a
-    ``packed_bytes`` scratch buffer. ``on_block(i0, mc, j0, nc)`` emits what runs on each
-    finished block of C (the epilogue). With ``threads`` > 1, a macro-kernel call with enough
+    ``packed_bytes`` scratch buffer. ``on_block(i0, mc, j0, nc, at, ld)`` emits what runs on
+    each finished block of C (the epilogue), whose raw product is at ``at`` (element [i0, j0])
+    with rows ``ld`` apart. With ``threads`` > 1, a macro-kernel call with enough
     work runs its column panels as tasks of the worker pool; packing and the epilogue stay on
     the calling thread (both are O(size) against the product's O(size * depth))."""
     b, module = em.b, em.module
@@ -398,6 +408,17 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
     direct = b.and_(b.icmp_signed("<=", m, _c(SMALL_M)), b.icmp_signed("==", ops.csb, _c(1)))
     pack = pack_b(module, dtype, big.lanes)
     blocks_k = b.select(b.icmp_signed(">", k, _c(0)), _ceil_div(b, k, kc_), _c(1))
+    et = _et(dtype)
+    if ops.scratch is not None:
+        blockwise = b.icmp_signed("==", blocks_k, _c(1))
+        ld = b.select(blockwise, _c(nc_), n)
+
+    def product_at(i0: ll.Value, j0: ll.Value) -> tuple[ll.Value, ll.Value]:
+        """Where the raw product of C[i0, j0] goes, and its row stride."""
+        if ops.scratch is None:
+            return _at(b, ops.c, b.add(b.mul(i0, ops.ldc), j0), et), ops.ldc
+        whole = _at(b, ops.scratch, b.add(b.mul(i0, n), j0), et)
+        return b.select(blockwise, ops.scratch, whole), ld
     with em.loop(_ceil_div(b, n, nc_), "jc") as jc:
         j0 = b.mul(jc, _c(nc_))
         nc = _min(b, _c(nc_), b.sub(n, j0))
@@ -406,35 +427,38 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
             kc = _min(b, _c(kc_), b.sub(k, p0))
             first = b.icmp_signed("==", pc, _c(0))
             last = b.icmp_signed("==", pc, b.sub(blocks_k, _c(1)))
-            a0 = _at(b, ops.a, b.mul(p0, ops.csa), _et(dtype))
-            b0 = _at(b, ops.b, b.add(b.mul(p0, ops.rsb), b.mul(j0, ops.csb)), _et(dtype))
-            c0 = _at(b, ops.c, j0, _et(dtype))
+            a0 = _at(b, ops.a, b.mul(p0, ops.csa), et)
+            b0 = _at(b, ops.b, b.add(b.mul(p0, ops.rsb), b.mul(j0, ops.csb)), et)
+            c0, ldc = product_at(_c(0), j0)
             with b.if_else(direct) as (in_place, packing):
                 with in_place:          # few rows: B's full panels read where they are
                     full = b.sdiv(nc, nr)
-                    run([m, nc, kc, a0, ops.rsa, ops.csa, b0, ops.rsb, nr, c0, ops.ldc,
+                    run([m, nc, kc, a0, ops.rsa, ops.csa, b0, ops.rsb, nr, c0, ldc,
                          first, _c(0), full])
                     rest = b.sub(nc, b.mul(full, nr))
                     with b.if_then(b.icmp_signed(">", rest, _c(0))):
+                        # the last columns, packed in the narrow panels of the small tile
                         off = b.mul(full, nr)
-                        b.call(pack, [kc, rest, _at(b, b0, off, _et(dtype)), ops.rsb, ops.csb,
-                                      packed, nr])
-                        run([m, rest, kc, a0, ops.rsa, ops.csa, packed, nr, b.mul(kc, nr),
-                             _at(b, c0, off, _et(dtype)), ops.ldc, first, _c(0), _c(1)])
+                        narrow = _c(tiles["small"].nr)
+                        b.call(pack, [kc, rest, _at(b, b0, off, et), ops.rsb, ops.csb,
+                                      packed, narrow])
+                        b.call(macro(module, dtype, tiles["small"]),
+                               [m, rest, kc, a0, ops.rsa, ops.csa, packed, narrow,
+                                b.mul(kc, narrow), _at(b, c0, off, et), ldc, first, _c(0),
+                                b.sdiv(b.add(rest, b.sub(narrow, _c(1))), narrow)])
                 with packing:
                     pack_all([kc, nc, b0, ops.rsb, ops.csb, packed, nr])
             # row blocks (one when direct: m <= SMALL_M < MC); the epilogue is emitted once
             with em.loop(_ceil_div(b, m, mc_), "ic") as ic:
                 i0 = b.mul(ic, _c(mc_))
                 mc = _min(b, _c(mc_), b.sub(m, i0))
+                at, ldc = product_at(i0, j0)
                 with b.if_then(b.not_(direct)):
                     panels = b.sdiv(b.add(nc, b.sub(nr, _c(1))), nr)
-                    run([mc, nc, kc, _at(b, a0, b.mul(i0, ops.rsa), _et(dtype)), ops.rsa,
-                         ops.csa, packed, nr, b.mul(kc, nr),
-                         _at(b, c0, b.mul(i0, ops.ldc), _et(dtype)), ops.ldc, first, _c(0),
-                         panels])
+                    run([mc, nc, kc, _at(b, a0, b.mul(i0, ops.rsa), et), ops.rsa, ops.csa,
+                         packed, nr, b.mul(kc, nr), at, ldc, first, _c(0), panels])
                 with b.if_then(last):
-                    on_block(i0, mc, j0, nc)
+                    on_block(i0, mc, j0, nc, at, ldc)
 
 
 def _et(dtype: DType) -> ll.Type:

@@ -147,17 +147,44 @@ def emit_matmul(k: Kernel, s: Step, epi: Operand | None = None) -> None:
     products when B is unit-stride along k (a transposed view). C is written once, after the
     epilogue read its other inputs at that element, so C may overwrite one of them in place."""
     a, bv = (_as_matrix(x, first) for x, first in zip(s.args, (True, False)))
-    m, kk, n = a.shape[-2], a.shape[-1], bv.shape[-1]
+    m, n = a.shape[-2], bv.shape[-1]
     batch = _batch_shape(a, bv)
     a, bv = _lift_batch(a, batch), _lift_batch(bv, batch)
     c = contiguous(s.out.buf, s.out.dtype, batch + (m, n))
-    em = k.em
     dot = bv.strides[-1] != 1 and (bv.strides[-2] == 1 or n == 1)
     tiled = bv.strides[-1] == 1 and s.value.dtype.is_float
-    zero = ll.Constant(I64, 0)
     if s.value.dtype.is_float and not k.cg.debug:
-        _matmul_packed(k, s, a, bv, c, batch, epi)
+        if not (dot and bv.strides[-2] == 1) or (isinstance(m, int) and m > DOT_ROWS):
+            _matmul_packed(k, s, a, bv, c, batch, epi)
+            return
+        # B unit-stride along k (a transposed weight, as backward multiplies by Wᵀ): a few
+        # rows are dot products over B's contiguous rows, cheaper than packing all of B
+        b = k.b
+        with b.if_else(b.icmp_signed("<=", k.dim(m), ll.Constant(I64, DOT_ROWS))) as (
+                few, many):
+            with few:
+                _matmul_loops(k, s, a, bv, c, batch, epi, True, False)
+                few_end = b.block
+            with many:
+                _matmul_packed(k, s, a, bv, c, batch, epi)
+                code, many_end = k.code, b.block
+        k.code = b.phi(I32, name="mm.code")
+        k.code.add_incoming(ll.Constant(I32, 0), few_end)
+        k.code.add_incoming(code, many_end)
         return
+    _matmul_loops(k, s, a, bv, c, batch, epi, dot, tiled)
+
+
+DOT_ROWS = 4       # rows of A up to which A @ Bᵀ runs as dot products (no packing)
+
+
+def _matmul_loops(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[DimLike, ...],
+                  epi: Operand | None, dot: bool, tiled: bool) -> None:
+    """The unpacked loops: dot products, vector tiles, or row-at-a-time axpys (integer
+    matmul, the debug build, and few rows against a transposed B)."""
+    em = k.em
+    m, kk, n = a.shape[-2], a.shape[-1], bv.shape[-1]
+    zero = ll.Constant(I64, 0)
     # an empty C needs no work, whatever the other dims (M = 2**60 rows of N = 0 columns)
     with k.unless_empty(c.shape), em.loop_nest([k.dim(d) for d in batch], "mb") as bi:
         M, K, Nn = k.dim(m), k.dim(kk), k.dim(n)
@@ -200,7 +227,7 @@ def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[
     ok = b.icmp_unsigned("!=", packed, null)
     scratch = null
     if separate:
-        size = b.mul(b.mul(M, N), ll.Constant(I64, dt.itemsize))
+        size = b.mul(gemm.scratch_elements(b, dt, M, K, N), ll.Constant(I64, dt.itemsize))
         size = b.and_(b.add(size, ll.Constant(I64, 127)), ll.Constant(I64, -64))
         scratch = b.call(alloc, [align, size])
         ok = b.and_(ok, b.icmp_unsigned("!=", scratch, null))
@@ -211,26 +238,30 @@ def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[
         with k.unless_empty(c.shape), em.loop_nest([k.dim(d) for d in batch], "mb") as bi:
             def base(v: View) -> ll.Value:
                 return b.gep(k.ptr(v.buf), [k.index(v, bi + [zero, zero])], source_etype=et)
-            cw = scratch if separate else base(c)
             ops = gemm.Operands(a=base(a), rsa=k.dim(a.strides[-2]), csa=k.dim(a.strides[-1]),
                                 b=base(bv), rsb=k.dim(bv.strides[-2]),
-                                csb=k.dim(bv.strides[-1]), c=cw, ldc=N, m=M, k=K, n=N)
+                                csb=k.dim(bv.strides[-1]), c=base(c), ldc=N, m=M, k=K, n=N,
+                                scratch=scratch if separate else None)
 
-            def on_block(i0: ll.Value, mc: ll.Value, j0: ll.Value, nc: ll.Value) -> None:
+            def on_block(i0: ll.Value, mc: ll.Value, j0: ll.Value, nc: ll.Value,
+                         at: ll.Value, ld: ll.Value) -> None:
+                """The epilogue over C[i0:i0+mc, j0:j0+nc], the product read from ``at``."""
                 if epi is None and not separate:
                     return
-                with em.loop(b.add(i0, mc), "ei", start=i0) as i:
-                    row = b.gep(cw, [b.mul(i, N)], source_etype=et)
+                with em.loop(mc, "ei") as r:
+                    i = b.add(i0, r)
+                    row = b.gep(at, [b.mul(r, ld)], source_etype=et)
                     nvec = b.sdiv(nc, ll.Constant(I64, lanes))
                     with em.loop(nvec, "ev") as vj:
-                        j = b.add(j0, b.mul(vj, ll.Constant(I64, lanes)))
-                        acc = b.load(b.gep(row, [j], source_etype=et), typ=vt,
+                        dj = b.mul(vj, ll.Constant(I64, lanes))
+                        j = b.add(j0, dj)
+                        acc = b.load(b.gep(row, [dj], source_etype=et), typ=vt,
                                      align=dt.itemsize)
                         fusedgen.vstore(k, fusedgen.epilogue(k, epi, acc, bi + [i, j], lanes),
                                         c, bi + [i, j])
-                    tail = b.add(j0, b.mul(nvec, ll.Constant(I64, lanes)))
-                    with em.loop(b.add(j0, nc), "es", start=tail) as j:
-                        acc = b.load(b.gep(row, [j], source_etype=et), typ=et)
+                    with em.loop(nc, "es", start=b.mul(nvec, ll.Constant(I64, lanes))) as dj:
+                        j = b.add(j0, dj)
+                        acc = b.load(b.gep(row, [dj], source_etype=et), typ=et)
                         k.store(fusedgen.epilogue(k, epi, acc, bi + [i, j]), c, bi + [i, j])
 
             gemm.emit_blocked(em, dt, ops, packed, on_block, k.cg.threads)

@@ -162,3 +162,17 @@ def test_tiles_fit_the_registers() -> None:
             blk = gemm.blocking(dt, rows)
             assert blk.mr * blk.nv + blk.nv + 1 <= regs
             assert blk.nc % blk.nr == 0 and blk.kc > 0
+
+
+def test_scratch_blocks_and_whole_scratch() -> None:
+    """A bool result (the product staged in scratch): one block of scratch when K fits a k
+    block, all of C when it does not, around the row and column block sizes."""
+    model = graphc.compile_source("graph g {\n input A: f64[M, K]\n input B: f64[K, N]\n"
+                                  " C = A @ B > 0.25\n output C\n}\n")
+    rng = np.random.default_rng(5)
+    for m, k, n in [(300, 5, 1030), (129, 256, 513), (140, 300, 1030), (3, 40, 600)]:
+        a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+        prod = a @ b
+        got = model(A=a, B=b)["C"]
+        clear = np.abs(prod - 0.25) > 1e-9
+        np.testing.assert_array_equal(got[clear], (prod > 0.25)[clear])
