@@ -3,6 +3,7 @@ train_step with an optimiser: graphc/train.py) as IR, runs the pass pipeline on 
 them natively (or on the interpreter)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,6 +20,7 @@ from graphc.ir.ops.fused import body_symbols
 from graphc.ir.ops.registry import suggest
 from graphc.ir.types import DType, TensorType
 from graphc.passes import checkpoint as checkpointing
+from graphc.passes import fusion
 from graphc.program import GraphDef
 from graphc.runtime.stats import CompileStats
 
@@ -161,6 +163,7 @@ class Model:
                                  f"{e}") from None
         self.compile_stats = CompileStats()      # where compile time goes (runtime/stats.py)
         ran: list[Any] = []
+        self.check_numerics = check_numerics    # one op per kernel, so a NaN names its op
         self.optimized = {k: self._pipeline(k, stats=ran) for k in self.funcs}
         for p in ran:
             self.compile_stats.add_pass(p.name, p.seconds)
@@ -172,7 +175,6 @@ class Model:
                 e.loc.file == graph.filename else e
         self._binders = {k: Binder(f, self._requirements[k], sorted(body_symbols(f)))
                          for k, f in self.optimized.items()}
-        self.check_numerics = check_numerics
         self._native = None
         if backend == "native":
             from graphc.runtime import compile_module
@@ -183,8 +185,10 @@ class Model:
 
     def _pipeline(self, name: str, after: str | None = None, stats: list | None = None) -> Func:
         """Run the pass pipeline on entry point ``name`` (up to pass ``after``)."""
-        options = {"checkpoint": checkpointing.Options(self.checkpoint,
-                                                       self._forward_results(name))}
+        options: dict[str, Any] = {"checkpoint": checkpointing.Options(
+            self.checkpoint, self._forward_results(name))}
+        if self.check_numerics:     # each op its own kernel: a NaN is caught where it is made
+            options["fusion"] = fusion.Options(policy="single")
         return graphc.passes.run_pipeline(self.funcs[name], self.pipeline, after=after,
                                           verify_each=self.verify_each, options=options,
                                           stats=stats)
@@ -338,10 +342,13 @@ class Model:
         was kept out of a kernel that uses it, saying why."""
         if after != "fusion":
             return ""
-        from graphc.passes import fusion
         names = [s.name for s in self.pipeline]
+        step = self.pipeline[names.index("fusion")]
+        o = dataclasses.replace(fusion.Options(), **dict(step.given))
+        if self.check_numerics:
+            o = dataclasses.replace(o, policy="single")
         before = self._pipeline(name, names[names.index("fusion") - 1])
-        return "".join(f"\n# {note}" for note in fusion.explain(before))
+        return "".join(f"\n# {note}" for note in fusion.explain(before, o.recompute, o.policy))
 
     def memory_plan(self, func: str | None = None, **dims: int) -> Any:
         """The memory plan of entry ``func`` (default: backward if the graph has a grad line,
@@ -367,8 +374,8 @@ class Model:
         try:
             return memplan.report(f, dims, self._forward_results(name))
         except ValueError:
-            raise GraphCallError(f"{name} has no memory plan at -O{self.opt_level}: fusion and "
-                                 f"memory planning run at -O2 and -O3") from None
+            raise GraphCallError(f"{name} has no memory plan: its pipeline has no fusion and "
+                                 f"memplan passes") from None
 
     def to_networkx(self, func: str = "forward", *, nested: bool = True) -> Any:
         """The optimised IR of ``func`` as a ``networkx.MultiDiGraph`` (one node per value with

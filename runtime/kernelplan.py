@@ -7,10 +7,10 @@ this backend has no lowering for is a compiler error here: the fusion pass never
 (``ir.ops.fused.analyze`` is the contract both sides read)."""
 from __future__ import annotations
 
-from graphc.ir.core import Func, Value, rebuild
+from graphc.ir.core import Func, Value
 from graphc.ir.errors import GraphError
 from graphc.ir.ops import registry
-from graphc.ir.ops.fused import FUSED, analyze, inline
+from graphc.ir.ops.fused import FUSED, analyze
 from graphc.ir.slots import poly_max
 from graphc.ir.types import DimLike, DType
 from graphc.runtime import arena, views
@@ -26,24 +26,9 @@ from graphc.runtime.plantypes import (
 )
 
 
-def make_plan(func: Func, *, fuse: bool = True) -> Plan:
-    """The plan of ``func``'s kernels. ``fuse=False`` (what ``compile_module`` passes under
-    check_numerics) takes multi-op kernels apart first, so that the NaN check after each step
-    names one op: a stopgap until the pipeline itself runs ``fusion{policy=single}`` under
-    check_numerics (graphc/model.py), after which nothing passes it."""
-    if not fuse and any(v.op == FUSED and _lone(v) is None for v in func.values()):
-        func = unfuse(func)
+def make_plan(func: Func) -> Plan:
+    """The plan of ``func``'s kernels: each ``fused`` op one step, as the IR shows them."""
     return plan_func(func)
-
-
-def unfuse(func: Func) -> Func:
-    """``func`` with every kernel replaced by the ops of its body (the stopgap above)."""
-    new: dict[int, Value] = {}
-    for v in func.values():
-        ins = tuple(new[id(i)] for i in v.inputs)
-        new[id(v)] = inline(v.attrs["body"], ins) if v.op == FUSED else rebuild(v, ins)
-    return Func(func.name, tuple(new[id(p)] for p in func.params),
-                tuple(new[id(r)] for r in func.results), func.result_names)
 
 
 def plan_kernels(func: Func) -> Plan | None:

@@ -21,7 +21,8 @@ from graphc.ir.ops.registry import suggest
 from graphc.runtime import call, jit, pool
 from graphc.runtime.arena import Arena
 from graphc.runtime.codegen import build_model, build_module, entry_symbol
-from graphc.runtime.plan import Plan, make_plan
+from graphc.runtime.kernelplan import make_plan
+from graphc.runtime.plantypes import Plan
 from graphc.runtime.stats import CompileStats
 
 _VERSION_CACHE: list[str] = []
@@ -130,12 +131,12 @@ class CompiledModule:
 
 
 def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool = True,
-                   check_numerics: bool = False, fuse: bool = True,
+                   check_numerics: bool = False,
                    debug: bool | None = None,
                    compile_stats: CompileStats | None = None,
                    threads: int | None = None) -> CompiledModule:
-    """``fuse=False`` runs one kernel per op (kernels of the fusion pass taken apart): the
-    baseline that fusion is measured against, and what check_numerics needs. Phase times go
+    """Plan, look up or compile, and link each of ``funcs`` (the kernels they hold run as the
+    IR shows them; check_numerics adds a NaN/Inf check after each). Phase times go
     to ``compile_stats`` (a fresh one if None), kept as ``CompiledModule.compile_stats``.
     ``threads``: big loops run on that many threads (default: GRAPHC_NUM_THREADS, else every
     core this process may use); the code differs, so it is part of the cache key."""
@@ -146,16 +147,15 @@ def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool
     mod = CompiledModule({}, opt_level, check_numerics, debug, compile_stats=st)
     with st.phase("llvm init"):
         host = jit.host_id()
-    fuse = fuse and not check_numerics
     store = jit.open_cache() if cache else None     # None (one GraphWarning) without a home
     missing: dict[str, Plan] = {}
     for name, func in funcs.items():
         with st.phase("plan"):
-            plan = make_plan(func, fuse=fuse)
+            plan = make_plan(func)
         with st.phase("cache key"):
             # the entry's name too: its object looks the driver up by it (entry_symbol)
             key = jit.cache_key(func_text(func), f"entry={name}", f"O{opt_level}",
-                                f"numerics={check_numerics}", f"fuse={fuse}", f"debug={debug}",
+                                f"numerics={check_numerics}", f"debug={debug}",
                                 f"threads={threads}", graphc_version(), llvmlite.__version__,
                                 host)
         e = mod.entries[name] = Entry(func, plan, key)

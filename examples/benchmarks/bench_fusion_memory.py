@@ -1,8 +1,8 @@
 """Fusion and memory planning on the example MLPs (examples/mlp.graph, 784-256-10, and
 examples/mlp3.graph, 784-256-256-10), value_and_grad, all from one run:
 
-- kernels and peak arena bytes: one kernel per op (the unfused baseline), the runtime's own
-  fusion of unpartitioned IR (what -O1 runs), and the fusion + memplan passes (-O2);
+- kernels and peak arena bytes: one kernel per op (-O0, the unfused baseline) and the fusion +
+  memplan passes (-O2);
 - the peak with checkpointing ("elementwise", "all");
 - at batch 2048, everything a training step holds (the caller's inputs, params, gradients and
   outputs, plus the arena) against what it needs (those, plus the activations backward truly
@@ -23,8 +23,8 @@ import numpy as np
 
 import graphc
 from graphc.ir.types import dim_eval, dim_str
+from graphc.passes import run_pipeline
 from graphc.runtime import compile_module
-from graphc.runtime.kernelplan import unfuse
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 GRAPHS = ("mlp.graph", "mlp3.graph")
@@ -37,9 +37,8 @@ def kernels_and_peak(mod: Any, entry: str = "backward") -> tuple[int, Any]:
 
 def memory(name: str, big: int) -> Any:
     model = graphc.compile(EXAMPLES / name, cache=False)
-    flat = {k: unfuse(f) for k, f in model.optimized.items()}
-    rows = [("one kernel per op", *kernels_and_peak(compile_module(flat, fuse=False))),
-            ("runtime's own fusion", *kernels_and_peak(compile_module(flat))),
+    flat = {k: run_pipeline(f, 0) for k, f in model.funcs.items()}
+    rows = [("one kernel per op (-O0)", *kernels_and_peak(compile_module(flat))),
             ("fusion + memplan", *kernels_and_peak(model._native))]
     for policy in ("elementwise", "all"):
         ck = graphc.compile(EXAMPLES / name, cache=False, checkpoint=policy)
@@ -77,8 +76,8 @@ def timing(model: graphc.Model, n: int, repeat: int) -> None:
     params = model.init_params(0)
     args = {"x": rng.standard_normal((n, 784)).astype(np.float32),
             "y": np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)], **params}
-    flat = {k: unfuse(f) for k, f in model.optimized.items()}
-    mods = {"fused": model._native, "unfused": compile_module(flat, fuse=False)}
+    flat = {k: run_pipeline(f, 0) for k, f in model.funcs.items()}
+    mods = {"fused": model._native, "unfused": compile_module(flat)}
     for entry, extra in (("backward", {}), ("sgd_step", {"lr": 0.01})):
         times: dict[str, list[float]] = {k: [] for k in mods}
         for _ in range(3):

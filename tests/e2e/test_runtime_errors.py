@@ -58,3 +58,19 @@ def test_check_numerics_names_the_op_inside_a_kernel_at_every_level(opt_level: i
     with pytest.raises(graphc.NumericsError, match="log") as e:
         m(x=np.array([1.0, -1.0], np.float32))
     assert "k.graph:3:11" in str(e.value)
+
+
+def test_error_codes_are_encoded_and_decoded_in_one_place() -> None:
+    from graphc.ir.core import Func, make
+    from graphc.ir.types import DType
+    from graphc.runtime import errcodes
+    from graphc.runtime.kernelplan import make_plan
+    for kind in errcodes.ErrorKind:
+        assert errcodes.decode(errcodes.encode(kind, 7)) == (kind, 7)
+    with pytest.raises(ValueError, match="does not fit"):
+        errcodes.encode(errcodes.ErrorKind.INDEX, 1 << 24)
+    x = make("arg", name="x", dtype=DType.f32, shape=(3,))
+    plan = make_plan(Func("f", (x,), (make("log", x),)))
+    err = errcodes.error_for(plan, errcodes.encode(errcodes.ErrorKind.NUMERICS, 0), {})
+    assert isinstance(err, graphc.NumericsError) and "log produced NaN" in str(err)
+    assert "unknown error code" in str(errcodes.error_for(plan, 99 << 24, {}))

@@ -11,7 +11,7 @@ from graphc.ir.core import Func, Value, const, make
 from graphc.ir.ops import registry
 from graphc.ir.ops.fused import Body
 from graphc.ir.types import Dim, DType
-from graphc.passes import fusion, memplan
+from graphc.passes import fusion, memplan, run_pipeline
 from graphc.runtime import compile_module
 from graphc.runtime.kernelplan import plan_kernels
 from tests.runtime.conftest import assert_matches, reference
@@ -123,7 +123,8 @@ def test_elementwise_ops_as_epilogues(unary: tuple[str, ...], binary: tuple[str,
 def test_integer_and_bool_kernels() -> None:
     i, j = arg("i", (N, 3), DType.i32), arg("j", (3, 4), DType.i32)
     big = make("gt", i, make("max", i, axis=1, keepdims=True) - 1)
-    f = Func("f", (i, j), (big, make("sum", make("abs", i), axis=1), make("maximum", i @ j, const(0, DType.i32)),
+    f = Func("f", (i, j), (big, make("sum", make("abs", i), axis=1),
+                           make("maximum", i @ j, const(0, DType.i32)),
                            make("argmax", i * 2, axis=1)))
     out = check(f, {"N": (0, 2, 9)})
     assert bodies(out) == ["row.gt", "row.sum", "matmul.maximum", "loop.mul", "single.argmax"]
@@ -172,15 +173,17 @@ def test_without_a_memory_plan_the_runtime_places_buffers() -> None:
     assert all("offset" not in v.attrs for v in out.values())
 
 
-def test_a_body_with_no_single_lowering_runs_op_by_op() -> None:
+def test_a_body_with_no_single_lowering_is_refused() -> None:
+    """The runtime lowers exactly the kernels the IR holds: one it cannot lower (made by hand;
+    the fusion pass never forms it) is a clear error, not silently re-planned."""
+    from graphc.ir.errors import GraphError
     x, w = arg("in0", (N, 3)), arg("in1", (3, 3))
     body = Func("two", (x, w), (make("tanh", (x @ w) @ w),))
     xo, wo = arg("x", (N, 3)), arg("w", (3, 3))
     f = Func("f", (xo, wo), (make("fused", xo, wo, body=body),))
-    assert plan_kernels(f) is None and isinstance(f.results[0].attrs["body"], Body)
-    mod = compile_module({"f": f}, cache=False)
-    xs, ws = np.ones((2, 3), np.float32), np.eye(3, dtype=np.float32) * 0.5
-    assert_matches(mod.call("f", {"x": xs, "w": ws}), reference(f, [xs, ws]))
+    assert isinstance(f.results[0].attrs["body"], Body)
+    with pytest.raises(GraphError, match="cannot lower kernel two"):
+        compile_module({"f": f}, cache=False)
 
 
 def test_numerics_guard_names_an_op_inside_a_kernel() -> None:
@@ -189,7 +192,8 @@ def test_numerics_guard_names_an_op_inside_a_kernel() -> None:
     x = arg("x", (N,))
     with at(Loc("k.graph", 2, 3)):
         lg = make("log", x)
-    f = kernels(Func("f", (x,), (make("exp", lg) * 2.0,)))
+    f = run_pipeline(Func("f", (x,), (make("exp", lg) * 2.0,)), "fusion{policy=single},memplan",
+                     required=False)         # as compile(check_numerics=True) plans it
     mod = compile_module({"f": f}, cache=False, check_numerics=True)
     with pytest.raises(NumericsError, match="log") as e:
         mod.call("f", {"x": np.array([1.0, -1.0], np.float32)})
