@@ -3,21 +3,19 @@ every buffer in the caller's arena (one per model and thread, so concurrent call
 at the plan's offsets, runs the step kernels in order and writes the results."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import llvmlite.ir as ll
 
 from graphc.ir.types import dim_mul
 from graphc.runtime.emit import I1, I32, I64, PTR, Emitter
-from graphc.runtime.plan import ERR_BOUNDS
-
-if TYPE_CHECKING:
-    from graphc.runtime.codegen import Call, Codegen
+from graphc.runtime.errcodes import ERR_BOUNDS
+from graphc.runtime.kernel import Call, DimEval
 
 
-def emit_driver(cg: Codegen, steps: Sequence[Call], copies: Sequence[Call | None],
+def emit_driver(cg: Any, steps: Sequence[Call], copies: Sequence[Call | None],
                 arg_checks: Sequence[Call]) -> ll.Function:
-    from graphc.runtime.codegen import DimEval
+    """``cg``: the runtime/codegen.py Codegen whose plan and modules this driver serves."""
     plan = cg.plan
     fn = ll.Function(cg.shared.drivers, ll.FunctionType(I32, [PTR]), cg.entry)
     # the driver only computes addresses and calls kernels, once per step: LLVM's optimiser

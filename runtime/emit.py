@@ -9,36 +9,22 @@ from typing import Any, Iterator, Sequence
 import llvmlite.ir as ll
 
 from graphc.ir.types import DType
+from graphc.runtime import vmath
+from graphc.runtime.lltypes import (  # noqa: F401  (re-exported: what kernels import from here)
+    F32,
+    F64,
+    I1,
+    I8,
+    I32,
+    I64,
+    PTR,
+    is_float,
+    mem_type,
+    reg_type,
+    scalar_of,
+)
 
-I1 = ll.IntType(1)
-I8 = ll.IntType(8)
-I32 = ll.IntType(32)
-I64 = ll.IntType(64)
-F32 = ll.FloatType()
-F64 = ll.DoubleType()
-PTR = ll.PointerType()
-
-_REG = {DType.f32: F32, DType.f64: F64, DType.i32: I32, DType.i64: I64, DType.bool: I1}
-_MEM = {**_REG, DType.bool: I8}
 _FLT_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}
-
-
-def reg_type(dtype: DType) -> ll.Type:
-    """The type a value of ``dtype`` has in registers (bool is i1)."""
-    return _REG[dtype]
-
-
-def mem_type(dtype: DType) -> ll.Type:
-    """The type a value of ``dtype`` has in memory (bool is one byte, as in NumPy)."""
-    return _MEM[dtype]
-
-
-def scalar_of(t: ll.Type) -> ll.Type:
-    return t.element if isinstance(t, ll.VectorType) else t
-
-
-def is_float(t: ll.Type) -> bool:
-    return isinstance(scalar_of(t), (ll.FloatType, ll.DoubleType))
 
 
 def _mangle(t: ll.Type) -> str:
@@ -230,35 +216,27 @@ class Emitter:
 
     # -- transcendentals (inline polynomials; see runtime.vmath) ----------------------------------
     def exp(self, a: ll.Value) -> ll.Value:
-        from graphc.runtime import vmath
         return vmath.exp(self, self._as_float(a))
 
     def expm1(self, a: ll.Value) -> ll.Value:
-        from graphc.runtime import vmath
         return vmath.expm1(self, self._as_float(a))
 
     def log(self, a: ll.Value) -> ll.Value:
-        from graphc.runtime import vmath
         return vmath.log(self, self._as_float(a))
 
     def log1p(self, a: ll.Value) -> ll.Value:
-        from graphc.runtime import vmath
         return vmath.log1p(self, self._as_float(a))
 
     def tanh(self, a: ll.Value) -> ll.Value:
-        from graphc.runtime import vmath
         return vmath.tanh(self, self._as_float(a))
 
     def sin(self, a: ll.Value) -> ll.Value:
-        from graphc.runtime import vmath
         return vmath.sincos(self, self._as_float(a), 0)
 
     def cos(self, a: ll.Value) -> ll.Value:
-        from graphc.runtime import vmath
         return vmath.sincos(self, self._as_float(a), 1)
 
     def pow(self, a: ll.Value, b: ll.Value) -> ll.Value:
-        from graphc.runtime import vmath
         if self._fl(a):
             return vmath.pow(self, a, b)
         return vmath.ipow(self, a, b)

@@ -6,20 +6,17 @@ to each output tile (vectors of accumulators) before storing it. Body values bec
 trees whose leaves are the inputs' views aligned to the iteration space."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
-
 import llvmlite.ir as ll
 
 from graphc.ir.core import Value
 from graphc.ir.ops import registry
 from graphc.ir.ops.fused import Pattern, analyze
 from graphc.ir.ops.rules import reduce_identity
-from graphc.ir.types import DimLike, DType
-from graphc.runtime.emit import I1, I32, mem_type, reg_type
-from graphc.runtime.plan import Acc, Lazy, Operand, Reg, Step, View, broadcast_view
-
-if TYPE_CHECKING:
-    from graphc.runtime.codegen import Kernel
+from graphc.ir.types import DimLike
+from graphc.runtime.emit import reg_type
+from graphc.runtime.kernel import Kernel, emit_map
+from graphc.runtime.kernels import _combine, emit_matmul, emit_reduce
+from graphc.runtime.plantypes import Acc, Lazy, Operand, Reg, Step, View, broadcast_view
 
 
 class Trees:
@@ -75,7 +72,6 @@ def reshaped(op: Operand, shape: tuple[DimLike, ...]) -> Operand:
 
 
 def emit(k: Kernel, s: Step) -> None:
-    from graphc.runtime.codegen import emit_map
     body = s.value.attrs["body"]
     pattern = analyze(body.results[0], lambda x: x.op != "arg")
     assert isinstance(pattern, Pattern), pattern
@@ -92,7 +88,6 @@ def emit(k: Kernel, s: Step) -> None:
 
 
 def emit_rows(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
-    from graphc.runtime.kernels import _combine
     em = k.em
     space, n = pattern.space, len(pattern.space) - pattern.inner
     # an empty result needs no rows, however many there are (2**60 rows of 0 elements)
@@ -121,8 +116,6 @@ def emit_rows(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
 def emit_leading(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
     """A reduction over leading axes (its own loop order, accumulating in the output), then the
     epilogue over the output, read and written in place."""
-    from graphc.runtime.codegen import emit_map
-    from graphc.runtime.kernels import emit_reduce
     red = pattern.anchor
     assert red is not None
     x = trees.at(red.inputs[0], red.inputs[0].shape)
@@ -135,7 +128,6 @@ def emit_leading(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
 
 
 def emit_gemm(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
-    from graphc.runtime.kernels import emit_matmul
     mm = pattern.anchor
     assert mm is not None
     a, b = (trees.at(x, x.shape) for x in mm.inputs)
@@ -144,63 +136,3 @@ def emit_gemm(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
         trees.leaves[id(mm)] = Acc(mm.dtype)
         epi = trees.at(pattern.root, pattern.root.shape)
     emit_matmul(k, Step(s.index, mm, registry.MATMUL, s.out, (a, b)), epi)
-
-
-def epilogue(k: Kernel, epi: Operand | None, acc: ll.Value, idx: Sequence[ll.Value],
-             lanes: int = 0) -> ll.Value:
-    """The epilogue's value at ``idx`` starting from the accumulator ``acc`` (a vector of
-    ``lanes`` consecutive elements of the last axis when lanes > 0)."""
-    if epi is None:
-        return acc
-    k.acc = acc
-    return vload(k, epi, idx, lanes) if lanes else k.load(epi, idx)
-
-
-def vload(k: Kernel, op: Operand, idx: Sequence[ll.Value], lanes: int,
-          memo: dict[int, ll.Value] | None = None) -> ll.Value:
-    """``op`` at ``lanes`` consecutive positions of the last axis from ``idx``, as a vector."""
-    b = k.b
-    if isinstance(op, Acc):
-        assert k.acc is not None
-        return k.acc
-    if isinstance(op, Lazy):
-        memo = {} if memo is None else memo
-        if id(op) not in memo:
-            if op.value.op == "dim":
-                memo[id(op)] = splat(k, k.load(op, idx), lanes)
-            else:
-                from graphc.runtime.codegen import lower_elementwise
-                memo[id(op)] = lower_elementwise(
-                    k.em, op.value, [vload(k, a, idx, lanes, memo) for a in op.args])
-        return memo[id(op)]
-    if isinstance(op, Reg):
-        return splat(k, k.load(op, idx), lanes)
-    stride = op.strides[-1]
-    if stride == 0:
-        return splat(k, k.load(op, idx), lanes)
-    if stride != 1:
-        out = ll.Constant(ll.VectorType(reg_type(op.dtype), lanes), ll.Undefined)
-        for j in range(lanes):
-            at = list(idx[:-1]) + [b.add(idx[-1], ll.Constant(ll.IntType(64), j))]
-            out = b.insert_element(out, k.load(op, at), ll.Constant(I32, j))
-        return out
-    vt = ll.VectorType(mem_type(op.dtype), lanes)
-    v = b.load(k.address(op.buf, k.index(op, idx), vt), typ=vt, align=op.dtype.itemsize)
-    return b.trunc(v, ll.VectorType(I1, lanes)) if op.dtype is DType.bool else v
-
-
-def vstore(k: Kernel, value: ll.Value, out: View, idx: Sequence[ll.Value]) -> None:
-    """Store a vector at ``idx`` and the next elements of ``out``'s (unit-stride) last axis."""
-    mt = mem_type(out.dtype)
-    if out.dtype is DType.bool:
-        value = k.b.zext(value, ll.VectorType(mt, value.type.count))
-    p = k.address(out.buf, k.index(out, idx), value.type)
-    k.b.store(value, p, align=out.dtype.itemsize)
-
-
-def splat(k: Kernel, x: ll.Value, lanes: int) -> ll.Value:
-    vt = ll.VectorType(x.type, lanes)
-    one = k.b.insert_element(ll.Constant(vt, ll.Undefined), x, ll.Constant(I32, 0))
-    return k.b.shuffle_vector(one, ll.Constant(vt, ll.Undefined),
-                              ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
-

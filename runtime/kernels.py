@@ -9,16 +9,21 @@ from typing import Sequence
 import llvmlite.ir as ll
 
 from graphc.ir.ops import registry
-from graphc.ir.ops.fused import FUSED
 from graphc.ir.ops.rules import reduce_identity
 from graphc.ir.types import DimLike, DType, dim_add, dim_mul, dim_prod
-from graphc.runtime import fusedgen, gemm, random_kernels
-from graphc.runtime.codegen import Kernel, _shares_output, emit_copy, emit_map
+from graphc.runtime import gemm, random_kernels
 from graphc.runtime.emit import I32, I64, PTR, is_float, reg_type
 from graphc.runtime.errcodes import ERR_ALLOC
+from graphc.runtime.kernel import (
+    Kernel,
+    emit_map,
+    epilogue,
+    shares_output,
+    splat,
+    vstore,
+)
 from graphc.runtime.plan import (
     ERR_INDEX,
-    Lazy,
     Operand,
     Step,
     View,
@@ -30,26 +35,7 @@ from graphc.runtime.plan import (
 RFLAGS = ("reassoc", "contract")   # lets the vectoriser reorder float sums
 
 
-def emit_step(k: Kernel, s: Step) -> None:
-    opdef = registry.get(s.value.op)
-    if s.kind == FUSED:
-        fusedgen.emit(k, s)
-    elif s.kind == "copy":
-        emit_copy(k, s.out, s.args[0], _shape(s.args[0]))
-    elif s.kind == registry.ELEMENTWISE:
-        emit_map(k, s.out, Lazy(s.value, s.args))
-    elif s.kind == registry.REDUCE:
-        if opdef.combine in ("argmax", "argmin"):
-            emit_argreduce(k, s, opdef.combine)
-        else:
-            emit_reduce(k, s, opdef.combine, opdef.identity)
-    elif s.kind == registry.MATMUL:
-        emit_matmul(k, s)
-    else:
-        EMITTERS[s.value.op](k, s)
-
-
-def _shape(op: Operand) -> tuple[DimLike, ...]:
+def shape_of(op: Operand) -> tuple[DimLike, ...]:
     return op.shape if isinstance(op, View) else op.value.shape
 
 
@@ -215,7 +201,7 @@ def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[
     separate = False
     if epi is not None:
         reads = set(buffers_read(epi))
-        shared = _shares_output(k.cg.plan, k.bufs)
+        shared = shares_output(k.cg.plan, k.bufs)
         separate = c.dtype != dt or c.buf in reads or bool(reads & shared)
     m, kk, n = a.shape[-2], a.shape[-1], bv.shape[-1]
     M, K, N = k.dim(m), k.dim(kk), k.dim(n)
@@ -257,12 +243,12 @@ def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[
                         j = b.add(j0, dj)
                         acc = b.load(b.gep(row, [dj], source_etype=et), typ=vt,
                                      align=dt.itemsize)
-                        fusedgen.vstore(k, fusedgen.epilogue(k, epi, acc, bi + [i, j], lanes),
+                        vstore(k, epilogue(k, epi, acc, bi + [i, j], lanes),
                                         c, bi + [i, j])
                     with em.loop(nc, "es", start=b.mul(nvec, ll.Constant(I64, lanes))) as dj:
                         j = b.add(j0, dj)
                         acc = b.load(b.gep(row, [dj], source_etype=et), typ=et)
-                        k.store(fusedgen.epilogue(k, epi, acc, bi + [i, j]), c, bi + [i, j])
+                        k.store(epilogue(k, epi, acc, bi + [i, j]), c, bi + [i, j])
 
             gemm.emit_blocked(em, dt, ops, packed, on_block, k.cg.threads)
     with b.if_then(b.icmp_unsigned("!=", packed, null)):
@@ -300,7 +286,7 @@ def _matmul_tiles(k: Kernel, a: View, bv: View, c: View, bi: list, mfull: ll.Val
                     bvecs.append(b.load(p, typ=vt, align=a.dtype.itemsize))
                 for r in range(MR):
                     x = k.load(a, bi + [b.add(i0, ll.Constant(I64, r)), kx])
-                    xs = fusedgen.splat(k, x, lanes)
+                    xs = splat(k, x, lanes)
                     for v in range(NV):
                         slot = accs[r][v]
                         b.store(em.intrinsic("fma", [xs, bvecs[v], b.load(slot, typ=vt)]), slot)
@@ -308,8 +294,8 @@ def _matmul_tiles(k: Kernel, a: View, bv: View, c: View, bi: list, mfull: ll.Val
                 for v in range(NV):
                     j = b.add(j0, ll.Constant(I64, v * lanes))
                     at = bi + [b.add(i0, ll.Constant(I64, r)), j]
-                    out = fusedgen.epilogue(k, epi, b.load(accs[r][v], typ=vt), at, lanes)
-                    fusedgen.vstore(k, out, c, at)
+                    out = epilogue(k, epi, b.load(accs[r][v], typ=vt), at, lanes)
+                    vstore(k, out, c, at)
 
 
 def _matmul_rows(k: Kernel, a: View, bv: View, c: View, bi: list, rows: tuple, cols: tuple,
@@ -343,7 +329,7 @@ def _matmul_rows(k: Kernel, a: View, bv: View, c: View, bi: list, rows: tuple, c
                     b.store(b.fadd(cur, p, flags=("contract",)) if fl else b.add(cur, p), cell(j))
             with em.loop(w, "ms") as j:
                 at = bi + [i, b.add(j0, j)]
-                k.store(fusedgen.epilogue(k, epi, b.load(cell(j), typ=et), at), c, at)
+                k.store(epilogue(k, epi, b.load(cell(j), typ=et), at), c, at)
 
 
 def _matmul_dot(k: Kernel, a: View, bv: View, c: View, bi: list, M: ll.Value, K: ll.Value,
@@ -360,7 +346,7 @@ def _matmul_dot(k: Kernel, a: View, bv: View, c: View, bi: list, M: ll.Value, K:
                 p = em.mul(k.load(a, bi + [i, kx]), k.load(bv, bi + [kx, j]))
                 cur = b.load(acc, typ=zero.type)
                 b.store(b.fadd(cur, p, flags=RFLAGS) if fl else b.add(cur, p), acc)
-            k.store(fusedgen.epilogue(k, epi, b.load(acc, typ=zero.type), bi + [i, j]), c,
+            k.store(epilogue(k, epi, b.load(acc, typ=zero.type), bi + [i, j]), c,
                     bi + [i, j])
 
 
@@ -394,7 +380,7 @@ def emit_pad(k: Kernel, s: Step) -> None:
     offset: DimLike = 0
     for a, st in zip(lo, s.out.strides):
         offset = dim_add(offset, dim_mul(a, st))
-    dst = View(s.out.buf, s.out.dtype, _shape(x), strides, offset)
+    dst = View(s.out.buf, s.out.dtype, shape_of(x), strides, offset)
     emit_map(k, dst, x)
 
 
@@ -402,7 +388,7 @@ def emit_concat(k: Kernel, s: Step) -> None:
     axis = s.value.attrs["axis"]
     offset: DimLike = 0
     for x in s.args:
-        shape = _shape(x)
+        shape = shape_of(x)
         dst = View(s.out.buf, s.out.dtype, shape, s.out.strides,
                    dim_mul(offset, s.out.strides[axis]))
         emit_map(k, dst, _aligned(x, shape))

@@ -9,8 +9,8 @@ import llvmlite.ir as ll
 
 from graphc.ir.ops.random import M0, M1, ROUNDS, W0, W1
 from graphc.ir.types import DType
-from graphc.runtime.codegen import Kernel
 from graphc.runtime.emit import I64
+from graphc.runtime.kernel import Kernel
 from graphc.runtime.plan import Step
 
 I32 = ll.IntType(32)

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from math import factorial
-from typing import TYPE_CHECKING
+from typing import Any
 
 import llvmlite.ir as ll
 
-from graphc.runtime.emit import F64, I32, I64, scalar_of
+from graphc.runtime.lltypes import F64, I32, I64, scalar_of
 
-if TYPE_CHECKING:
-    from graphc.runtime.emit import Emitter
+# runtime/emit.py's Emitter, which calls into this module (so it cannot be imported here)
+Emitter = Any
 
 PI = Fraction("3.14159265358979323846264338327950288419716939937510582097494459230781640628")
 LN2 = Fraction("0.693147180559945309417232121458176568075500134360255254120680009493393621969")

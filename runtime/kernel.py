@@ -1,0 +1,368 @@
+"""What every kernel body is emitted with: the ``Kernel`` being built (its LLVM function,
+buffers, dims, and the loads and stores that a debug build checks), the loops that map an
+elementwise tree over a view, and the vector helpers (a GEMM epilogue on a vector of the
+product, vector loads and stores). Kernel bodies by op kind are runtime/kernels.py and
+runtime/fusedgen.py; the module and the drivers that call kernels, runtime/codegen.py."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import llvmlite.ir as ll
+
+from graphc.ir.ops import registry
+from graphc.ir.types import DimLike, DType, dim_mul, dim_prod
+from graphc.runtime.emit import I1, I32, I64, PTR, Emitter, byte_size, mem_type, reg_type
+from graphc.runtime.errcodes import DETAIL_WORDS, ERR_DEBUG_BOUNDS
+from graphc.runtime.plantypes import Acc, Lazy, Operand, Plan, Reg, View, contiguous
+
+ENTRY = "graphc_entry"
+SINK_BYTES = 128           # scratch a debug build sends an out-of-bounds access to (>= a vector)
+
+
+
+class DimEval:
+    """Dim polynomials as i64 values, each computed once in a function's entry block (which
+    dominates every loop) from the run-time ``dims`` array (one i64 per symbol, sorted)."""
+
+    def __init__(self, entry: ll.Block, dims_ptr: ll.Value, symbols: Sequence[str],
+                 args: dict[str, ll.Value] | None = None):
+        self.entry = entry
+        self.dims_ptr = dims_ptr
+        self.symbols = list(symbols)
+        self.cache: dict[Any, ll.Value] = dict(args or {})   # symbols passed as arguments
+
+    def get(self, d: DimLike) -> ll.Value:
+        if isinstance(d, int):
+            return ll.Constant(I64, d)
+        if d not in self.cache:
+            eb = ll.IRBuilder(self.entry)
+            total: ll.Value | None = None
+            for mono, coef in d.terms:
+                term: ll.Value = ll.Constant(I64, coef)
+                for s in mono:
+                    term = eb.mul(term, self.sym(eb, s))
+                total = term if total is None else eb.add(total, term)
+            self.cache[d] = total
+        return self.cache[d]
+
+    def sym(self, eb: ll.IRBuilder, s: str) -> ll.Value:
+        if s not in self.cache:
+            p = eb.gep(self.dims_ptr, [ll.Constant(I64, self.symbols.index(s))],
+                       source_etype=I64)
+            self.cache[s] = eb.load(p, name=f"dim.{s}", typ=I64)
+        return self.cache[s]
+
+
+def shares_output(plan: Plan, bufs: Sequence[int]) -> set[int]:
+    """The output ``bufs[0]`` and the inputs it overwrites in place (the memory plan gave both
+    one slot, or the output is a param's updated value written over the caller's array): the
+    kernel reads and writes that memory through two pointers, so neither may be ``noalias``."""
+    if not bufs:
+        return set()
+    out = bufs[0]
+    o = plan.buffers[out]
+    same: set[int] = set()
+    for b in bufs[1:]:
+        x = plan.buffers[b]
+        if o.kind == "slot" and x.kind == "slot" and plan.offsets.get(b) == plan.offsets.get(out):
+            same.add(b)
+        elif o.kind == "result" and x.kind == "param" and \
+                plan.inplace.get(o.index) == plan.func.params[x.index].attrs["name"]:
+            same.add(b)
+    return same | {out} if same else set()
+
+
+@dataclass
+class Call:
+    """One kernel call of a driver: the function, its buffers and offsets (the ``@offN``
+    arguments' values), and the step index the driver adds to an error code it returns (a
+    shared kernel's codes carry index 0; 0 where the kernel's codes carry their own)."""
+    fn: ll.Function
+    bufs: list[int]
+    offsets: list[DimLike]
+    tag: int
+
+
+class Kernel:
+    """An LLVM function ``i32 (ptr dims, ptr buf0, ..., i64 off0, ...)`` being built; buf0 is
+    the output, ``offsets`` name the symbols (dedup.OFFSET) passed as the trailing i64s."""
+
+    def __init__(self, cg: Any, name: str, bufs: Sequence[int], tag: int = 0,
+                 offsets: Sequence[str] = ()):
+        self.cg = cg
+        self.tag = tag                          # the index its error codes carry
+        self.bufs = list(dict.fromkeys(bufs))
+        fnty = ll.FunctionType(I32, [PTR] * (1 + len(self.bufs)) + [I64] * len(offsets))
+        self.fn = ll.Function(cg.module, fnty, name)
+        if not cg.shared.split:             # else the drivers' module calls it
+            self.fn.linkage = "internal"
+        # never inlined: a kernel shared by the steps of an unrolled loop would grow the driver
+        # with the steps again (LLVM's optimiser is superlinear in a function's size), and one
+        # inlined even once is optimised twice, alone and then again inside the driver
+        self.fn.attributes.add("noinline")
+        # an in-place pair is read through one pointer (Codegen.emit_versions), except in a
+        # debug build, whose checked accesses go through each buffer's own pointer
+        shared = shares_output(cg.plan, self.bufs) if cg.debug else set()
+        for b, a in zip(self.bufs, self.fn.args[1:1 + len(self.bufs)]):
+            if b not in shared:
+                a.add_attribute("noalias")
+        self.entry = self.fn.append_basic_block("entry")
+        start = self.fn.append_basic_block("start")
+        self.b = ll.IRBuilder(start)
+        self.em = Emitter(self.b)
+        nb = 1 + len(self.bufs)
+        self.ptrs: dict[int, ll.Value] = {b: a for b, a in zip(self.bufs, self.fn.args[1:nb])}
+        self.dims = DimEval(self.entry, self.fn.args[0], cg.plan.symbols,
+                            dict(zip(offsets, self.fn.args[nb:])))
+        self.code: ll.Value | None = None      # an error code a kernel body may set
+        self.acc: ll.Value | None = None       # the matmul result an epilogue reads (Acc)
+        self._oob: ll.Value | None = None      # debug build: an access fell outside its buffer
+        self._sink: ll.Value | None = None     # debug build: where such an access goes instead
+
+    def dim(self, d: DimLike) -> ll.Value:
+        return self.dims.get(d)
+
+    def unless_empty(self, shape: Sequence[DimLike]) -> Any:
+        """A with-block that runs only when no axis of ``shape`` is 0 (see Emitter)."""
+        return self.em.unless_empty([self.dim(d) for d in shape])
+
+    def ptr(self, buf: int) -> ll.Value:
+        if buf in self.ptrs:
+            return self.ptrs[buf]
+        return self.cg.const_global(buf)
+
+    def index(self, v: View, idx: Sequence[ll.Value]) -> ll.Value:
+        """Element index ``offset + sum(idx[k] * strides[k])`` (zero strides cost nothing)."""
+        b = self.b
+        acc: ll.Value | None = None if v.offset == 0 else self.dim(v.offset)
+        for i, s in zip(idx, v.strides):
+            if s == 0:
+                continue
+            t = i if s == 1 else b.mul(i, self.dim(s))
+            acc = t if acc is None else b.add(acc, t)
+        return acc if acc is not None else ll.Constant(I64, 0)
+
+    def address(self, buf: int, index: ll.Value, ty: ll.Type) -> ll.Value:
+        """The address of element ``index`` of ``buf`` seen as an array of ``ty`` (a scalar,
+        or a vector for ``ty``'s bytes from there). Every load and store of a buffer goes
+        through here; a debug build checks it against the buffer's byte size."""
+        elem = ty.element if isinstance(ty, ll.VectorType) else ty
+        if not self.cg.debug:
+            return self.b.gep(self.ptr(buf), [index], inbounds=True, source_etype=elem)
+        return self._checked(buf, index, ty, elem)
+
+    def load_at(self, buf: int, index: ll.Value, dtype: DType) -> ll.Value:
+        return self.em.load_at(self.address(buf, index, mem_type(dtype)), dtype)
+
+    def store_at(self, value: ll.Value, buf: int, index: ll.Value, dtype: DType) -> None:
+        self.em.store_at(value, self.address(buf, index, mem_type(dtype)), dtype)
+
+    def extent(self, buf: int) -> ll.Value:
+        """``buf``'s size in bytes, as the plan sizes it."""
+        bf = self.cg.plan.buffers[buf]
+        if bf.kind == "const":
+            value = bf.value.attrs["value"]
+            n = len(value) if isinstance(value, tuple) else 1
+            return ll.Constant(I64, n * bf.dtype.itemsize)
+        return self.dim(dim_mul(bf.size, bf.dtype.itemsize))
+
+    def _checked(self, buf: int, index: ll.Value, ty: ll.Type, elem: ll.Type) -> ll.Value:
+        """Debug build: an access outside ``buf`` touches a scratch sink instead, and the kernel
+        returns ERR_DEBUG_BOUNDS (the first one's buffer and element index as details)."""
+        b, em = self.b, self.em
+        size, esize = byte_size(ty), byte_size(elem)
+        room = b.sub(self.extent(buf), ll.Constant(I64, size))      # last valid start byte
+        zero = ll.Constant(I64, 0)
+        ok = b.and_(b.and_(b.icmp_signed(">=", index, zero), b.icmp_signed(">=", room, zero)),
+                    b.icmp_signed("<=", index, b.sdiv(room, ll.Constant(I64, esize))))
+        if self._oob is None:
+            self._oob = em.alloca_entry(I1, "oob")
+            self._sink = em.alloca_entry(ll.ArrayType(ll.IntType(8), SINK_BYTES), "oob.sink")
+            self._sink.align = 64
+            eb = ll.IRBuilder(self.entry)
+            eb.store(ll.Constant(I1, 0), self._oob)
+        first = b.and_(em.not_(ok), em.not_(b.load(self._oob, typ=I1)))
+        with b.if_then(first, likely=False):
+            b.store(ll.Constant(I1, 1), self._oob)
+            self.detail(index, ll.Constant(I64, buf), self.extent(buf), ll.Constant(I64, size))
+        p = b.gep(self.ptr(buf), [b.select(ok, index, zero)], source_etype=elem)
+        sink = self._sink if self._sink.type == p.type else b.bitcast(self._sink, p.type)
+        return b.select(ok, p, sink)
+
+    def flag(self, slot: ll.Value, bad: ll.Value, *words: ll.Value) -> None:
+        """OR ``bad`` into the i1 ``slot``; the first time it is set, describe it (``detail``)."""
+        b = self.b
+        prev = b.load(slot, typ=I1)
+        if self.cg.details and words:
+            with b.if_then(b.and_(bad, self.em.not_(prev)), likely=False):
+                self.detail(*words)
+        b.store(b.or_(prev, bad), slot)
+
+    def flat(self, shape: Sequence[DimLike], idx: Sequence[ll.Value]) -> ll.Value:
+        """The row-major position of ``idx`` in an array of ``shape``."""
+        return self.index(contiguous(0, DType.i64, tuple(shape)), idx)
+
+    def detail(self, *words: ll.Value) -> None:
+        """Write up to DETAIL_WORDS i64 words about an error after the run-time dims (only in
+        a build whose caller allocates them there: ``Codegen.details``)."""
+        if not self.cg.details:
+            return
+        base = len(self.cg.plan.symbols)
+        for j, w in enumerate(words[:DETAIL_WORDS]):
+            p = self.b.gep(self.fn.args[0], [ll.Constant(I64, base + j)], source_etype=I64)
+            self.b.store(self.b.sext(w, I64) if w.type.width < 64 else w, p)
+
+    def load(self, op: Operand, idx: Sequence[ll.Value],
+             memo: dict[int, ll.Value] | None = None) -> ll.Value:
+        """``op`` at ``idx``; a subtree shared within ``op`` is emitted once (``memo``)."""
+        if isinstance(op, View):
+            return self.load_at(op.buf, self.index(op, idx), op.dtype)
+        if isinstance(op, Reg):
+            return self.b.load(op.slot, typ=reg_type(op.dtype))
+        if isinstance(op, Acc):
+            assert self.acc is not None
+            return self.acc
+        memo = {} if memo is None else memo
+        if id(op) not in memo:
+            if op.value.op == "dim":
+                memo[id(op)] = self.em.cast(self.dim(op.value.attrs["value"]), op.value.dtype)
+            else:
+                xs = [self.load(a, idx, memo) for a in op.args]
+                memo[id(op)] = lower_elementwise(self.em, op.value, xs)
+        return memo[id(op)]
+
+    def store(self, value: ll.Value, out: View, idx: Sequence[ll.Value]) -> None:
+        self.store_at(value, out.buf, self.index(out, idx), out.dtype)
+
+    def finish(self, code: ll.Value | None = None) -> None:
+        code = code if code is not None else ll.Constant(I32, 0)
+        if self._oob is not None:           # a bad access outranks what it may have caused
+            code = self.b.select(self.b.load(self._oob, typ=I1),
+                                 ll.Constant(I32, (ERR_DEBUG_BOUNDS << 24) | self.tag), code)
+        self.b.ret(code)
+        ll.IRBuilder(self.entry).branch(self.fn.blocks[1])
+
+
+def lower_elementwise(em: Emitter, v: Any, xs: list[ll.Value]) -> ll.Value:
+    opdef = registry.get(v.op)
+    return opdef.lower(em, *xs, **v.attrs.as_dict())
+
+
+def coalesce(shape: Sequence[DimLike], views: list[View]) -> tuple[list[DimLike], list[View]]:
+    """Merge neighbouring axes that every view walks as one (fewer, longer loops vectorise)."""
+    keep = [k for k, d in enumerate(shape) if d != 1]
+    groups: list[list[int]] = []
+    for k in keep:
+        if groups and all(v.strides[groups[-1][-1]] == dim_mul(v.strides[k], shape[k])
+                          for v in views):
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    new_shape = [dim_prod(tuple(shape[k] for k in g)) for g in groups]
+    out = [View(v.buf, v.dtype, tuple(new_shape), tuple(v.strides[g[-1]] for g in groups),
+                v.offset) for v in views]
+    return new_shape, out
+
+
+def map_views(op: Operand, views: dict[int, View], memo: dict[int, Operand] | None = None
+              ) -> Operand:
+    """``op`` with each view replaced from ``views``; shared subtrees stay shared."""
+    if isinstance(op, View):
+        return views[id(op)]
+    if not isinstance(op, Lazy):
+        return op
+    memo = {} if memo is None else memo
+    if id(op) not in memo:
+        memo[id(op)] = Lazy(op.value, tuple(map_views(a, views, memo) for a in op.args))
+    return memo[id(op)]
+
+
+def leaves(op: Operand) -> list[View]:
+    """The distinct views ``op`` reads, each once."""
+    out: dict[int, View] = {}
+    seen: set[int] = set()
+    stack = [op]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, View):
+            out.setdefault(id(x), x)
+        elif isinstance(x, Lazy) and id(x) not in seen:
+            seen.add(id(x))
+            stack.extend(reversed(x.args))
+    return list(out.values())
+
+
+def emit_map(k: Kernel, out: View, expr: Operand) -> None:
+    """out[i] = expr[i] over out's shape (expr's views aligned to it), axes coalesced."""
+    vs = [out] + leaves(expr)
+    shape, merged = coalesce(out.shape, vs)
+    table = {id(a): m for a, m in zip(vs, merged)}
+    expr2 = map_views(expr, table)
+    with k.em.loop_nest([k.dim(d) for d in shape], "e") as idx:
+        k.store(k.load(expr2, idx), table[id(out)], idx)
+
+
+def emit_copy(k: Kernel, out: View, src: Operand, shape: Sequence[DimLike]) -> None:
+    """Copy ``src`` (any layout, shape ``shape``) in row-major order into contiguous ``out``."""
+    flat = contiguous(out.buf, out.dtype, tuple(shape), out.offset)
+    emit_map(k, flat, src)
+
+
+def epilogue(k: Kernel, epi: Operand | None, acc: ll.Value, idx: Sequence[ll.Value],
+             lanes: int = 0) -> ll.Value:
+    """The epilogue's value at ``idx`` starting from the accumulator ``acc`` (a vector of
+    ``lanes`` consecutive elements of the last axis when lanes > 0)."""
+    if epi is None:
+        return acc
+    k.acc = acc
+    return vload(k, epi, idx, lanes) if lanes else k.load(epi, idx)
+
+
+def vload(k: Kernel, op: Operand, idx: Sequence[ll.Value], lanes: int,
+          memo: dict[int, ll.Value] | None = None) -> ll.Value:
+    """``op`` at ``lanes`` consecutive positions of the last axis from ``idx``, as a vector."""
+    b = k.b
+    if isinstance(op, Acc):
+        assert k.acc is not None
+        return k.acc
+    if isinstance(op, Lazy):
+        memo = {} if memo is None else memo
+        if id(op) not in memo:
+            if op.value.op == "dim":
+                memo[id(op)] = splat(k, k.load(op, idx), lanes)
+            else:
+                memo[id(op)] = lower_elementwise(
+                    k.em, op.value, [vload(k, a, idx, lanes, memo) for a in op.args])
+        return memo[id(op)]
+    if isinstance(op, Reg):
+        return splat(k, k.load(op, idx), lanes)
+    stride = op.strides[-1]
+    if stride == 0:
+        return splat(k, k.load(op, idx), lanes)
+    if stride != 1:
+        out = ll.Constant(ll.VectorType(reg_type(op.dtype), lanes), ll.Undefined)
+        for j in range(lanes):
+            at = list(idx[:-1]) + [b.add(idx[-1], ll.Constant(ll.IntType(64), j))]
+            out = b.insert_element(out, k.load(op, at), ll.Constant(I32, j))
+        return out
+    vt = ll.VectorType(mem_type(op.dtype), lanes)
+    v = b.load(k.address(op.buf, k.index(op, idx), vt), typ=vt, align=op.dtype.itemsize)
+    return b.trunc(v, ll.VectorType(I1, lanes)) if op.dtype is DType.bool else v
+
+
+def vstore(k: Kernel, value: ll.Value, out: View, idx: Sequence[ll.Value]) -> None:
+    """Store a vector at ``idx`` and the next elements of ``out``'s (unit-stride) last axis."""
+    mt = mem_type(out.dtype)
+    if out.dtype is DType.bool:
+        value = k.b.zext(value, ll.VectorType(mt, value.type.count))
+    p = k.address(out.buf, k.index(out, idx), value.type)
+    k.b.store(value, p, align=out.dtype.itemsize)
+
+
+def splat(k: Kernel, x: ll.Value, lanes: int) -> ll.Value:
+    vt = ll.VectorType(x.type, lanes)
+    one = k.b.insert_element(ll.Constant(vt, ll.Undefined), x, ll.Constant(I32, 0))
+    return k.b.shuffle_vector(one, ll.Constant(vt, ll.Undefined),
+                              ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
+
