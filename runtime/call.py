@@ -104,14 +104,19 @@ def run(plan: Plan, native: Any, arrays: list[np.ndarray], env: Mapping[str, int
     block = (ctypes.c_void_p * (k + 3))()
     block[k] = ctypes.addressof(dims)
     block[k + 1] = ctypes.addressof(flags)
-    with (arena or Arena()).lease(arena_bytes(plan, env, mask)) as space:
-        block[k + 2] = space
+    arena = arena or Arena()
+    nbytes = arena_bytes(plan, env, mask)
+    ws = arena.take(nbytes)
+    try:
+        block[k + 2] = ws.address
         if isinstance(native, int):
             rc = fastcall.call(native, [*arrays, *outs], block)
         else:                       # a ctypes function or a wrapper around one (tests)
             for j, a in enumerate([*arrays, *outs]):
                 block[j] = a.ctypes.data
             rc = native(ctypes.addressof(block))
+    finally:
+        arena.give(ws, nbytes)
     if rc:
         raise error_for(plan, rc, env, list(dims[nsym:]))
     return outs
