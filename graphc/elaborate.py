@@ -448,12 +448,12 @@ class Elaborator:
             return self.inline(d, e, scope)
         if name == "grad":
             self.check_grad_call(e, scope)
-        opdef = registry.lookup(name)
-        if opdef is None or not opdef.callable_from_dsl:
+        opdef = registry.dsl_lookup(name, len(e.args))
+        if opdef is None:
             what = f"'{name}' is not a fn" if name in scope.names or d is not None \
                 else f"unknown fn or op '{name}'"
             fns = [k for k, v in self.defs.items() if isinstance(v, A.FnDef)]
-            ops = [o.name for o in registry.all() if o.callable_from_dsl]
+            ops = [o.dsl_name for o in registry.all() if o.callable_from_dsl]
             raise GraphTypeError(what + registry.suggest(name, fns + ops),
                                  self.here(e.func.loc, scope))
         pos, kws = self.args(e, scope)

@@ -61,7 +61,7 @@ def _pad(x: Value, *, pads: tuple, value: Any) -> Value:
 
 
 defop("pad_constant", COMPOSITE, ("x",), attrs=(("pads", REQUIRED), ("value", 0)),
-      canon=_canon_pad, decompose=_pad, ref=_pad_ref,
+      spelling="pad", canon=_canon_pad, decompose=_pad, ref=_pad_ref,
       samples=(sample("f32[N,3]", pads=((1, 0), (2, 1))),
                sample("f64[N,2]", pads=((0, N), (1, 1)), value=-1.5),
                sample("f32[N]", pads=((2, 2),), value=float("-inf"), grad=False),

@@ -127,7 +127,8 @@ def _batch_norm(x: Value, gamma: Value, beta: Value, *, eps: float) -> Value:
 
 
 defop("batch_norm", COMPOSITE, ("x", "gamma", "beta"), attrs=(("eps", 1e-5),),
-      canon=partial(_canon_norm, "batch_norm", False), decompose=_batch_norm,
+      more_inputs="batch_norm_stats", canon=partial(_canon_norm, "batch_norm", False),
+      decompose=_batch_norm,
       ref=lambda x, g, b, *, eps: _norm_ref(x, g, b, axis=tuple(range(x.ndim - 1)), eps=eps),
       samples=(sample("f32[N,3]", "f32[3]", "f32[3]"),
                sample("f64[N,2,2,3]", "f64[3]", "f64[3]", eps=1e-3)))

@@ -57,10 +57,20 @@ class OpDef:
     differentiable: bool = True              # False: gradient is an exact zero (comparisons, ...)
     wants_out: bool = False                  # ref also receives out_shape=, out_dtype=
     dsl: bool = True                         # callable by name from .graph (False: internal)
+    spelling: str = ""                       # the name .graph calls it by, if not its own
+    # the op that a call with as many tensor arguments as that op takes means (batch_norm
+    # with the statistics given is batch_norm_stats)
+    more_inputs: str = ""
 
     @property
     def callable_from_dsl(self) -> bool:
         return self.dsl and (self.kind != SPECIAL or self.name == "grad")
+
+    @property
+    def dsl_name(self) -> str:
+        """What ``.graph`` code calls this op (pad_constant is ``pad``: the IR's own ``pad`` is
+        the internal general pad, with interior padding)."""
+        return self.spelling or self.name
 
     @property
     def variadic(self) -> bool:
@@ -120,6 +130,15 @@ def get(name: str) -> OpDef:
 
 def lookup(name: str) -> OpDef | None:
     return _TABLE.get(name)
+
+
+def dsl_lookup(name: str, positional: int) -> OpDef | None:
+    """The op that a ``.graph`` call ``name(...)`` with ``positional`` arguments means."""
+    for op in _TABLE.values():
+        if op.callable_from_dsl and op.dsl_name == name:
+            more = _TABLE.get(op.more_inputs) if op.more_inputs else None
+            return more if more is not None and positional >= len(more.inputs) else op
+    return None
 
 
 def all() -> list[OpDef]:  # noqa: A001 - the registry's natural verb

@@ -12,9 +12,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def test_every_callable_op_is_in_the_language_reference() -> None:
     text = (ROOT / "docs" / "language.md").read_text()
-    missing = [op.name for op in registry.all()
+    missing = [op.dsl_name for op in registry.all()
                if op.callable_from_dsl and op.kind != "fused"
-               and not re.search(rf"\b{op.name}\b", text)]
+               and not re.search(rf"\b{op.dsl_name}\b", text)]
     assert missing == []
 
 

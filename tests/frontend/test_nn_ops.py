@@ -101,7 +101,7 @@ def test_flip_and_negative_steps_on_symbolic_axes() -> None:
     output y = x[N-1::-1, ::-1]
     output w = x[N-2:0:-1, 2]
     output f = flip(x, axis=0)
-    output p = pad_constant(x, [[1, N], [0, 2]], value=-1)
+    output p = pad(x, [[1, N], [0, 2]], value=-1)
 }"""
     for n in (4, 2):
         x = np.arange(n * 3.0, dtype=np.float32).reshape(n, 3)
@@ -138,3 +138,27 @@ def test_random_ops_take_literal_keys_and_rates() -> None:
     assert out["y"].dtype == np.float32 and set(np.unique(out["y"])) <= {0.0, 2.0}
     assert out["u"].shape == (4,) and out["z"].dtype == np.float64
     np.testing.assert_array_equal(run(src, x=np.ones((2, 3), np.float32))["u"], out["u"])
+
+
+def test_pad_and_batch_norm_with_statistics_are_spelled_as_documented() -> None:
+    """``pad(x, widths, value=)`` is the constant pad (the IR's pad_constant); batch_norm with
+    mean and var given is the inference form (the IR's batch_norm_stats)."""
+    src = """graph g {
+        input x: f64[N, 3]
+        input g: f64[3]
+        input b: f64[3]
+        input m: f64[3]
+        input v: f64[3]
+        output p = pad(x, [[1, 0], [0, 2]], value=-1)
+        output y = batch_norm(x, g, b, m, v, eps=0.01)
+        output z = batch_norm(x, g, b)
+    }"""
+    model = graphc.compile_source(src)
+    rng = np.random.default_rng(0)
+    x, g, b, m = (rng.standard_normal(s) for s in ((4, 3), 3, 3, 3))
+    v = rng.uniform(0.5, 2.0, 3)
+    out = model(x=x, g=g, b=b, m=m, v=v)
+    np.testing.assert_array_equal(out["p"], np.pad(x, [[1, 0], [0, 2]], constant_values=-1))
+    np.testing.assert_allclose(out["y"], (x - m) / np.sqrt(v + 0.01) * g + b, rtol=1e-12)
+    mu, var = x.mean(0), x.var(0)
+    np.testing.assert_allclose(out["z"], (x - mu) / np.sqrt(var + 1e-5) * g + b, rtol=1e-10)

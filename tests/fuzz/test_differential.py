@@ -222,7 +222,7 @@ class Gen:
         if form == 3:
             return self.emit(f"flip({n}, axis=0) + {n}[::-1, ::-2][:, 0:1]", d, x.shape, "flip")
         if form == 4:
-            return self.emit(f"pad_constant({n}, [[0, 0], [1, 2]], value=-0.5)", d,
+            return self.emit(f"pad({n}, [[0, 0], [1, 2]], value=-0.5)", d,
                              ("N", c + 3), "pad_constant")
         if form == 5:
             op = self.rng.choice(["var", "std"])
@@ -232,7 +232,9 @@ class Gen:
         if form == 7:
             op = self.rng.choice(["batch_norm", "batch_norm_stats"])
             more = f", {W}[2], square({W}[1]) + 0.5" if op == "batch_norm_stats" else ""
-            return self.emit(f"{op}({n}, {W}[0], {W}[1]{more})", d, x.shape, op)
+            # batch_norm with the statistics given is batch_norm_stats: both spellings work
+            name = self.rng.choice(["batch_norm", op])
+            return self.emit(f"{name}({n}, {W}[0], {W}[1]{more})", d, x.shape, op)
         op = self.rng.choice(["random_uniform", "random_normal", "dropout"])
         expr = f"dropout({n}, 0.3, 5)" if op == "dropout" else \
             f"{n} * {op}(7, [N, {c}], dtype={d})"
@@ -757,7 +759,7 @@ def test_generator_covers_every_op_graph_code_can_call() -> None:
         src = source(generate(seed, PACK, flags))
         graph = elaborate_source(src, "<fuzz>")["fuzz"]
         reached |= {v.op for v in graph.forward.values()}
-        reached |= {op.name for op in registry.all() if f"{op.name}(" in src}
+        reached |= {op.name for op in registry.all() if f"{op.dsl_name}(" in src}
         if not want - reached:
             break
     assert not want - reached, f"the generator never reaches {sorted(want - reached)}"

@@ -137,7 +137,7 @@ class Gen:
                 args.append(f"{name}={value}")
         if r.random() < 0.05 and self.wild:
             args.append(f"bogus={self.literal()}")
-        return f"{op.name}({', '.join(args)})"
+        return f"{op.dsl_name}({', '.join(args)})"
 
     def dims(self, static: bool) -> str:
         pool = ["3", "2", "1", "0", "K"] + ([] if static else ["N", "N", "M", "N+1", "2*N"])
