@@ -37,6 +37,14 @@ MAX_COPIES = 8
 # at most this many ops in one kernel: the backend lowers a body as one expression tree (its
 # depth bounded by this), and LLVM optimises one kernel at a time in time superlinear in its size
 MAX_MEMBERS = 256
+# a row kernel runs one inner loop per reduction: an unrolled loop's T reductions of one value
+# each (an RNN's activity penalty) would make one kernel whose code grows with T
+MAX_REDUCTIONS = 8
+
+
+def _reduces(v: Value) -> bool:
+    op = registry.lookup(v.op)
+    return op is not None and op.kind == registry.REDUCE
 
 
 @dataclass
@@ -209,6 +217,10 @@ class _Partitioner:
             if len(kern.members) >= MAX_MEMBERS:
                 return (f"fusion: {_what(v)} stays out of the kernel of {_what(kern.root)}: "
                         f"that kernel already holds {MAX_MEMBERS} ops, the most one kernel may")
+            if _reduces(v) and sum(map(_reduces, kern.members.values())) >= MAX_REDUCTIONS:
+                return (f"fusion: {_what(v)} stays out of the kernel of {_what(kern.root)}: "
+                        f"that kernel already holds {MAX_REDUCTIONS} reductions, the most one "
+                        f"kernel may")
             got = self.grow(kern, v)
             if isinstance(got, str):
                 return f"fusion: {_what(v)} stays out of the kernel of {_what(kern.root)}: {got}"

@@ -10,6 +10,7 @@ import warnings
 from typing import Any
 from unittest import mock
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -305,3 +306,21 @@ def test_a_long_chain_compiles_natively() -> None:
     native = graphc.compile_source(src, cache=False)(x=x, W=w)["h"]
     np.testing.assert_allclose(native, graphc.compile_source(src, backend="interp")(x=x, W=w)["h"],
                                rtol=1e-4)
+
+
+def test_no_kernel_holds_more_than_max_reductions() -> None:
+    """An unrolled loop's per-step reductions (an RNN's activity penalty) joined by adds: one
+    row kernel would hold all T of them (its code growing with T); kernels stop at
+    MAX_REDUCTIONS, each refusal explained."""
+    from graphc.passes import fusion
+    src = ("graph g {\n input x: f32[N, 6]\n e = zeros([], f32)\n"
+           " for t in 0..20 {\n  e = e + sum(x * (x + 0.1 * t))\n }\n output e\n}\n")
+    model = graphc.compile_source(src, backend="interp")
+    ir = model.dump_ir(func="forward", after="fusion")
+    bodies = ir.split("= fused")[1:]
+    assert bodies and all(b.split("}, ")[0].count(" = sum ") <= fusion.MAX_REDUCTIONS
+                          for b in bodies)
+    assert "reductions, the most one kernel may" in ir
+    x = np.linspace(-1, 1, 18, dtype=np.float32).reshape(3, 6)
+    want = sum(float(np.sum(x * (x + np.float32(0.1 * t)))) for t in range(20))
+    np.testing.assert_allclose(model(x=x)["e"], want, rtol=1e-5)
