@@ -3,6 +3,7 @@ planning or lowering bug that reads or writes outside a buffer becomes ERR_DEBUG
 the normal build would touch whatever memory lies there. On correct plans it changes nothing."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -141,8 +142,10 @@ def run_example(model: graphc.Model, n: int) -> tuple[dict, dict, dict]:
 
 
 def check_example(path: Path) -> None:
-    normal = graphc.compile(path, cache=False)
-    debug = graphc.compile(path, cache=False, debug=True)
+    first = re.search(r"^graph (\w+)", path.read_text(), re.M)     # a file may hold several
+    graph = first.group(1) if first else None
+    normal = graphc.compile(path, graph, cache=False)
+    debug = graphc.compile(path, graph, cache=False, debug=True)
     for want, got in zip(run_example(normal, 7), run_example(debug, 7)):
         assert want.keys() == got.keys()
         for name in want:
