@@ -71,8 +71,11 @@ def test_autodiff_random_graphs_match_finite_differences(case: tuple[Func, dict]
     got = interp.run(expanded, args)
     y = func.results[0]
     want = numeric_grads(Func("g", func.params, (y,)), y, args, list(args))
+    # central differences (step 1e-6) of a y of size |y| carry round-off of a few of its ulps
+    # over the step: an exact zero gradient of a y near 1e3 reads back as 1e-7
+    atol = max(1e-7, 64 * float(np.spacing(abs(float(got[0])))) / 2e-6)
     for name, g in zip(args, got[1:]):
-        np.testing.assert_allclose(g, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(g, want[name], rtol=1e-5, atol=atol, err_msg=name)
 
 
 @pytest.mark.slow

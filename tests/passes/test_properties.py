@@ -148,7 +148,7 @@ def test_native_o0_and_o3_match_the_interpreter(recipe: list[tuple[str, int, int
 
 
 @pytest.mark.slow
-@settings(max_examples=600, deadline=None, database=None,
+@settings(max_examples=350, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(recipes)
 def test_o3_preserves_gradients_many_graphs(recipe: list[tuple[str, int, int, int]]) -> None:
