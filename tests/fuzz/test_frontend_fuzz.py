@@ -449,8 +449,8 @@ def test_frontend_fuzz_quick() -> None:
 
 
 @pytest.mark.slow
-def test_frontend_fuzz_6000() -> None:
-    run_cases(6_000, depth=10_000)
+def test_frontend_fuzz_4000() -> None:
+    run_cases(4_000, depth=10_000)
 
 
 if __name__ == "__main__":                           # print case I: python -m tests.fuzz....

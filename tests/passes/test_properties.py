@@ -148,7 +148,7 @@ def test_native_o0_and_o3_match_the_interpreter(recipe: list[tuple[str, int, int
 
 
 @pytest.mark.slow
-@settings(max_examples=350, deadline=None, database=None,
+@settings(max_examples=250, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(recipes)
 def test_o3_preserves_gradients_many_graphs(recipe: list[tuple[str, int, int, int]]) -> None:
@@ -156,7 +156,7 @@ def test_o3_preserves_gradients_many_graphs(recipe: list[tuple[str, int, int, in
 
 
 @pytest.mark.slow
-@settings(max_examples=120, deadline=None, database=None,
+@settings(max_examples=80, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(recipes, st.booleans())
 def test_native_matches_the_interpreter_many_graphs(recipe: list[tuple[str, int, int, int]],

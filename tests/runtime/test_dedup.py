@@ -43,7 +43,7 @@ def inputs(model: graphc.Model, n: int = 5) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def rnns() -> dict[int, graphc.Model]:
-    return {t: graphc.compile_source(RNN.format(t=t), cache=False) for t in (3, 6)}
+    return {t: graphc.compile_source(RNN.format(t=t), cache=False, debug=False) for t in (3, 6)}
 
 
 def test_an_unrolled_loop_compiles_its_distinct_kernels(rnns: dict[int, graphc.Model]) -> None:
@@ -61,7 +61,7 @@ def test_shared_kernels_match_the_interpreter_and_unshared_ones(
     with monkeypatch.context() as m:
         # every step its own function (no key equals another): bitwise the same numbers
         m.setattr(dedup.KeyMaker, "key", lambda self, *a: object())
-        apart = graphc.compile_source(RNN.format(t=6), cache=False)
+        apart = graphc.compile_source(RNN.format(t=6), cache=False, debug=False)
     assert apart.compile_stats.counts["kernel functions"] > \
         2 * model.compile_stats.counts["kernel functions"]
     out2, grads2 = apart.value_and_grad(**args)
@@ -90,7 +90,7 @@ graph g {
 def test_kernels_that_differ_in_a_constant_do_not_share() -> None:
     """``x*0.0`` and ``x*-0.0`` differ (signs of zeros, NaN for inf): keys compare constants by
     repr, never by ``==`` (which calls 0.0 and -0.0 equal)."""
-    model = graphc.compile_source(LOOKALIKES, cache=False)
+    model = graphc.compile_source(LOOKALIKES, cache=False, debug=False)
     x = np.array([[0.0, 0.0], [1.0, -2.0], [3.0, 4.0], [-5.0, 6.0], [-7.0, np.inf]],
                  np.float32)
     out = model(x=x)
