@@ -267,20 +267,46 @@ def packed_bytes(dtype: DType, blk: Blocking) -> int:
 PARALLEL_MACS = 1 << 19     # a macro-kernel call worth splitting over threads (~10 us of work)
 
 
-def task(module: ll.Module, dtype: DType, blk: Blocking) -> ll.Function:
-    """``task(ctx, t)``: column panel ``jr0 + t`` of the macro-kernel call whose arguments
-    ``ctx`` holds (a struct of MACRO_ARGS), for graphc_parallel_for."""
-    name = f"graphc.gemm.task.{dtype.name}.{blk.mr}x{blk.nr}"
+def _field(b: ll.IRBuilder, ctx: ll.Value, fields: Sequence[ll.Type], i: int) -> ll.Value:
+    """The address of field ``i`` of ``ctx``, a struct of ``fields``."""
+    i32 = ll.IntType(32)
+    return b.gep(ctx, [ll.Constant(i32, 0), ll.Constant(i32, i)],
+                 source_etype=ll.LiteralStructType(fields))
+
+
+def _task(module: ll.Module, name: str, fields: Sequence[ll.Type]
+          ) -> tuple[ll.Function, tuple[ll.IRBuilder, list[ll.Value], ll.Value] | None]:
+    """The module's task ``void name(ptr ctx, i64 t)`` for graphc_parallel_for, and, when it
+    still needs a body, a builder in it with ``ctx``'s fields (a struct of ``fields``) loaded
+    and ``t``."""
     fn = module.globals.get(name)
     if fn is not None:
-        return fn
+        return fn, None
     fn = ll.Function(module, ll.FunctionType(ll.VoidType(), [PTR, I64]), name)
     fn.linkage = "internal"
     ctx, t = fn.args
     b = ll.IRBuilder(fn.append_basic_block("entry"))
-    st = ll.LiteralStructType(MACRO_ARGS)
-    args = [b.load(b.gep(ctx, [ll.Constant(ll.IntType(32), 0), ll.Constant(ll.IntType(32), i)],
-                         source_etype=st), typ=ty) for i, ty in enumerate(MACRO_ARGS)]
+    return fn, (b, [b.load(_field(b, ctx, fields, i), typ=ty) for i, ty in enumerate(fields)], t)
+
+
+def _spawn(em: Emitter, task_fn: ll.Function, fields: Sequence[ll.Type],
+           args: Sequence[ll.Value], ntasks: ll.Value, threads: int) -> None:
+    """graphc_parallel_for(task_fn, ctx, ntasks) with ``args`` stored in a stack ``ctx``."""
+    b = em.b
+    ctx = em.alloca_entry(ll.LiteralStructType(fields), "task.ctx")
+    i32 = ll.IntType(32)
+    for i, a in enumerate(args):         # (the alloca is typed: its own type steps the gep)
+        b.store(a, b.gep(ctx, [ll.Constant(i32, 0), ll.Constant(i32, i)]))
+    b.call(parallel_for(em.module), [task_fn, ctx, ntasks, _c(threads)])
+
+
+def task(module: ll.Module, dtype: DType, blk: Blocking) -> ll.Function:
+    """``task(ctx, t)``: column panel ``jr0 + t`` of the macro-kernel call whose arguments
+    ``ctx`` holds (a struct of MACRO_ARGS)."""
+    fn, new = _task(module, f"graphc.gemm.task.{dtype.name}.{blk.mr}x{blk.nr}", MACRO_ARGS)
+    if new is None:
+        return fn
+    b, args, t = new
     jr = b.add(args[12], t)
     b.call(macro(module, dtype, blk), args[:12] + [jr, b.add(jr, _c(1))])
     b.ret_void()
@@ -293,18 +319,10 @@ PARALLEL_PACK = 1 << 15    # elements of B worth packing on several threads
 
 def pack_task(module: ll.Module, dtype: DType, lanes: int) -> ll.Function:
     """``pack_task(ctx, t)``: panel t of the ``pack_b`` call whose arguments ``ctx`` holds."""
-    name = f"graphc.gemm.pack_task.{dtype.name}"
-    fn = module.globals.get(name)
-    if fn is not None:
+    fn, new = _task(module, f"graphc.gemm.pack_task.{dtype.name}", PACK_ARGS)
+    if new is None:
         return fn
-    fn = ll.Function(module, ll.FunctionType(ll.VoidType(), [PTR, I64]), name)
-    fn.linkage = "internal"
-    ctx, t = fn.args
-    b = ll.IRBuilder(fn.append_basic_block("entry"))
-    st = ll.LiteralStructType(PACK_ARGS)
-    kc, nc, src, rsb, csb, dst, nr = [
-        b.load(b.gep(ctx, [ll.Constant(ll.IntType(32), 0), ll.Constant(ll.IntType(32), i)],
-                     source_etype=st), typ=ty) for i, ty in enumerate(PACK_ARGS)]
+    b, (kc, nc, src, rsb, csb, dst, nr), t = new
     et = reg_type(dtype)
     j0 = b.mul(t, nr)
     b.call(pack_b(module, dtype, lanes), [kc, _min(b, nr, b.sub(nc, j0)),
@@ -348,8 +366,6 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
     fns = {name: macro(module, dtype, t) for name, t in tiles.items()
            if not isinstance(m, ll.Constant) or name == _tile_for(m.constant)}
 
-    st = ll.LiteralStructType(MACRO_ARGS)
-
     def call(name: str, args: list[ll.Value]) -> None:
         if threads <= 1:
             b.call(fns[name], args)
@@ -357,16 +373,10 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
         work = b.mul(b.mul(args[0], args[1]), args[2])
         with b.if_else(b.icmp_signed(">=", work, _c(PARALLEL_MACS))) as (split, alone):
             with split:
-                ctx = em.alloca_entry(st, "gemm.ctx")
-                for i, a in enumerate(args):
-                    b.store(a, b.gep(ctx, [ll.Constant(ll.IntType(32), 0),
-                                           ll.Constant(ll.IntType(32), i)]))
-                b.call(parallel_for(module), [task(module, dtype, tiles[name]), ctx,
-                                              b.sub(args[13], args[12]), _c(threads)])
+                _spawn(em, task(module, dtype, tiles[name]), MACRO_ARGS, args,
+                       b.sub(args[13], args[12]), threads)
             with alone:
                 b.call(fns[name], args)
-
-    pst = ll.LiteralStructType(PACK_ARGS)
 
     def pack_all(args: list[ll.Value]) -> None:
         """pack_b, its panels split over the threads when B is big enough."""
@@ -376,13 +386,9 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
         size = b.mul(args[0], args[1])
         with b.if_else(b.icmp_signed(">=", size, _c(PARALLEL_PACK))) as (split, alone):
             with split:
-                ctx = em.alloca_entry(pst, "pack.ctx")
-                for i, a in enumerate(args):
-                    b.store(a, b.gep(ctx, [ll.Constant(ll.IntType(32), 0),
-                                           ll.Constant(ll.IntType(32), i)]))
                 panels = b.sdiv(b.add(args[1], b.sub(args[6], _c(1))), args[6])
-                b.call(parallel_for(module), [pack_task(module, dtype, big.lanes), ctx, panels,
-                                              _c(threads)])
+                _spawn(em, pack_task(module, dtype, big.lanes), PACK_ARGS, args, panels,
+                       threads)
             with alone:
                 b.call(pack, args)
 
