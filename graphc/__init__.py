@@ -33,6 +33,7 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
                    check_numerics: bool = False, checkpoint: Any = None, debug: bool | None = None,
                    passes: str | None = None, optimizer: Any = None, monitor: bool = False,
                    micro_batches: int = 1, num_threads: int | None = None,
+                   data_parallel: Any = None,
                    **unknown: Any) -> Model:
     """Compile ``.graph`` source text.
 
@@ -47,7 +48,9 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
     monitor: train_step also reports per-param gradient and param norms; micro_batches: k,
     train_step accumulates the gradient over k equal slices of the batch; num_threads: threads
     for large matmuls (default: GRAPHC_NUM_THREADS, else every core this process may use;
-    results are bitwise the same for any count)."""
+    results are bitwise the same for any count); data_parallel: a communicator from
+    ``graphc.distributed.init()``: train_step averages gradients over every rank (needs an
+    optimizer; docs/distributed.md)."""
     if unknown:
         from graphc.ir.ops.registry import suggest
         name = next(iter(unknown))
@@ -61,7 +64,8 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
     options = dict(opt_level=opt_level, backend=backend, cache=cache,
                    check_numerics=check_numerics, checkpoint=checkpoint, debug=debug,
                    passes=passes, optimizer=optimizer, monitor=monitor,
-                   micro_batches=micro_batches, num_threads=num_threads)
+                   micro_batches=micro_batches, num_threads=num_threads,
+                   data_parallel=data_parallel)
     check_options(options)
     from graphc.elaborate import elaborate_source
     start = time.perf_counter()

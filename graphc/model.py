@@ -59,7 +59,7 @@ def build_funcs(g: GraphDef) -> dict[str, Func]:
 
 
 OPTIONS = ("opt_level", "backend", "cache", "check_numerics", "checkpoint", "debug", "passes",
-           "optimizer", "monitor", "micro_batches", "num_threads")
+           "optimizer", "monitor", "micro_batches", "num_threads", "data_parallel")
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -118,16 +118,16 @@ class Model:
                  verify_each: bool | None = None, checkpoint: Any = None,
                  debug: bool | None = None, passes: str | None = None, optimizer: Any = None,
                  monitor: bool = False, micro_batches: int = 1,
-                 num_threads: int | None = None) -> None:
+                 num_threads: int | None = None, data_parallel: Any = None) -> None:
         check_options(dict(opt_level=opt_level, backend=backend, cache=cache,
                            check_numerics=check_numerics, debug=debug, passes=passes,
                            optimizer=optimizer, monitor=monitor, micro_batches=micro_batches,
-                           num_threads=num_threads))
+                           num_threads=num_threads, data_parallel=data_parallel))
         self._options = dict(opt_level=opt_level, backend=backend, cache=cache,
                              check_numerics=check_numerics, verify_each=verify_each,
                              checkpoint=checkpoint, debug=debug, passes=passes,
                              optimizer=optimizer, monitor=monitor, micro_batches=micro_batches,
-                             num_threads=num_threads)
+                             num_threads=num_threads, data_parallel=data_parallel)
         self.graph = graph
         self.name = graph.name
         self.opt_level = opt_level
