@@ -175,9 +175,11 @@ def build(g: GraphDef, opt: Optimizer, *, monitor: bool = False, micro_batches: 
 
 
 def _mean(xs: list[Value]) -> Value:
+    """The mean of the slices' values, summed as a running sum: one buffer, updated in place
+    as each slice finishes (``accumulate``), rather than every slice's value kept to the end."""
     total = xs[0]
     for x in xs[1:]:
-        total = total + x
+        total = make("accumulate", total, x)
     return total if len(xs) == 1 else total * (1.0 / len(xs))
 
 

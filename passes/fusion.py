@@ -173,7 +173,11 @@ class _Partitioner:
                 kernels.extend(k for k in self.home[id(u)] if k not in kernels)
             else:
                 boundary = True
-        if kernels and not boundary and not self.single:
+        if kernels and registry.has(v.op, registry.ACCUMULATES) and not self.single:
+            if self.explain:
+                self.notes.append(f"fusion: {_what(v)} is materialized: a running sum is the "
+                                  f"root of its own kernel, updated in place")
+        elif kernels and not boundary and not self.single:
             why = self.why_not(v, kernels)
             if why is None:
                 for k in kernels:
@@ -293,6 +297,11 @@ def _make_kernel(root: Value, inside: Callable[[Value], bool], new: dict[int, Va
     env: dict[int, Value] = {}
     names: set[str] = set()
     inputs = list(dict.fromkeys(i for m in ms for i in m.inputs if not inside(i)))
+    if registry.has(root.op, registry.ACCUMULATES) and not inside(root.inputs[0]):
+        # the running sum leads, so program order (inputs first, in order) finishes the
+        # earlier terms before it starts this one: one micro-batch at a time
+        inputs.remove(root.inputs[0])
+        inputs.insert(0, root.inputs[0])
     for k, i in enumerate(inputs):
         env[id(i)] = make("arg", name=_param_name(i, k, names), dtype=i.dtype, shape=i.shape)
     for m in ms:

@@ -83,6 +83,9 @@ class Operands:
     # where the raw product goes instead of C, when the epilogue cannot run in C (see
     # scratch_bytes): one MC x NC block when k fits one k block, else all of C
     scratch: ll.Value | None = None
+    # C already holds an addend and the product is added to it (C += A @ B: an accumulation
+    # written in place, with no scratch and no epilogue pass)
+    accumulate: bool = False
 
 
 def _c(v: int) -> ll.Constant:
@@ -431,7 +434,8 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
         with em.loop(blocks_k, "pc") as pc:
             p0 = b.mul(pc, _c(kc_))
             kc = _min(b, _c(kc_), b.sub(k, p0))
-            first = b.icmp_signed("==", pc, _c(0))
+            first = b.icmp_signed("==", pc, _c(0)) if not ops.accumulate else \
+                ll.Constant(ll.IntType(1), 0)
             last = b.icmp_signed("==", pc, b.sub(blocks_k, _c(1)))
             a0 = _at(b, ops.a, b.mul(p0, ops.csa), et)
             b0 = _at(b, ops.b, b.add(b.mul(p0, ops.rsb), b.mul(j0, ops.csb)), et)

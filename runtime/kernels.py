@@ -24,6 +24,8 @@ from graphc.runtime.kernel import (
 )
 from graphc.runtime.plan import (
     ERR_INDEX,
+    Acc,
+    Lazy,
     Operand,
     Step,
     View,
@@ -199,7 +201,10 @@ def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[
     et = reg_type(dt)
     module = k.cg.module
     separate = False
-    if epi is not None:
+    accumulate = epi is not None and _adds_to_output(k, epi, c, dt)
+    if accumulate:
+        epi = None                       # C holds the addend: C += A @ B
+    elif epi is not None:
         reads = set(buffers_read(epi))
         shared = shares_output(k.cg.plan, k.bufs)
         separate = c.dtype != dt or c.buf in reads or bool(reads & shared)
@@ -227,7 +232,8 @@ def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[
             ops = gemm.Operands(a=base(a), rsa=k.dim(a.strides[-2]), csa=k.dim(a.strides[-1]),
                                 b=base(bv), rsb=k.dim(bv.strides[-2]),
                                 csb=k.dim(bv.strides[-1]), c=base(c), ldc=N, m=M, k=K, n=N,
-                                scratch=scratch if separate else None)
+                                scratch=scratch if separate else None,
+                                accumulate=accumulate)
 
             def on_block(i0: ll.Value, mc: ll.Value, j0: ll.Value, nc: ll.Value,
                          at: ll.Value, ld: ll.Value) -> None:
@@ -257,6 +263,22 @@ def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[
         with b.if_then(b.icmp_unsigned("!=", scratch, null)):
             b.call(free, [scratch])
     k.code = b.select(ok, ll.Constant(I32, 0), ll.Constant(I32, (ERR_ALLOC << 24) | k.tag))
+
+
+def _adds_to_output(k: Kernel, epi: Operand, c: View, dt: DType) -> bool:
+    """Whether the epilogue is ``product + x`` with x the very elements C is (a running sum
+    overwritten in place, as gradient accumulation does): then C += A @ B needs no scratch."""
+    if not isinstance(epi, Lazy) or c.dtype != dt or not (
+            epi.value.op == "add" or registry.has(epi.value.op, registry.ACCUMULATES)):
+        return False
+    if len(epi.args) != 2 or not any(isinstance(a, Acc) for a in epi.args):
+        return False
+    x = next(a for a in epi.args if not isinstance(a, Acc))
+    if not isinstance(x, View) or x.dtype != dt:
+        return False
+    # the same pointer: the version of an in-place kernel for equal pointers (emit_versions)
+    same = x.buf == c.buf or k.ptrs.get(x.buf) is k.ptrs.get(c.buf) is not None
+    return same and (x.shape, x.strides, x.offset) == (c.shape, c.strides, c.offset)
 
 
 MR, NV = 4, 2      # micro-tile: MR rows x NV vectors of C held in registers over the k loop

@@ -10,6 +10,7 @@ import numpy as np
 
 from graphc.ir.core import Value, make
 from graphc.ir.ops.registry import (
+    ACCUMULATES,
     ASSOCIATIVE,
     CHEAP,
     COMMUTATIVE,
@@ -225,6 +226,9 @@ defop("cast", ELEMENTWISE, ("x",), attrs=(("dtype", REQUIRED),),
 
 binary_op("add", NUMERIC, np.add, lambda g, out, x, y: [g, g], lambda em, x, y: em.add(x, y),
           traits=(COMMUTATIVE, ASSOCIATIVE, CHEAP))
+binary_op("accumulate", NUMERIC, np.add, lambda g, out, x, y: [g, g],
+          lambda em, x, y: em.add(x, y), traits=(ACCUMULATES,), dsl=False,
+          doc="acc + x, materialized: a running sum over micro-batches, updated in place")
 binary_op("sub", NUMERIC, np.subtract, lambda g, out, x, y: [g, -g],
           lambda em, x, y: em.sub(x, y), traits=(CHEAP,))
 binary_op("mul", NUMERIC, np.multiply, lambda g, out, x, y: [g * y, g * x],

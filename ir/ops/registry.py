@@ -23,7 +23,11 @@ IDEMPOTENT = "idempotent"
 CHEAP = "cheap"                        # about one instruction: recomputed where used, not stored
 PRESERVES_FINITE = "preserves_finite"  # finite inputs give a finite result
 VIEW = "view"                          # a layout change: the same elements seen anew
-TRAITS = (COMMUTATIVE, ASSOCIATIVE, IDEMPOTENT, CHEAP, PRESERVES_FINITE, VIEW)
+# a running sum: always the root of its own kernel (never fused into its users), so that the
+# term it adds fuses into it as a matmul's or reduction's epilogue and the sum overwrites its
+# first operand in place (gradient accumulation keeps one buffer per param, not one per slice)
+ACCUMULATES = "accumulates"
+TRAITS = (COMMUTATIVE, ASSOCIATIVE, IDEMPOTENT, CHEAP, PRESERVES_FINITE, VIEW, ACCUMULATES)
 
 # how a reduction folds its elements: the interpreter and every backend handle each of these,
 # and declaring a reduction with any other is an error at declaration, not a wrong number
