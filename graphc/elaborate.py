@@ -4,16 +4,20 @@ once it leaves ``elaborate_source``, the source line with a caret."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from graphc import ast as A
 from graphc.calls import Arg, Kwarg, bind_fn, call_op, check_fn_names, initializer
 from graphc.errors import GraphError, GraphTypeError, Loc, attach_snippet
 from graphc.indexing import index
 from graphc.ir.core import Func, Value, make
+from graphc.ir.errors import GraphArgumentTypeError
 from graphc.ir.ops import registry
-from graphc.ir.types import Dim, TensorType
+from graphc.ir.types import Dim, DType, TensorType
 from graphc.program import Decl, GradSpec, GraphDef, Init
 from graphc.syntax import normalize_source, parse
 from graphc.values import (
@@ -33,13 +37,18 @@ MAX_UNROLL = 100_000
 _UNSET = object()
 
 
-def elaborate_source(text: str, filename: str) -> dict[str, GraphDef]:
-    """Parse and elaborate every graph of a .graph file, by name, in source order."""
+def elaborate_source(text: str, filename: str,
+                     consts: Mapping[str, Any] | None = None) -> dict[str, GraphDef]:
+    """Parse and elaborate every graph of a .graph file, by name, in source order. ``consts``
+    overrides the file's ``const`` definitions by name (a number, a list, a dtype or its name)."""
+    if consts is not None and not isinstance(consts, Mapping):
+        raise GraphArgumentTypeError(f"consts must be a dict of const names to values, "
+                                     f"got {type(consts).__name__}")
     text = normalize_source(text)
     try:
         try:
             module = parse(text, filename)
-            return Elaborator(module, text).graphs()
+            return Elaborator(module, text, consts or {}).graphs()
         except RecursionError:           # a last resort: statements and consts say where
             raise GraphTypeError("the program nests too deeply to elaborate",
                                  Loc(filename, 1, 1)) from None
@@ -77,7 +86,8 @@ class Scope:
 class Elaborator:
     """Walks one module: consts are evaluated once, fns are inlined at each call."""
 
-    def __init__(self, module: A.Module, source: str):
+    def __init__(self, module: A.Module, source: str,
+                 overrides: Mapping[str, Any] | None = None):
         self.source = source
         self.streams = 0                 # the last random stream handed out (``eval_Call``)
         self.defs: dict[str, A.Definition] = {}
@@ -85,6 +95,12 @@ class Elaborator:
             self.define(d.name, d)
         self.consts: dict[str, Any] = {}
         self.evaluating: list[str] = []
+        names = [n for n, d in self.defs.items() if isinstance(d, A.ConstDef)]
+        for n in overrides or {}:
+            if n not in names:
+                raise GraphTypeError(f"consts: the file defines no const {n!r}"
+                                     + registry.suggest(str(n), names))
+        self.overrides = dict(overrides or {})
         for d in module.defs:
             if isinstance(d, A.FnDef):
                 try:
@@ -127,8 +143,26 @@ class Elaborator:
                 isinstance(v, (Value, tuple)) for v in value):
             raise GraphTypeError(f"const '{name}' must be a compile-time number (or a list "
                                  f"of them), got {describe(value)}", d.value.loc)
+        if name in self.overrides:
+            value = override(name, self.overrides[name], value, d.name.loc)
         self.consts[name] = value
         return value
+
+    def dtype(self, name: A.Name) -> DType:
+        """A type's dtype: its name (``f32``) or a const that holds one (``const DT = f64``)."""
+        if name.id in DTYPES:
+            return DTYPES[name.id]
+        d = self.defs.get(name.id)
+        if isinstance(d, A.ConstDef):
+            value = self.const(name.id, name.loc)
+            if isinstance(value, DType):
+                return value
+            raise GraphTypeError(f"const '{name.id}' is {describe(value)}, not a dtype",
+                                 name.loc)
+        known = list(DTYPES) + [n for n, d in self.defs.items() if isinstance(d, A.ConstDef)
+                                and isinstance(self.consts.get(n), DType)]
+        raise GraphTypeError(f"unknown dtype '{name.id}'" + registry.suggest(name.id, known),
+                             name.loc)
 
     # ---- graphs ---------------------------------------------------------------------------
 
@@ -245,10 +279,7 @@ class Elaborator:
         gs.args[name.id] = scope.names[name.id] = arg
 
     def tensor_type(self, t: A.TypeExpr, scope: Scope, allow_symbols: bool) -> TensorType:
-        if t.dtype.id not in DTYPES:
-            raise GraphTypeError(f"unknown dtype '{t.dtype.id}'" +
-                                 registry.suggest(t.dtype.id, list(DTYPES)), t.dtype.loc)
-        return TensorType(DTYPES[t.dtype.id],
+        return TensorType(self.dtype(t.dtype),
                           tuple(self.dim(d, scope, allow_symbols) for d in t.dims))
 
     def dim(self, e: A.Expr, scope: Scope, allow_symbols: bool) -> Any:
@@ -489,3 +520,43 @@ class Elaborator:
         values = tuple(self.eval(v, inner) for v in ret.values)
         return values[0] if len(values) == 1 else Multi(values)
 
+
+def override(name: str, given: Any, declared: Any, loc: Loc) -> Any:
+    """``compile(consts={name: given})``'s value for ``const name``, of the kind the file's
+    ``declared`` value has (a dtype may be given by name: "f64"); ``loc``: the const's."""
+    def fail(kind: str) -> GraphTypeError:
+        return GraphTypeError(f"consts={{{name!r}: {given!r}}} does not fit: const '{name}' is "
+                              f"{describe(declared)} in the file, so its value must be {kind}",
+                              loc)
+
+    def scalar(g: Any, like: Any) -> Any:
+        g = g.item() if isinstance(g, np.generic) else g
+        if isinstance(like, DType):
+            if isinstance(g, DType):
+                return g
+            if isinstance(g, str) and g in DTYPES:
+                return DTYPES[g]
+            if isinstance(g, (type, np.dtype)):         # np.float64, np.dtype("f8")
+                match = [d for d in DType if d.np == np.dtype(g)]
+                if match:
+                    return match[0]
+            if isinstance(g, str):
+                raise GraphTypeError(f"consts: unknown dtype {g!r} for const '{name}'"
+                                     + registry.suggest(g, list(DTYPES)), loc)
+            raise fail("a dtype (a name such as \"f64\")")
+        if isinstance(like, (bool, str)):
+            if type(g) is not type(like):
+                raise fail("a bool" if isinstance(like, bool) else "a str")
+            return g
+        if isinstance(g, bool) or not isinstance(g, int if isinstance(like, int) else (int, float)):
+            raise fail("an integer" if isinstance(like, int) else "a number")
+        return check_int(g, loc, f"consts['{name}']") if isinstance(like, int) else float(g)
+
+    if isinstance(declared, tuple):
+        given = given.tolist() if isinstance(given, np.ndarray) and given.ndim == 1 else given
+        if not isinstance(given, (list, tuple)):
+            raise fail("a list")
+        # each item of the kind of the file's item in its place (the last one's past the end)
+        return tuple(scalar(g, declared[min(i, len(declared) - 1)] if declared else 0.0)
+                     for i, g in enumerate(given))
+    return scalar(given, declared)

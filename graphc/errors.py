@@ -1,9 +1,12 @@
-"""graphc's user-facing errors (defined in ir.errors so ir/ and passes/ can raise them), and
-``attach_snippet``, which adds the offending source line and a caret to an error's text."""
+"""graphc's user-facing errors (defined in ir.errors so ir/ and passes/ can raise them),
+``attach_snippet``, which adds the offending source line and a caret to an error's text, and
+``public``, which keeps graphc's own frames out of the tracebacks its API's errors carry."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from graphc.ir.errors import (
     GraphCallError,
@@ -14,12 +17,41 @@ from graphc.ir.errors import (
     GraphWarning,
     Loc,
     NumericsError,
+    full_tracebacks,
+    user_traceback,
 )
 from graphc.ir.ops.registry import suggest
 
 __all__ = ["GraphCallError", "GraphError", "GraphFileError", "GraphSyntaxError",
            "GraphTypeError", "GraphWarning", "Loc", "NumericsError", "attach_snippet",
-           "snippet", "describe_parse_error"]
+           "snippet", "describe_parse_error", "public", "public_methods"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T", bound=type)
+
+
+def public(fn: F) -> F:
+    """Mark ``fn`` as an entry point of the API: a GraphError leaving it has a traceback that
+    ends at the user's call (with at most this wrapper's frame), not ~30 frames inside graphc,
+    as JAX filters its own. ``GRAPHC_TRACEBACK=full`` keeps every frame."""
+    @functools.wraps(fn)
+    def entry(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GraphError as e:
+            if full_tracebacks():
+                raise
+            raise e.with_traceback(user_traceback(e.__traceback__)) from e.__cause__
+    return entry  # type: ignore[return-value]
+
+
+def public_methods(cls: T) -> T:
+    """``public`` on every method of ``cls`` a user calls: those not named ``_...``, and
+    ``__call__``. (Methods added later by a subclass are its own business.)"""
+    for name, fn in list(vars(cls).items()):
+        if inspect.isfunction(fn) and (not name.startswith("_") or name == "__call__"):
+            setattr(cls, name, public(fn))
+    return cls
 
 
 def snippet(source_text: str, line: int, col: int, note: str = "") -> str:

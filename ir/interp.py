@@ -8,7 +8,7 @@ import numpy as np
 
 from graphc.ir import shapecheck
 from graphc.ir.args import bind_dims
-from graphc.ir.core import Func, Value
+from graphc.ir.core import Func, Value, toposort
 from graphc.ir.errors import GraphCallError, GraphError, NumericsError
 from graphc.ir.ops import registry
 from graphc.ir.types import Dim, dim_eval
@@ -54,7 +54,8 @@ def run(func: Func, args: Mapping[str, Any] | Sequence[Any],
         ) -> list[np.ndarray]:
     """Evaluate ``func`` on arrays given by argument name (or position); returns its results.
     Dims are bound from the arguments (or taken from ``env``) and checked (``ir.shapecheck``);
-    ``check_numerics`` raises NumericsError at the first argument or op that holds NaN/Inf."""
+    ``check_numerics`` raises NumericsError at the first argument or op that holds NaN/Inf
+    (inside a kernel, the op of its body that made it)."""
     if not isinstance(args, Mapping):
         args = {p.attrs["name"]: a for p, a in zip(func.params, args)}
     arrays: dict[int, np.ndarray] = {}
@@ -76,6 +77,22 @@ def run(func: Func, args: Mapping[str, Any] | Sequence[Any],
         if id(v) not in arrays:
             out = eval_value(v, [arrays[id(i)] for i in v.inputs], env)
             if check_numerics and _has_nonfinite(out):
-                raise NumericsError(f"{v.op} produced NaN or Inf (result {v.type})", v.loc)
+                bad = culprit(v, arrays, env)
+                raise NumericsError.produced_by(bad.op, bad.type, bad.loc)
             arrays[id(v)] = out
     return [arrays[id(r)] for r in func.results]
+
+
+def culprit(v: Value, arrays: Mapping[int, np.ndarray], env: Mapping[str, int]) -> Value:
+    """The op that first made a NaN/Inf in ``v``'s result: inside a kernel, the op of its body
+    (the native runtime names the same one), else ``v``."""
+    opdef = registry.get(v.op)
+    if opdef.expand is None:
+        return v
+    known = dict(arrays)
+    for w in toposort([opdef.expand(v)]):
+        if id(w) not in known:
+            known[id(w)] = eval_value(w, [known[id(i)] for i in w.inputs], env)
+            if _has_nonfinite(known[id(w)]):
+                return culprit(w, known, env)
+    return v

@@ -1,13 +1,14 @@
 """Expand every ``grad`` op into ordinary IR by reverse-mode differentiation (VJP rules from the op
 table). Keeps: forward values (the backward reuses them), locs (backward ops carry the loc of the
-forward op they differentiate). Nested ``grad`` works because inner ones are expanded first."""
+forward op they differentiate, marked ``grad_of`` it: a NaN made there names the gradient). Nested
+``grad`` works because inner ones are expanded first."""
 from __future__ import annotations
 
-import warnings
+import dataclasses
 from typing import Sequence
 
 from graphc.ir.core import Func, Value, at, const, make, rebuild, toposort, transform
-from graphc.ir.errors import GraphWarning
+from graphc.ir.errors import GraphWarning, Loc, warn
 from graphc.ir.ops import registry
 from graphc.ir.types import TensorType
 from graphc.passes.rewrite import NoOptions, PassContext
@@ -45,6 +46,14 @@ def _depends_on(order: list[Value], xs: Sequence[Value]) -> set[int]:
     return live
 
 
+def backward_loc(v: Value) -> Loc | None:
+    """The loc of the ops that differentiate ``v``: ``v``'s own, marked as its gradient."""
+    if v.loc is None:
+        return None
+    what = v.op if v.loc.grad_of is None else f"the gradient of {v.loc.grad_of}"
+    return dataclasses.replace(v.loc, grad_of=what)
+
+
 def grad_of(y: Value, xs: Sequence[Value]) -> list[Value | None]:
     """d y / d x for each x (None where y does not depend on x). ``y`` is a float scalar and its
     cone holds no ``grad`` ops (``run`` expands inner ones first)."""
@@ -58,7 +67,7 @@ def grad_of(y: Value, xs: Sequence[Value]) -> list[Value | None]:
         opdef = registry.get(v.op)
         if opdef.vjp is None and opdef.expand is None:
             continue
-        with at(v.loc):
+        with at(backward_loc(v)):
             if opdef.expand is not None:     # a kernel: differentiate the ops it stands for
                 gs = grad_of(make("sum", opdef.expand(v) * g), list(v.inputs))
             else:
@@ -76,9 +85,9 @@ def _zero_grad(x: Value, where: Value) -> Value:
     """An exact zero for a gradient that does not depend on its target, with a warning that
     points at the ``grad`` that asked for it."""
     name = x.attrs["name"] if x.op == "arg" else f"the {x.op} value at {x.loc}"
-    warnings.warn(GraphWarning(f"{where.loc or x.loc}: the gradient w.r.t. {name} is "
-                               f"identically zero: {name} does not reach the differentiated "
-                               f"value, or reaches it only through stop_gradient"), stacklevel=2)
+    warn(GraphWarning(f"{where.loc or x.loc}: the gradient w.r.t. {name} is identically zero: "
+                      f"{name} does not reach the differentiated value, or reaches it only "
+                      f"through stop_gradient"))
     return const(0.0, x.dtype, x.shape, loc=x.loc)
 
 

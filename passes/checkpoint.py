@@ -10,12 +10,11 @@ that stay kept (a copy of its kernel's ops), so the forward's copy dies early; f
 the copy into the backward kernels that use it."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from graphc.ir.core import Func, Value, rebuild, transform
-from graphc.ir.errors import GraphCallError, GraphWarning
+from graphc.ir.errors import GraphCallError, GraphWarning, warn
 from graphc.ir.types import dim_eval
 from graphc.passes import fusion, memplan
 from graphc.passes.rewrite import PassContext, has_grad
@@ -137,8 +136,7 @@ def _within_budget(src: Func, fwd: set[int], roots: dict[int, str], saved: list[
         if got < best:
             chosen, best = trial, got
     if best > p.budget:
-        warnings.warn(GraphWarning(f"{src.name}: checkpoint budget {p.budget} bytes is out of "
-                                   f"reach: the smallest plan found needs {best} bytes at "
-                                   f"{', '.join(f'{k}={n}' for k, n in sorted(env.items()))}"),
-                      stacklevel=2)
+        warn(GraphWarning(f"{src.name}: checkpoint budget {p.budget} bytes is out of reach: "
+                          f"the smallest plan found needs {best} bytes at "
+                          f"{', '.join(f'{k}={n}' for k, n in sorted(env.items()))}"))
     return recompute(src, fwd, roots, chosen)

@@ -19,13 +19,12 @@ import secrets
 import stat
 import threading
 import time
-import warnings
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from graphc.ir.errors import GraphWarning
+from graphc.ir.errors import GraphWarning, warn
 
 FORMAT = 2                         # entry layout; a different one is a miss (and overwritten)
 MAX_ENTRY_BYTES = 256 << 20        # larger is not an object graphc wrote: a miss, not a read
@@ -84,8 +83,8 @@ def cache_limit() -> int:
                 return int(mb * 2**20)
         except ValueError:
             pass
-        warnings.warn(f"GRAPHC_CACHE_MAX_MB={text!r} is not a number of MiB >= 0; using "
-                      f"{DEFAULT_LIMIT_MB}", GraphWarning, stacklevel=2)
+        warn(GraphWarning(f"GRAPHC_CACHE_MAX_MB={text!r} is not a number of MiB >= 0; using "
+                          f"{DEFAULT_LIMIT_MB}"))
     return DEFAULT_LIMIT_MB << 20
 
 
@@ -93,7 +92,7 @@ def open_cache() -> ObjectCache | None:
     """The cache that compiles use, or None (after one GraphWarning) when there is none."""
     root = cache_dir()
     if root is None:
-        warnings.warn(NO_DIR, GraphWarning, stacklevel=2)
+        warn(GraphWarning(NO_DIR))
         return None
     return ObjectCache(root, cache_limit())
 

@@ -69,7 +69,7 @@ def error_for(plan: Plan, rc: int, env: Mapping[str, int],
         return _index_error(plan, index, env, d)
     if kind == ErrorKind.NUMERICS:
         v = plan.step_of[index]
-        return NumericsError(f"{v.op} produced NaN or Inf (result {v.type})", v.loc)
+        return NumericsError.produced_by(v.op, v.type, v.loc)
     if kind == ErrorKind.ARG_NUMERICS:
         p = plan.func.params[index]
         return NumericsError(f"argument '{p.attrs['name']}' contains NaN or Inf", p.loc)
