@@ -4,326 +4,160 @@ report, and a reader that closes the pipe early ends the command quietly."""
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-import time
+import textwrap
 import warnings
-import zipfile
-from typing import Any, Mapping, Sequence
-
-import numpy as np
+from collections.abc import Sequence
+from typing import Any
 
 import graphc
 import graphc.passes
+from graphc.commands import (
+    OPTIMIZERS,
+    cmd_bench,
+    cmd_cache,
+    cmd_check,
+    cmd_compile,
+    cmd_ops,
+    cmd_opt,
+    cmd_passes,
+    cmd_run,
+    seed_arg,
+)
 from graphc.ir.errors import GraphError, GraphWarning
 
+# -- the parser: every subcommand and option says what it does, with an example -------------
+EPILOG = """\
+examples:
+  graphc compile examples/mlp.graph                      print the optimised IR
+  graphc compile examples/mlp.graph --emit svg --func backward -o mlp.svg
+  graphc check examples/mlp.graph --bind N=4             gradients vs central differences
+  graphc run examples/mlp.graph --inputs batch.npz -o out.npz
+  graphc bench examples/mlp.graph --bind N=256           time every entry point
+  graphc ops softmax                                     one op's reference entry
 
-def _bindings(items: Sequence[str]) -> dict[str, int]:
-    out = {}
-    for item in items:
-        name, eq, value = item.partition("=")
-        if not eq or not name.strip().isidentifier() or not value.strip().isdigit():
-            raise SystemExit(_usage(f"--bind takes NAME=N with N >= 0, got {item!r}"))
-        out[name.strip()] = int(value)
-    return out
-
-
-def _seed(text: str) -> int:
-    """``--seed``: NumPy's SeedSequence takes integers >= 0 only."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"takes an integer >= 0, got {text!r}")
-    return value
+exit status: 0 ok, 1 an error in the input (or a failed check), 2 bad usage.
+'graphc COMMAND --help' shows a command's options."""
 
 
-def _memory_bytes() -> int | None:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        return None
+def _sub(sub: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help,
+                          description=textwrap.fill(help[0].upper() + help[1:] + ".", 79),
+                          epilog=f"example:\n  {example}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _human(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n / 1024:.4g} PiB"
+def _file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="a .graph file, e.g. examples/mlp.graph")
+    p.add_argument("--graph", metavar="NAME", help="the graph to use when FILE defines "
+                   "several, e.g. --graph mlp")
 
 
-def _fits(types: Mapping[str, Any], env: Mapping[str, int], itemsize: int | None,
-          bind: Sequence[str]) -> None:
-    """Refuse --bind values whose arguments alone cannot fit in this machine's memory (``itemsize``
-    overrides the dtypes': ``check`` works in float64), before NumPy fails to allocate them."""
-    need = sum(math.prod(ty.concrete(env)) * (itemsize or ty.dtype.np.itemsize)
-               for ty in types.values())
-    have = _memory_bytes()
-    if have is not None and need > have:
-        raise graphc.GraphCallError(
-            f"{' '.join('--bind ' + b for b in bind) or 'these dims'}: the arguments alone need "
-            f"{_human(need)}, and this machine has {_human(have)}")
+def _opt_level(p: argparse.ArgumentParser) -> None:
+    for n, what in enumerate(("only the required passes, the IR verified after each",
+                              "adds simplify and cse",
+                              "adds constant folding and checkpointing (the default)",
+                              "runs the simplifications twice")):
+        p.add_argument(f"-O{n}", dest="O", action="store_const", const=n,
+                       help=f"optimisation level {n}: {what} (e.g. -O{n})")
+    p.set_defaults(O=2)
 
 
-def _usage(msg: str) -> int:
-    print(f"graphc: {msg}", file=sys.stderr)
-    return 2
-
-
-def _write(text: str | bytes, out: str | None) -> None:
-    if out is None:
-        if isinstance(text, bytes):
-            sys.stdout.buffer.write(text)
-        else:
-            sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        return
-    try:
-        with open(out, "wb" if isinstance(text, bytes) else "w") as f:
-            f.write(text)
-    except OSError as e:
-        raise graphc.GraphFileError(f"cannot write {out}: {e.strerror or e}") from None
-
-
-def _compile(args: argparse.Namespace, **kw: Any) -> graphc.Model:
-    return graphc.compile(args.file, graph=args.graph, **kw)
-
-
-def cmd_compile(args: argparse.Namespace) -> int:
-    # --time-passes times the native code generator's phases too
-    native = args.emit in ("llvm", "asm", "obj") or args.time_passes
-    model = _compile(args, opt_level=args.O, backend="native" if native else "interp",
-                     passes=args.passes)
-    label = f"-O{args.O}" if args.passes is None else \
-        f"--passes {graphc.passes.format_pipeline(model.pipeline)}"
-    if args.time_passes:
-        for name, f in model.funcs.items():
-            stats: list[Any] = []
-            graphc.passes.run_pipeline(f, model.pipeline, stats=stats)
-            print(f"=== {model.name}.{name} ({label})\n{graphc.passes.format_stats(stats)}",
-                  file=sys.stderr)
-        print(f"=== {model.name}: compile phases (all entry points)\n"
-              f"{model.compile_stats.table()}", file=sys.stderr)
-    if args.dump_after:
-        names = [s.name for s in model.pipeline]
-        chosen = names if args.dump_after == "all" else [args.dump_after]
-        for p in chosen:
-            if p not in names:
-                return _usage(f"no pass '{p}' in the {label} pipeline (try: "
-                              f"{', '.join(names)})")
-        _write("".join(f"// ----- after {p} -----\n{model.dump_ir(after=p)}\n"
-                       for p in chosen), args.o)
-        return 0
-    if args.emit in ("ir", "ir-unopt"):
-        _write(model.dump_ir(after="ir-unopt" if args.emit == "ir-unopt" else None), args.o)
-    elif args.emit == "llvm":
-        _write("\n".join(model.llvm_ir(f) for f in model.funcs), args.o)
-    elif args.emit == "asm":
-        _write("\n".join(model.asm(f) for f in model.funcs), args.o)
-    elif args.emit == "obj":
-        if args.o is None:
-            return _usage("--emit obj needs -o FILE")
-        # one object file per entry point: OUT.o -> OUT.forward.o, OUT.backward.o, ...
-        stem = args.o[:-2] if args.o.endswith(".o") else args.o
-        for name in model.funcs:
-            _write(model._need_native().object_code(name), f"{stem}.{name}.o")
-            print(f"wrote {stem}.{name}.o", file=sys.stderr)
-    elif args.emit == "dot":
-        from graphc.dot import to_dot
-        _write(to_dot(model.optimized["forward"]), args.o)
-    return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from graphc.check import check_gradients, format_table
-    model = _compile(args, backend="interp")
-    if model.graph.grad is None:
-        print(f"graph '{model.name}' has no grad line: nothing to check", file=sys.stderr)
-        return 1
-    bind = _bindings(args.bind)
-    types = {**model.inputs, **model.params}
-    _fits(types, {s: bind.get(s, 3) for ty in types.values() for s in ty.symbols}, 8, args.bind)
-    rows = check_gradients(model.graph, bind, seed=args.seed)
-    print(format_table(rows))
-    bad = [r.name for r in rows if not r.ok]
-    if bad:
-        print(f"gradient check FAILED for {', '.join(bad)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _load_npz(path: str) -> dict[str, np.ndarray]:
-    """Arrays by name from an ``.npz`` file; anything else is a GraphFileError, not a crash."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (AttributeError, TypeError):           # np.load gave a plain array (.npy)
-        raise graphc.GraphFileError(f"{path} is not an .npz archive of named arrays "
-                                    f"(save one with numpy.savez)") from None
-    except Exception as e:                        # corrupt zip, pickle, permissions, ...
-        raise graphc.GraphFileError(f"cannot read {path}: {e}") from None
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    model = _compile(args)
-    inputs = _load_npz(args.inputs)
-    params = _load_npz(args.params) if args.params else model.init_params(args.seed)
-    out = model(**inputs, **params)
-    if args.o:
-        _save_npz(args.o, out)
-    else:
-        for name, a in out.items():
-            print(f"{name}: {a.dtype}{list(a.shape)}\n{a}")
-    return 0
-
-
-def _save_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    """An ``.npz`` archive (what numpy.savez writes) at exactly ``path``: savez would add
-    ``.npz`` to a bare name, and cannot store an output named ``file``."""
-    try:
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-            for name, a in arrays.items():
-                with z.open(f"{name}.npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
-    except OSError as e:
-        raise graphc.GraphFileError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def _time(fn: Any, repeat: int = 20) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    model = _compile(args)
-    from graphc.check import random_args
-    bind = _bindings(args.bind)
-    env = {s: bind.get(s, 32) for ty in model.inputs.values() for s in ty.symbols}
-    _fits(model.inputs, env, None, args.bind)
-    inputs = random_args(model.inputs, env, np.random.default_rng(args.seed))
-    params = model.init_params(args.seed)
-    print(f"{'entry':<16} {'best of 20':>12}")
-    print(f"{'forward':<16} {_time(lambda: model(**inputs, **params)) * 1e3:>10.3f}ms")
-    if model.graph.grad is not None:
-        print(f"{'value_and_grad':<16} "
-              f"{_time(lambda: model.value_and_grad(**inputs, **params)) * 1e3:>10.3f}ms")
-        print(f"{'sgd_step':<16} "
-              f"{_time(lambda: model.sgd_step(params, 0.0, **inputs)) * 1e3:>10.3f}ms")
-    return 0
-
-
-def cmd_passes(args: argparse.Namespace) -> int:
-    for step in graphc.passes.pipeline(args.O if args.passes is None else args.passes):
-        print(f"{step!s:<16} {graphc.passes.PASSES[step.name].doc}")
-    return 0
-
-
-def cmd_opt(args: argparse.Namespace) -> int:
-    """IR text in, the passes of ``-p SPEC`` run exactly as written (nothing added), IR text out,
-    verified after every pass (as mlir-opt does)."""
-    from graphc.ir.text import parse_funcs, print_func
-    try:
-        if args.file == "-":
-            text = sys.stdin.read()
-        else:
-            with open(args.file, encoding="utf-8-sig") as f:
-                text = f.read()
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise graphc.GraphFileError(f"cannot read {args.file}: "
-                                    f"{getattr(e, 'strerror', None) or e}") from None
-    steps = graphc.passes.parse_pipeline(args.p)
-    funcs = parse_funcs(text, "<stdin>" if args.file == "-" else args.file)
-    out = [graphc.passes.run_pipeline(f, steps, required=False) for f in funcs]
-    _write("\n\n".join(print_func(f) for f in out), args.o)
-    return 0
-
-
-def cmd_cache(args: argparse.Namespace) -> int:
-    from graphc.runtime.cache import NO_DIR, ObjectCache, cache_dir, cache_limit
-    root = cache_dir()
-    if root is None:
-        raise graphc.GraphFileError(NO_DIR)
-    store = ObjectCache(root, cache_limit())
-    if args.action == "clear":
-        print(f"removed {store.clear()} entries from {root}")
-        return 0
-    info = store.info()
-    limit = f"{_human(info.limit)} (GRAPHC_CACHE_MAX_MB)" if info.limit else "none"
-    print(f"directory  {info.directory}\nentries    {info.entries}\n"
-          f"size       {_human(info.bytes)}\nlimit      {limit}")
-    return 0
+def _bind(p: argparse.ArgumentParser, default: int, example: str) -> None:
+    p.add_argument("--bind", action="append", default=[], metavar="DIM=N",
+                   help=f"the size of a symbolic dim, repeatable (default {default} for each), "
+                   f"e.g. --bind {example}")
+    p.add_argument("--seed", type=seed_arg, default=0, metavar="S",
+                   help="the seed of the random arguments and params (default 0), e.g. "
+                   "--seed 1")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="graphc", description="a static graph compiler for "
-                                "neural networks")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = argparse.ArgumentParser(prog="graphc", description="graphc: a static graph compiler "
+                                "for neural networks.", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"graphc {graphc.__version__}",
+                   help="print graphc's version and exit (graphc --version)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    def opt_level(sp: argparse.ArgumentParser) -> None:
-        for n in range(4):
-            sp.add_argument(f"-O{n}", dest="O", action="store_const", const=n)
-        sp.set_defaults(O=2)
+    c = _sub(sub, "compile", "compile a graph and print its IR, LLVM IR, assembly or a picture",
+             "graphc compile examples/mlp.graph --emit dot --func backward -o mlp.dot")
+    _file(c)
+    _opt_level(c)
+    c.add_argument("--passes", metavar="SPEC", help="the pass pipeline instead of -O's, e.g. "
+                   "--passes autodiff,simplify,dce (autodiff and dce are added if missing)")
+    c.add_argument("--emit", choices=["ir", "ir-unopt", "llvm", "asm", "obj", "dot", "svg",
+                                      "png"], default="ir",
+                   help="what to print: optimised IR (default), IR before any pass, LLVM IR, "
+                   "assembly, object files (needs -o), or a Graphviz picture of the kernels "
+                   "(dot text; svg and png need Graphviz's dot), e.g. --emit llvm")
+    c.add_argument("--func", metavar="NAME", help="the entry point to emit: forward, "
+                   "backward, sgd_step, train_step (with --optimizer); default: forward for "
+                   "llvm/asm/dot/svg/png, every one for ir/obj; e.g. --func backward")
+    c.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="add the entry point "
+                   "train_step with this optimiser at its default settings, e.g. "
+                   "--optimizer adam --func train_step")
+    c.add_argument("--dump-after", metavar="PASS|all", help="print the IR as it is after "
+                   "this pass (or after each), e.g. --dump-after fusion")
+    c.add_argument("--time-passes", action="store_true", help="print where compile time goes, "
+                   "front end to machine code (compiled afresh, no cache), e.g. --time-passes")
+    c.add_argument("-o", metavar="OUT", help="write to OUT instead of stdout, e.g. -o mlp.ll")
+    c.set_defaults(handler=cmd_compile)
 
-    c = sub.add_parser("compile", help="compile and print IR / LLVM IR / assembly")
-    c.add_argument("file")
-    c.add_argument("--graph")
-    opt_level(c)
-    c.add_argument("--passes", metavar="SPEC", help="the pass pipeline, e.g. "
-                   "'autodiff,simplify,dce' (autodiff and dce are added if missing)")
-    c.add_argument("--emit", choices=["ir", "ir-unopt", "llvm", "asm", "obj", "dot"],
-                   default="ir")
-    c.add_argument("--dump-after", metavar="PASS|all")
-    c.add_argument("--time-passes", action="store_true")
-    c.add_argument("-o", metavar="OUT")
-    c.set_defaults(func=cmd_compile)
+    k = _sub(sub, "check", "check every function of a graph in float64: its grad line's and "
+             "grad(...)'s gradients against central differences",
+             "graphc check examples/mlp.graph --bind N=4")
+    _file(k)
+    _bind(k, 3, "N=4")
+    k.set_defaults(handler=cmd_check)
 
-    k = sub.add_parser("check", help="check gradients against central differences")
-    k.add_argument("file")
-    k.add_argument("--graph")
-    k.add_argument("--bind", action="append", default=[], metavar="N=4")
-    k.add_argument("--seed", type=_seed, default=0)
-    k.set_defaults(func=cmd_check)
-
-    r = sub.add_parser("run", help="run the forward function on arrays from an .npz")
-    r.add_argument("file")
-    r.add_argument("--graph")
-    r.add_argument("--inputs", required=True)
-    r.add_argument("--params")
-    r.add_argument("--seed", type=_seed, default=0,
-                   help="init_params seed when --params is absent")
+    r = _sub(sub, "run", "run the forward function on arrays from an .npz archive",
+             "graphc run examples/mlp.graph --inputs batch.npz --params params.npz -o out.npz")
+    _file(r)
+    r.add_argument("--inputs", required=True, metavar="IN.npz", help="the inputs by name, an "
+                   ".npz archive (numpy.savez); it may hold params too; e.g. --inputs batch.npz")
+    r.add_argument("--params", metavar="P.npz", help="the params by name (default: drawn by "
+                   "their initializers with --seed), e.g. --params params.npz")
+    r.add_argument("--seed", type=seed_arg, default=0, metavar="S",
+                   help="the init_params seed when --params is absent (default 0), e.g. "
+                   "--seed 1")
     r.add_argument("-o", metavar="OUT", help="write the outputs to OUT, an .npz archive under "
-                   "exactly this name (no suffix is added); default: print them")
-    r.set_defaults(func=cmd_run)
+                   "exactly this name (no suffix is added); default: print them; e.g. -o out.npz")
+    r.set_defaults(handler=cmd_run)
 
-    b = sub.add_parser("bench", help="time forward / value_and_grad / sgd_step")
-    b.add_argument("file")
-    b.add_argument("--graph")
-    b.add_argument("--bind", action="append", default=[], metavar="N=256")
-    b.add_argument("--seed", type=_seed, default=0)
-    b.set_defaults(func=cmd_bench)
+    b = _sub(sub, "bench", "time forward, value_and_grad and sgd_step at random arguments",
+             "graphc bench examples/mlp.graph --bind N=256")
+    _file(b)
+    _bind(b, 32, "N=256")
+    b.set_defaults(handler=cmd_bench)
 
-    s = sub.add_parser("passes", help="list the pass pipeline")
-    opt_level(s)
-    s.add_argument("--passes", metavar="SPEC", help="list this pipeline spec's passes instead")
-    s.set_defaults(func=cmd_passes)
+    s = _sub(sub, "passes", "list the passes of a pipeline, one a line, with what each does",
+             "graphc passes -O1")
+    _opt_level(s)
+    s.add_argument("--passes", metavar="SPEC", help="list this pipeline spec's passes instead, "
+                   "e.g. --passes simplify,cse")
+    s.set_defaults(handler=cmd_passes)
 
-    t = sub.add_parser("opt", help="run passes on IR text and print the result")
-    t.add_argument("file", help="a file of IR text (- for stdin)")
+    t = _sub(sub, "opt", "run passes on IR text and print the result",
+             "graphc compile m.graph --emit ir-unopt -o m.ir && graphc opt m.ir -p simplify,cse")
+    t.add_argument("file", metavar="FILE", help="a file of IR text (- for stdin), e.g. m.ir")
     t.add_argument("-p", "--passes", dest="p", required=True, metavar="SPEC",
-                   help="the passes to run, as written, e.g. 'simplify,cse' or O2")
-    t.add_argument("-o", metavar="OUT")
-    t.set_defaults(func=cmd_opt)
+                   help="the passes to run, as written, e.g. -p simplify,cse or -p O2")
+    t.add_argument("-o", metavar="OUT", help="write to OUT instead of stdout, e.g. -o out.ir")
+    t.set_defaults(handler=cmd_opt)
 
-    a = sub.add_parser("cache", help="the compiled-code cache: where, how big; empty it")
-    a.add_argument("action", choices=["info", "clear"])
-    a.set_defaults(func=cmd_cache)
+    a = _sub(sub, "cache", "the compiled-code cache: where it is and how big, or empty it",
+             "graphc cache info")
+    a.add_argument("action", choices=["info", "clear"], help="info: directory, entries, size; "
+                   "clear: remove every entry; e.g. graphc cache clear")
+    a.set_defaults(handler=cmd_cache)
+
+    o = _sub(sub, "ops", "the op reference: every op in a table, or one op's entry",
+             "graphc ops matmul")
+    o.add_argument("name", nargs="?", metavar="NAME", help="an op's name, e.g. softmax "
+                   "(default: the table of every op)")
+    o.set_defaults(handler=cmd_ops)
     return p
 
 
@@ -345,18 +179,34 @@ def _drop_stdout() -> None:
         pass
 
 
+def _exit_code(e: SystemExit) -> int:
+    """argparse's (0 for --help and --version, 2 for bad usage) and ``_usage``'s."""
+    return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Run ``graphc ARGV``; returns the exit status (0 ok, 1 a GraphError or a failed check,
+    2 bad usage) instead of raising SystemExit, so it can be called in-process."""
+    try:
+        args = parser().parse_args(argv)
+        sys.stdout.flush()
+    except SystemExit as e:
+        return _exit_code(e)
+    except BrokenPipeError:
+        _drop_stdout()
+        return 141
     with warnings.catch_warnings():
         warnings.simplefilter("default", GraphWarning)
         warnings.showwarning = _show_warning
         try:
-            code = int(args.func(args))
+            code = int(args.handler(args))
             sys.stdout.flush()              # a closed pipe shows here, not at interpreter exit
             return code
         except GraphError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        except SystemExit as e:             # _usage's, from inside a command
+            return _exit_code(e)
         except KeyboardInterrupt:
             return 130
         except BrokenPipeError:             # `graphc ... | head`: the reader has what it wants

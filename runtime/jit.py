@@ -6,8 +6,9 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import llvmlite
 import llvmlite.binding as llvm
@@ -150,6 +151,13 @@ def unpack(blob: bytes) -> list[bytes]:
         out.append(blob[at + 8:at + 8 + n])
         at += 8 + n
     return out
+
+
+def asm_comment() -> str:
+    """The line-comment marker of this CPU's assembly syntax (``#`` on x86, ``//`` on AArch64)."""
+    with _LOCK:
+        _init()
+    return "//" if _STATE["triple"].startswith(("aarch64", "arm64")) else "#"
 
 
 def assembly(text: str, opt_level: int) -> str:

@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import llvmlite
 import numpy as np
 
 from graphc.ir import slots
-from graphc.ir.core import Func
-from graphc.ir.errors import GraphCallError
+from graphc.ir.core import Func, Value
+from graphc.ir.errors import GraphCallError, Loc
 from graphc.ir.ops.registry import suggest
 from graphc.runtime import call, jit, pool
 from graphc.runtime.arena import Arena
-from graphc.runtime.codegen import build_model, build_module, entry_symbol
+from graphc.runtime.codegen import Call, Codegen, build_model, build_module, entry_symbol
 from graphc.runtime.kernelplan import make_plan
-from graphc.runtime.plantypes import Plan
+from graphc.runtime.plantypes import Plan, Step
 from graphc.runtime.stats import CompileStats
 
 _VERSION_CACHE: list[str] = []
@@ -116,12 +118,23 @@ class CompiledModule:
         e = self.entry(name)
         return str(build_module(e.plan, self.check_numerics, debug=self.debug, details=True))
 
+    def _annotated(self, name: str) -> tuple[str, list[tuple[str, Step]]]:
+        """Entry ``name``'s module alone (driver ``graphc_entry``) and, in the order the driver
+        calls them, the kernel function each step runs."""
+        e = self.entry(name)
+        cg = _Recording(e.plan, self.check_numerics, debug=self.debug, details=True)
+        return str(cg.build()), cg.calls
+
     def llvm_ir(self, name: str, optimized: bool = True) -> str:
-        text = self._ir_text(name)
-        return jit.optimized_ir(text, self.opt_level) if optimized else text
+        """One valid module per entry point, its kernels and their calls commented with the
+        ``.graph`` lines they compute."""
+        text, calls = self._annotated(name)
+        text = jit.optimized_ir(text, self.opt_level) if optimized else text
+        return annotate(text, calls, asm=False)
 
     def asm(self, name: str) -> str:
-        return jit.assembly(self._ir_text(name), self.opt_level)
+        text, calls = self._annotated(name)
+        return annotate(jit.assembly(text, self.opt_level), calls, asm=True)
 
     def object_code(self, name: str | None = None) -> bytes:
         """An object file of one entry point alone (default: the first), its driver
@@ -196,3 +209,72 @@ def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool
                 e.address = loaded.addresses[sym]
                 e.native = call.ENTRY_TYPE(e.address)
     return mod
+
+
+# -- source locations in printed LLVM IR and assembly -----------------------------------------
+class _Recording(Codegen):
+    """A Codegen that notes which kernel function each step calls (identical steps share one,
+    runtime/dedup.py)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.calls: list[tuple[str, Step]] = []
+
+    def step_call(self, s: Step) -> Call:
+        c = super().step_call(s)
+        self.calls.append((c.fn.name, s))
+        return c
+
+
+def _where(loc: Loc | None) -> str:
+    if loc is None:
+        return "(no source location)"
+    s = f"{os.path.basename(loc.file)}:{loc.line}:{loc.col}"
+    return s if loc.via is None else f"{s} <- {_where(loc.via)}"
+
+
+def _what(v: Value) -> str:
+    body = v.attrs.get("body") if v.op == "fused" else None
+    return f"fused {body.name}" if isinstance(body, Func) else v.op
+
+
+def annotate(text: str, calls: list[tuple[str, Step]], asm: bool) -> str:
+    """``text`` with a comment before each kernel function (the steps it runs: op, ``.graph``
+    location, and a fused kernel's body ops with theirs) and before each call of one in the
+    driver (that step). Comments only, so the module still parses."""
+    by_fn: dict[str, list[Step]] = {}
+    for fn, s in calls:
+        by_fn.setdefault(fn, []).append(s)
+    if not by_fn:
+        return text
+    mark = jit.asm_comment() if asm else ";"
+    names = "|".join(re.escape(n) for n in sorted(by_fn, key=len, reverse=True))
+    if asm:
+        define = re.compile(rf'^"?({names})"?:')
+        use = re.compile(rf'(?:\$|call\w*\s+)"?({names})"?(?=[,\s]|$)')
+    else:
+        define = re.compile(rf'^define [^@]*@"?({names})"?\(')
+        use = re.compile(rf'\bcall [^@]*@"?({names})"?\(')
+    called = {n: 0 for n in by_fn}
+    out: list[str] = []
+    for line in text.splitlines():
+        m = define.match(line)
+        if m:
+            steps = by_fn[m.group(1)]
+            for s in steps:
+                out.append(f"{mark} kernel {m.group(1)}: step {s.index}, {_what(s.value)} at "
+                           f"{_where(s.value.loc)}")
+            body = steps[0].value.attrs.get("body") if steps[0].value.op == "fused" else None
+            if isinstance(body, Func):
+                out += [f"{mark}   {v.op:<14} {_where(v.loc)}" for v in body.values()
+                        if v.op not in ("arg", "const")]
+        else:
+            m = use.search(line)
+            if m and called[m.group(1)] < len(by_fn[m.group(1)]):
+                s = by_fn[m.group(1)][called[m.group(1)]]
+                called[m.group(1)] += 1
+                indent = line[:len(line) - len(line.lstrip())]
+                out.append(f"{indent}{mark} step {s.index}: {_what(s.value)} at "
+                           f"{_where(s.value.loc)}")
+        out.append(line)
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
