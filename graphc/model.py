@@ -9,9 +9,9 @@ from typing import Any, Mapping
 import numpy as np
 
 import graphc.passes
+from graphc import distributed, optim, train
 from graphc import init as initializers
-from graphc import optim, train
-from graphc.errors import attach_snippet
+from graphc.errors import attach_snippet, public_methods
 from graphc.ir import interp, shapecheck
 from graphc.ir.args import Binder
 from graphc.ir.core import Func, make
@@ -90,6 +90,8 @@ def check_options(options: Mapping[str, Any]) -> None:
         raise GraphCallError("monitor= and micro_batches= shape train_step, which needs an "
                              "optimizer: compile(..., optimizer=graphc.optim.Adam())")
     train.check_micro_batches(options.get("micro_batches", 1))
+    if options.get("data_parallel") is not None:
+        distributed.check(options["data_parallel"], options.get("optimizer"))
     threads = options.get("num_threads")
     if threads is not None and (not isinstance(threads, (int, np.integer)) or
                                 isinstance(threads, bool) or not 1 <= threads <= 256):
@@ -110,6 +112,7 @@ def _too_big(e: ValueError) -> bool:
     return any(w in str(e) for w in ("too big", "Maximum allowed size", "array is too large"))
 
 
+@public_methods        # a GraphError from a method has a traceback that ends at the user's call
 class Model:
     """A compiled ``.graph`` graph. Call it with NumPy arrays by name."""
 
@@ -140,10 +143,16 @@ class Model:
         self.funcs = build_funcs(graph)
         self.optimizer = optimizer               # train_step's, or None: no train_step
         self._train: train.TrainSpec | None = None
+        self._split: train.SplitSpec | None = None    # data_parallel's halves of train_step
+        self.data_parallel = data_parallel             # a graphc.distributed communicator
         if optimizer is not None:
             try:
                 self.funcs["train_step"], self._train = train.build(
                     graph, optimizer, monitor=bool(monitor), micro_batches=micro_batches)
+                if data_parallel is not None:
+                    self.funcs[train.GRAD], self.funcs[train.UPDATE], self._split = \
+                        train.build_split(graph, optimizer, monitor=bool(monitor),
+                                          micro_batches=micro_batches)
             except GraphError as e:
                 raise attach_snippet(e, graph.source) if e.loc and \
                     e.loc.file == graph.filename else e
@@ -198,6 +207,8 @@ class Model:
         backward's: gradients, updated params)."""
         if name == "train_step" and self._train is not None:
             return self._train.forward_results
+        if name in (train.GRAD, train.UPDATE):   # the gradients' buffer; the update
+            return 0
         return 1 if name == "sgd_step" else len(self.outputs)
 
     # -- calling -------------------------------------------------------------------------------
@@ -279,8 +290,11 @@ class Model:
         """One optimiser step in one call (forward, backward, clipping, update): updates
         ``params`` and ``state`` in place and returns the stats (``loss`` at the old params,
         ``grad_norm`` before clipping, ``nonfinite``, ``skipped``; docs/training.md). ``lr``
-        defaults to the optimiser's."""
+        defaults to the optimiser's. With ``data_parallel=comm``, the gradients are averaged
+        over every rank's examples between the backward and the update (docs/distributed.md)."""
         self._entry("train_step")
+        if self.data_parallel is not None:
+            return distributed.train_step(self, self.data_parallel, params, state, lr, inputs)
         spec = self._train
         assert spec is not None
         given, targets = train.arguments(spec, self.optimizer, params, state, lr, inputs)
@@ -385,6 +399,12 @@ class Model:
             raise GraphCallError(f"no function '{func}'" + suggest(func, list(self.funcs)))
         return to_networkx(self.optimized[func], nested=nested)
 
+    def to_dot(self, func: str = "forward") -> str:
+        """Graphviz DOT of entry point ``func`` after the passes: its kernels as clusters
+        labelled with their body and ``.graph`` lines, edges with their types."""
+        from graphc.dot import model_to_dot
+        return model_to_dot(self, func)
+
     def llvm_ir(self, func: str = "forward") -> str:
         return self._need_native().llvm_ir(func)
 
@@ -398,16 +418,20 @@ class Model:
         return self._native
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """A model pickles (and deep-copies) as its source and options; unpickling compiles it
-        again, which the disk cache makes cheap. So models cross process boundaries."""
+        """A model pickles (and deep-copies) as its source, consts and options; unpickling
+        compiles it again, which the disk cache makes cheap. So models cross process
+        boundaries."""
         g = self.graph
-        return _rebuild, (g.source, g.filename, self.name, self._options)
+        return _rebuild, (g.source, g.filename, self.name, self._options, g.consts)
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{n}: {t}" for n, t in {**self.inputs, **self.params}.items())
         return f"<graphc.Model {self.name}({ins}) -> {', '.join(self.outputs)}>"
 
 
-def _rebuild(source: str, filename: str, name: str, options: dict[str, Any]) -> Model:
+def _rebuild(source: str, filename: str, name: str, options: dict[str, Any],
+             consts: tuple[tuple[str, Any], ...] = ()) -> Model:
+    """The model ``__reduce__`` describes: its graph elaborated with the consts it had (those
+    ``compile(consts=...)`` set included)."""
     from graphc.elaborate import elaborate_source
-    return Model(elaborate_source(source, filename)[name], **options)
+    return Model(elaborate_source(source, filename, dict(consts))[name], **options)

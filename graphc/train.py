@@ -97,9 +97,20 @@ def _sumsq(x: Value) -> Value:
     return make("sum", x64 * x64)
 
 
-def build(g: GraphDef, opt: Optimizer, *, monitor: bool = False, micro_batches: int = 1
-          ) -> tuple[Func, TrainSpec]:
-    """The train_step function of graph ``g`` and how to call it."""
+@dataclass(frozen=True)
+class _Grads:
+    """The gradient half of a step: its input args, the loss and each trained param's gradient
+    (the mean over ``micro_batches`` slices)."""
+    inputs: tuple[Value, ...]
+    loss: Value
+    grads: dict[str, Value]
+    by_name: dict[str, Value]
+    trained: tuple[str, ...]
+    batch: str | None
+    batched: tuple[str, ...]
+
+
+def _gradients(g: GraphDef, k: int) -> _Grads:
     if g.grad is None:
         raise GraphTypeError(f"graph '{g.name}' has no grad line, so it cannot be trained; "
                              f"add e.g. 'grad loss' to the graph")
@@ -110,17 +121,30 @@ def build(g: GraphDef, opt: Optimizer, *, monitor: bool = False, micro_batches: 
     if not trained:
         raise GraphTypeError(f"graph '{g.name}' takes the gradient of no param, so an optimiser "
                              f"has nothing to update")
-    k = micro_batches
     batch = _batch_symbol(g) if k > 1 else None
-    batched: tuple[str, ...] = ()
     if batch is not None:
         inputs, targets, batched = _micro_targets(g, k, batch)
         grads = {n: _mean([make("grad", t, by_name[n], loc=g.grad.loc) for t in targets])
                  for n in trained}
-        loss = _mean(list(targets))
-    else:
-        inputs, loss = fwd.params, g.grad.target
-        grads = {n: make("grad", loss, by_name[n], loc=g.grad.loc) for n in trained}
+        return _Grads(inputs, _mean(list(targets)), grads, by_name, trained, batch, batched)
+    grads = {n: make("grad", g.grad.target, by_name[n], loc=g.grad.loc) for n in trained}
+    return _Grads(fwd.params, g.grad.target, grads, by_name, trained, None, ())
+
+
+@dataclass(frozen=True)
+class _Update:
+    """The update half of a step: its statistics, the new params and state (by argument name),
+    and the state's args ("step" last)."""
+    stats: list[tuple[str, Value]]
+    updates: list[tuple[str, Value]]
+    state_params: tuple[Value, ...]
+    state: tuple[tuple[str, TensorType], ...]
+    lr: Value
+
+
+def _update(opt: Optimizer, by_name: dict[str, Value], trained: tuple[str, ...],
+            grads: dict[str, Value], monitor: bool) -> _Update:
+    """Statistics, clipping, the non-finite check and the optimiser's update, from ``grads``."""
     slots = opt.slots()
     state_args = {n: {s: make("arg", name=f"{n}.{s}", dtype=by_name[n].dtype,
                               shape=by_name[n].shape) for s in slots} for n in trained}
@@ -151,27 +175,112 @@ def build(g: GraphDef, opt: Optimizer, *, monitor: bool = False, micro_batches: 
             new_state.append((f"{n}.{s}", _keep_if(opt, ok, st[s], state_args[n][s])))
     new_state.append((STEP, _keep_if(opt, ok, step + 1, step)))
 
-    stats: list[tuple[str, Value]] = [("loss", loss), ("grad_norm", grad_norm),
-                                      ("nonfinite", nonfinite)]
+    stats: list[tuple[str, Value]] = [("grad_norm", grad_norm), ("nonfinite", nonfinite)]
     if opt.skip_nonfinite:
         stats.append(("skipped", make("logical_not", ok)))
     if monitor:
         stats += [(f"grad_norms.{n}", make("sqrt", sumsq[n])) for n in trained]
         stats += [(f"param_norms.{n}", make("sqrt", _sumsq(by_name[n]))) for n in trained]
     state_params = tuple(a for n in trained for a in state_args[n].values()) + (step,)
+    state = tuple((f"{n}.{s}", by_name[n].type) for n in trained for s in slots) \
+        + (("step", TensorType(DType.i64, ())),)
+    return _Update(stats, new_params + new_state, state_params, state, lr)
+
+
+def build(g: GraphDef, opt: Optimizer, *, monitor: bool = False, micro_batches: int = 1
+          ) -> tuple[Func, TrainSpec]:
+    """The train_step function of graph ``g`` and how to call it."""
+    k = micro_batches
+    gr = _gradients(g, k)
+    up = _update(opt, gr.by_name, gr.trained, gr.grads, monitor)
+    stats = [("loss", gr.loss)] + up.stats
     named = [(f"stats.{s}", v) for s, v in stats]
-    updates = new_params + new_state
     # With micro-batches the updates lead: the IR's program order (depth first from the
     # results) then runs each slice's forward and backward in turn, and the schedule follows
     # it, so that one slice's activations are dead before the next slice's forward starts.
-    results = named + updates if k == 1 else updates + named
-    func = Func(f"{g.name}.train_step", tuple(inputs) + state_params + (lr,),
+    results = named + up.updates if k == 1 else up.updates + named
+    func = Func(f"{g.name}.train_step", tuple(gr.inputs) + up.state_params + (up.lr,),
                 tuple(v for _, v in results), tuple(n for n, _ in results))
-    state = tuple((f"{n}.{s}", by_name[n].type) for n in trained for s in slots) \
-        + (("step", TensorType(DType.i64, ())),)
-    return func, TrainSpec(trained, state, tuple(s for s, _ in stats), k, batch, batched,
-                           0 if k == 1 else len(updates),
-                           tuple((n, v.type) for n, v in updates))
+    return func, TrainSpec(gr.trained, up.state, tuple(s for s, _ in stats), k, gr.batch,
+                           gr.batched, 0 if k == 1 else len(up.updates),
+                           tuple((n, v.type) for n, v in up.updates))
+
+
+GRAD = "train_grad"          # data_parallel's two halves of train_step (graphc/distributed.py)
+UPDATE = "train_update"
+WEIGHT = "dp.weight"         # the examples this rank's gradient averages over
+FLAT = "dp.grads"            # the flat buffer of gradient sums that ranks add up
+HEADER = 2                   # the flat buffer ends with (loss * weight, weight)
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """What the data-parallel step needs about ``train_grad`` and ``train_update``."""
+    update: TrainSpec                               # train_update's results, as train_step's
+    layout: tuple[tuple[str, int, int], ...]        # param, offset, size in the flat buffer
+    size: int                                       # elements, the header included
+    dtype: DType                                    # of the flat buffer
+    batch_input: str | None                         # whose rows count the examples
+
+
+def build_split(g: GraphDef, opt: Optimizer, *, monitor: bool = False, micro_batches: int = 1
+                ) -> tuple[Func, Func, SplitSpec]:
+    """train_step in two halves, so that gradients can be summed over ranks between them.
+
+    ``train_grad`` takes the step's inputs, params and ``dp.weight`` (w, the rank's example
+    count) and returns one flat buffer: every trained param's gradient times w, then
+    ``loss * w`` and ``w``. Summed over ranks it holds the example-weighted gradient sums and
+    the global example count. ``train_update`` takes that sum, divides by the count (the
+    global mean gradient of a batch-mean loss) and does the rest of train_step: statistics,
+    clipping, the non-finite check and the update."""
+    gr = _gradients(g, micro_batches)
+    dtype = DType.f64 if any(gr.by_name[n].dtype is DType.f64 for n in gr.trained) \
+        else DType.f32
+    w = make("arg", name=WEIGHT, dtype=DType.f64, shape=())
+    layout, pieces, offset = [], [], 0
+    for n in gr.trained:
+        gx = gr.grads[n]
+        size = _static_size(n, gr.by_name[n].type)
+        layout.append((n, offset, size))
+        offset += size
+        pieces.append(make("reshape", _cast(gx * _like(w, gx), dtype), shape=(-1,)))
+    loss = _cast(gr.loss, dtype)
+    pieces += [make("reshape", loss * _like(w, loss), shape=(1,)),
+               make("reshape", _cast(w, dtype), shape=(1,))]
+    total = offset + HEADER
+    grad_f = Func(f"{g.name}.{GRAD}", tuple(gr.inputs) + (w,),
+                  (make("concat", *pieces, axis=0),), (FLAT,))
+
+    flat = make("arg", name=FLAT, dtype=dtype, shape=(total,))
+    count = make("reshape", make("slice", flat, start=(total - 1,), stop=(total,)), shape=())
+    grads = {}
+    for n, start, size in layout:
+        p = gr.by_name[n]
+        part = make("slice", flat, start=(start,), stop=(start + size,))
+        gx = make("reshape", part / count, shape=p.shape)
+        grads[n] = _like(gx, p)
+    up = _update(opt, gr.by_name, gr.trained, grads, monitor)
+    results = [(f"stats.{s}", v) for s, v in up.stats] + up.updates
+    update_f = Func(f"{g.name}.{UPDATE}",
+                    tuple(gr.by_name[n] for n in gr.trained) + (flat,) + up.state_params
+                    + (up.lr,), tuple(v for _, v in results), tuple(n for n, _ in results))
+    spec = TrainSpec(gr.trained, up.state, tuple(s for s, _ in up.stats), 1, None, (), 0,
+                     tuple((n, v.type) for n, v in up.updates))
+    first = g.inputs[0] if g.inputs else None
+    batch_input = first.name if first is not None and first.type.shape and \
+        isinstance(first.type.shape[0], Dim) else None
+    return grad_f, update_f, SplitSpec(spec, tuple(layout), total, dtype, batch_input)
+
+
+def _cast(x: Value, dtype: DType) -> Value:
+    return x if x.dtype is dtype else make("cast", x, dtype=dtype)
+
+
+def _static_size(name: str, ty: TensorType) -> int:
+    if not all(isinstance(d, int) for d in ty.shape):
+        raise GraphTypeError(f"data_parallel needs params of static shape (their gradients go "
+                             f"into one flat buffer), but '{name}' is {ty}")
+    return int(np.prod(ty.shape, dtype=np.int64))
 
 
 def _mean(xs: list[Value]) -> Value:
@@ -191,7 +300,7 @@ def _total(xs: list[Value]) -> Value:
 
 
 def _like(x: Value, like: Value) -> Value:
-    return x if x.dtype is like.dtype else make("cast", x, dtype=like.dtype)
+    return _cast(x, like.dtype)
 
 
 def _keep_if(opt: Optimizer, ok: Value, new: Value, old: Value) -> Value:
