@@ -59,4 +59,11 @@ def main(epochs: int = 12, batch: int = 32, lr: float = 0.05, backend: str = "na
 
 
 if __name__ == "__main__":
-    main(backend=sys.argv[1] if len(sys.argv) > 1 else "native")
+    import argparse
+    ap = argparse.ArgumentParser(description="Train a small CNN (convolutions, batch norm, "
+                                 "max-pooling, dropout) on scikit-learn's 8x8 digits.")
+    ap.add_argument("--epochs", type=int, default=12, help="passes over the training set")
+    ap.add_argument("--backend", choices=["native", "interp"], default="native",
+                    help="native code (default) or the NumPy reference interpreter")
+    args = ap.parse_args()
+    main(epochs=args.epochs, backend=args.backend)

@@ -217,11 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: out of memory{hint}", file=sys.stderr)
             return 1
         except Exception as e:              # a bug in graphc: one line, still no traceback
-            if os.environ.get("GRAPHC_TRACEBACK"):
+            if os.environ.get("GRAPHC_TRACEBACK", "").strip() not in ("", "0"):
                 raise
             text = " ".join(str(e).split())
             print(f"graphc: internal error: {type(e).__name__}: {text[:300]} (a bug in graphc: "
-                  f"please report it with this command and its input; GRAPHC_TRACEBACK=1 "
+                  f"please report it with this command and its input; GRAPHC_TRACEBACK=full "
                   f"shows the traceback)", file=sys.stderr)
             return 1
 

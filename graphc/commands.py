@@ -209,8 +209,11 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
     except (AttributeError, TypeError):           # np.load gave a plain array (.npy)
         raise graphc.GraphFileError(f"{path} is not an .npz archive of named arrays "
                                     f"(save one with numpy.savez)") from None
-    except Exception as e:  # noqa: BLE001       # corrupt zip, pickle, permissions, ...
-        raise graphc.GraphFileError(f"cannot read {path}: {e}") from None
+    except OSError as e:                           # missing, permissions, ...
+        raise graphc.GraphFileError(f"cannot read {path}: {e.strerror or e}") from None
+    except Exception:  # noqa: BLE001               # not a zip at all, a corrupt one, pickles
+        raise graphc.GraphFileError(f"{path} is not an .npz archive of named arrays "
+                                    f"(save one with numpy.savez)") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:

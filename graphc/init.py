@@ -14,12 +14,14 @@ Draw = Callable[[np.random.Generator, tuple[int, ...], tuple[float, ...]], np.nd
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
-    """fan_in = shape[-2] * prod(shape[:-2]), fan_out = shape[-1] (rank 1: both shape[0])."""
+    """Keras's fans: with r = prod(shape[:-2]) (a conv kernel's window), fan_in =
+    shape[-2] * r and fan_out = shape[-1] * r (rank 1: both shape[0]; a scalar: both 1)."""
     if len(shape) == 0:
         return 1, 1
     if len(shape) == 1:
         return shape[0], shape[0]
-    return shape[-2] * math.prod(shape[:-2]), shape[-1]
+    window = math.prod(shape[:-2])
+    return shape[-2] * window, shape[-1] * window
 
 
 def _glorot_limit(shape: tuple[int, ...], k: float) -> float:

@@ -4,18 +4,26 @@ them natively (or on the interpreter)."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
 
 import graphc.passes
-from graphc import distributed, optim, train
+from graphc import distributed, modelcache, optim, train
 from graphc import init as initializers
 from graphc.errors import attach_snippet, public_methods
 from graphc.ir import interp, shapecheck
 from graphc.ir.args import Binder
 from graphc.ir.core import Func, make
-from graphc.ir.errors import GraphArgumentTypeError, GraphCallError, GraphError
+from graphc.ir.errors import (
+    GraphArgumentTypeError,
+    GraphCallError,
+    GraphError,
+    GraphWarning,
+    warn,
+)
 from graphc.ir.ops.fused import body_symbols
 from graphc.ir.ops.registry import suggest
 from graphc.ir.types import DType, TensorType
@@ -171,17 +179,18 @@ class Model:
             raise GraphCallError(f"checkpoint={checkpoint!r} is not a usable byte budget: "
                                  f"{e}") from None
         self.compile_stats = CompileStats()      # where compile time goes (runtime/stats.py)
-        ran: list[Any] = []
         self.check_numerics = check_numerics    # one op per kernel, so a NaN names its op
-        self.optimized = {k: self._pipeline(k, stats=ran) for k in self.funcs}
-        for p in ran:
-            self.compile_stats.add_pass(p.name, p.seconds)
-        try:
-            self._requirements = {k: shapecheck.requirements(f) + shapecheck.limits(f)
-                                  for k, f in self.optimized.items()}
-        except GraphError as e:
-            raise attach_snippet(e, graph.source) if e.loc and \
-                e.loc.file == graph.filename else e
+        # a whole-model cache hit loads what the passes and the planner made last time
+        store, key, hit = None, None, None
+        if backend == "native" and cache:
+            store, key, hit = self._bundle(debug, num_threads)
+        keys = None
+        if hit is not None:
+            self.optimized, self._requirements, keys, said = hit
+            for text in said:
+                warn(GraphWarning(text))
+        else:
+            said = self._run_passes(graph)
         self._binders = {k: Binder(f, self._requirements[k], sorted(body_symbols(f)))
                          for k, f in self.optimized.items()}
         self._native = None
@@ -190,7 +199,55 @@ class Model:
             self._native = compile_module(self.optimized, opt_level=opt_level, cache=cache,
                                           check_numerics=check_numerics, debug=debug,
                                           compile_stats=self.compile_stats,
-                                          threads=num_threads)
+                                          threads=num_threads, keys=keys)
+            if key is not None and hit is None:
+                entries = self._native.entries
+                modelcache.save(store, key, (self.optimized, self._requirements,
+                                             {n: e.key for n, e in entries.items()},
+                                             said))
+
+    def _run_passes(self, graph: GraphDef) -> tuple[str, ...]:
+        """Run the pipeline on every entry point; returns the GraphWarnings it gave (shown
+        now, and stored with a whole-model cache entry to be shown again on a hit)."""
+        ran: list[Any] = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.optimized = {k: self._pipeline(k, stats=ran) for k in self.funcs}
+            try:
+                self._requirements = {k: shapecheck.requirements(f) + shapecheck.limits(f)
+                                      for k, f in self.optimized.items()}
+            except GraphError as e:
+                raise attach_snippet(e, graph.source) if e.loc and \
+                    e.loc.file == graph.filename else e
+        once = list({(str(w.message), w.category): w for w in caught}.values())
+        for w in once:                  # each entry point's autodiff says the same once
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        for p in ran:
+            self.compile_stats.add_pass(p.name, p.seconds)
+        return tuple(str(w.message) for w in once if issubclass(w.category, GraphWarning))
+
+    def _bundle(self, debug: bool | None, threads: int | None) -> tuple[Any, str | None, Any]:
+        """The disk cache, the key of this model's whole-model entry, and that entry if it is
+        there (graphc/modelcache.py)."""
+        from graphc.runtime import jit, pool
+        from graphc.runtime.cache import cache_dir
+        if cache_dir() is None:
+            return None, None, None
+        with self.compile_stats.phase("cache key"):
+            options = {k: v for k, v in self._options.items()
+                       if k not in ("verify_each", "cache", "backend", "data_parallel",
+                                    "debug", "num_threads")}
+            if debug is None:
+                debug = os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
+            options.update(debug=debug, data_parallel=self.data_parallel is not None,
+                           num_threads=pool.default_threads() if threads is None else threads)
+            key = modelcache.key(self.graph, options, jit.host_id())
+        if key is None:
+            return None, None, None
+        store = jit.open_cache()
+        with self.compile_stats.phase("cache read"):
+            hit = modelcache.load(store, key)
+        return store, key, hit if hit is not None and len(hit) == 4 else None
 
     def _pipeline(self, name: str, after: str | None = None, stats: list | None = None) -> Func:
         """Run the pass pipeline on entry point ``name`` (up to pass ``after``)."""

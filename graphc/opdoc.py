@@ -84,6 +84,13 @@ PROSE: dict[str, Prose] = {
     "col2im": Prose("the transpose of im2col: every tap's block of channels added back at its "
                     "window of an [N, size..., C] tensor, padding dropped (IR only)",
                     grad="im2col(g)", shape="[N, size[0], size[1], C]"),
+    "window_max": Prose("the max over windows that tile an NHWC x (max_pool2d when its windows "
+                        "tile x; IR only)",
+                        grad="window_max_grad(x, out, g): g shared equally among each window's "
+                        "ties", shape="[N, H/KH, W/KW, C]"),
+    "window_max_grad": Prose("the gradient of window_max: g / (ties in the window) at each of "
+                             "the window's maxima, else 0 (IR only)",
+                             grad="g: each window sums its cotangents' shares; x, out: none"),
     # ---- unary elementwise
     "accumulate": Prose(grad="g, g"),
     "neg": Prose("-x (the prefix minus)", "-x", "-g"),

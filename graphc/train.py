@@ -13,6 +13,7 @@ import numpy as np
 
 from graphc.ir.core import Func, Value, const, make, rebuild, toposort
 from graphc.ir.errors import GraphArgumentTypeError, GraphCallError, GraphTypeError
+from graphc.ir.ops import random
 from graphc.ir.types import Dim, DType, TensorType, dim_mul
 from graphc.optim import Optimizer, Scalars
 from graphc.program import GraphDef
@@ -86,7 +87,8 @@ def _micro_targets(g: GraphDef, k: int, n: str
         new: dict[int, Value] = {id(p): s[j] for p, s in zip(fwd.params, slices)}
         for v in order:
             if id(v) not in new:
-                new[id(v)] = rebuild(v, tuple(new[id(i)] for i in v.inputs))
+                new[id(v)] = random.slice_of_batch(
+                    rebuild(v, tuple(new[id(i)] for i in v.inputs)), j, sym)
         targets.append(new[id(g.grad.target)])
     return tuple(new_params), tuple(targets), tuple(batched)
 

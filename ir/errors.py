@@ -107,7 +107,7 @@ def is_internal(filename: str) -> bool:
 def full_tracebacks() -> bool:
     """``GRAPHC_TRACEBACK=full`` keeps graphc's own frames in errors' tracebacks (for people
     working on graphc); by default a GraphError's traceback ends at the user's call."""
-    return os.environ.get("GRAPHC_TRACEBACK", "").strip().lower() == "full"
+    return os.environ.get("GRAPHC_TRACEBACK", "").strip().lower() not in ("", "0")
 
 
 def user_traceback(tb: TracebackType | None) -> TracebackType | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from graphc.ir import slots
 from graphc.ir.errors import GraphWarning, warn
 
 FORMAT = 2                         # entry layout; a different one is a miss (and overwritten)
@@ -44,6 +45,26 @@ _CREATE = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
            | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))
 _unscanned: dict[Path, int] = {}   # bytes this process put in each cache since it last scanned
 _unscanned_lock = threading.Lock()
+
+
+_VERSION_CACHE: list[str] = []
+
+
+def graphc_version() -> str:
+    """A hash of the sources that shape generated code (this backend, the op table's
+    lowerings, the slot allocator), so editing one never reuses stale objects. (No package
+    version: the sources identify the code, and importlib.metadata's lookup costs a cache hit
+    ~40 ms.)"""
+    if not _VERSION_CACHE:
+        ir_dir = Path(slots.__file__).parent
+        runtime_dir = Path(__file__).parent
+        h = hashlib.sha256()
+        files = [p for folder in (runtime_dir, ir_dir / "ops")
+                 for p in sorted(folder.glob("*.py"))] + [ir_dir / "slots.py"]
+        for p in files:
+            h.update(p.read_bytes())
+        _VERSION_CACHE.append(f"src+{h.hexdigest()[:16]}")
+    return _VERSION_CACHE[0]
 
 
 def cache_key(*parts: str) -> str:

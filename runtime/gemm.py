@@ -111,15 +111,28 @@ def _splat(b: ll.IRBuilder, x: ll.Value, lanes: int) -> ll.Value:
                             ll.Constant(ll.VectorType(ll.IntType(32), lanes), [0] * lanes))
 
 
+# A model's module only declares the shared functions below (macro-kernels, packing, their
+# pool tasks): they are model-independent, so runtime/gemmlib.py compiles them once per host
+# into a library (kept in the disk cache) that every model links against. LLVM optimising
+# them again for every model was a fifth of an MLP's compile time.
+LIBRARY = "graphc_gemm_library"      # attribute set on the library's own module
+
+
+def is_library(module: ll.Module) -> bool:
+    return bool(getattr(module, LIBRARY, False))
+
+
 def _shared(module: ll.Module, name: str, args: Sequence[ll.Type]
             ) -> tuple[ll.Function, bool]:
-    """The module's function ``name``, and whether it still needs a body."""
+    """The module's function ``name``, and whether it still needs a body (only in the
+    library's module: elsewhere it is a declaration, linked to the library)."""
     fn = module.globals.get(name)
     if fn is not None:
         return fn, False
     fn = ll.Function(module, ll.FunctionType(ll.VoidType(), list(args)), name)
-    fn.linkage = "internal"
-    # compiled once for the module: inlined into each caller, LLVM would optimise it again there
+    if not is_library(module):
+        return fn, False
+    # never inlined into its callers, which would optimise it again in each
     fn.attributes.add("noinline")
     return fn, True
 
@@ -286,7 +299,8 @@ def _task(module: ll.Module, name: str, fields: Sequence[ll.Type]
     if fn is not None:
         return fn, None
     fn = ll.Function(module, ll.FunctionType(ll.VoidType(), [PTR, I64]), name)
-    fn.linkage = "internal"
+    if not is_library(module):
+        return fn, None
     ctx, t = fn.args
     b = ll.IRBuilder(fn.append_basic_block("entry"))
     return fn, (b, [b.load(_field(b, ctx, fields, i), typ=ty) for i, ty in enumerate(fields)], t)

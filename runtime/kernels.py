@@ -4,7 +4,8 @@ stays unit-stride), matmul, and the layout ops that must write data (pad, concat
 scatter_add), plus dim and one_hot."""
 from __future__ import annotations
 
-from typing import Sequence
+import itertools
+from typing import Callable, Sequence
 
 import llvmlite.ir as ll
 
@@ -137,6 +138,10 @@ def emit_matmul(k: Kernel, s: Step, epi: Operand | None = None) -> None:
     a, bv = (_as_matrix(x, first) for x, first in zip(s.args, (True, False)))
     m, n = a.shape[-2], bv.shape[-1]
     batch = _batch_shape(a, bv)
+    folded = _fold_rows(a, bv, epi)
+    if folded is not None:              # one GEMM of all the batch's rows, not one per batch
+        a, epi = folded
+        m, batch = a.shape[0], ()
     a, bv = _lift_batch(a, batch), _lift_batch(bv, batch)
     c = contiguous(s.out.buf, s.out.dtype, batch + (m, n))
     dot = bv.strides[-1] != 1 and (bv.strides[-2] == 1 or n == 1)
@@ -162,6 +167,43 @@ def emit_matmul(k: Kernel, s: Step, epi: Operand | None = None) -> None:
         return
     _matmul_loops(k, s, a, bv, c, batch, epi, dot, tiled)
 
+
+
+def _fold_rows(a: View, bv: View, epi: Operand | None) -> tuple[View, Operand | None] | None:
+    """A batch of A against one matrix B (im2col patches [N,OH,OW,K] against a convolution's
+    [K,Cout] kernel) as one [rows, K] @ B: (A, the epilogue) with the batch axes and A's rows
+    seen as one axis, when A's and every epilogue view's strides run on through them."""
+    lead = len(a.shape) - 1
+    if len(bv.shape) != 2 or lead < 2:
+        return None
+    rows = _merged(a, lead)
+    if rows is None:
+        return None
+    if epi is None:
+        return rows, None
+    tree = _merged_tree(epi, lead)
+    return None if tree is None else (rows, tree)
+
+
+def _merged(v: View, lead: int) -> View | None:
+    """``v`` with its first ``lead`` axes seen as one, or None when their strides do not chain
+    (unit axes have no stride that matters; a broadcast axis chains with stride 0)."""
+    axes = [i for i in range(lead) if v.shape[i] != 1]
+    for i, j in itertools.pairwise(axes):
+        if v.strides[i] != dim_mul(v.strides[j], v.shape[j]):
+            return None
+    stride = v.strides[axes[-1]] if axes else 0
+    return View(v.buf, v.dtype, (dim_prod(v.shape[:lead]),) + tuple(v.shape[lead:]),
+                (stride,) + tuple(v.strides[lead:]), v.offset)
+
+
+def _merged_tree(op: Operand, lead: int) -> Operand | None:
+    if isinstance(op, View):
+        return _merged(op, lead)
+    if isinstance(op, Lazy):
+        args = [_merged_tree(x, lead) for x in op.args]
+        return None if any(x is None for x in args) else Lazy(op.value, tuple(args))
+    return op
 
 DOT_ROWS = 4       # rows of A up to which A @ Bᵀ runs as dot products (no packing)
 
@@ -499,7 +541,171 @@ def emit_one_hot(k: Kernel, s: Step) -> None:
                             ll.Constant(ll.IntType(32), 0))
 
 
+def _tap_at(k: Kernel, o: ll.Value, t: ll.Value, stride: int, dil: int, lo: int,
+            n: ll.Value) -> tuple[ll.Value, ll.Value]:
+    """(input row, whether it is inside [0, n)) that window tap ``t`` of output row ``o``
+    reads: o*stride + t*dil - lo."""
+    b = k.b
+    at = b.sub(b.add(b.mul(o, ll.Constant(I64, stride)), b.mul(t, ll.Constant(I64, dil))),
+               ll.Constant(I64, lo))
+    return at, b.icmp_unsigned("<", at, n)          # unsigned: a negative row is outside too
+
+
+def _window_attrs(s: Step) -> tuple[tuple[int, int], ...]:
+    a = s.value.attrs
+    return tuple(zip(a["window"], a["stride"], a["dilation"], a["lo"]))
+
+
+def emit_im2col(k: Kernel, s: Step) -> None:
+    """Per output pixel and tap, a run of C channels copied from the tap's input pixel, or
+    zeros where it falls in the padding: no padded copy of the input, one pass over the
+    patches, each run unit-stride on both sides. Without dilation along W, a window row that
+    lies inside the input is one run of KW*C (its taps are neighbours on both sides)."""
+    x = s.args[0]
+    em, b = k.em, k.b
+    n, h, w, c = (k.dim(d) for d in shape_of(x))
+    (kh, sh, dh, lh), (kw, sw, dw, lw) = _window_attrs(s)
+    oh, ow = k.dim(s.out.shape[1]), k.dim(s.out.shape[2])
+    cc = s.value.inputs[0].shape[3]
+    zero = em.const(0, reg_type(s.out.dtype))
+    rows = dw == 1 and isinstance(x, View) and x.strides[3] == 1 and x.strides[2] == cc
+
+    def taps(ni: ll.Value, oi: ll.Value, oj: ll.Value, ti: ll.Value, hi_: ll.Value,
+             in_h: ll.Value) -> None:
+        with em.loop(ll.Constant(I64, kw), "tj") as tj:
+            wi, in_w = _tap_at(k, oj, tj, sw, dw, lw, w)
+            base = b.mul(b.add(b.mul(ti, ll.Constant(I64, kw)), tj), ll.Constant(I64, cc))
+            with b.if_else(b.and_(in_h, in_w)) as (inside, outside):
+                with inside, em.loop(c, "cc") as ci:
+                    k.store(k.load(x, [ni, hi_, wi, ci]), s.out, [ni, oi, oj, b.add(base, ci)])
+                with outside, em.loop(c, "cz") as ci:
+                    k.store(zero, s.out, [ni, oi, oj, b.add(base, ci)])
+
+    with k.unless_empty(s.out.shape), em.loop_nest([n, oh, ow], "col") as (ni, oi, oj), \
+            em.loop(ll.Constant(I64, kh), "ti") as ti:
+        hi_, in_h = _tap_at(k, oi, ti, sh, dh, lh, h)
+        if rows:
+            w0, _ = _tap_at(k, oj, ll.Constant(I64, 0), sw, dw, lw, w)
+            fits = b.and_(b.icmp_signed(">=", w0, ll.Constant(I64, 0)),
+                          b.icmp_signed("<=", b.add(w0, ll.Constant(I64, kw)), w))
+            with b.if_else(b.and_(in_h, fits)) as (whole, edge):
+                with whole, em.loop(ll.Constant(I64, kw * cc), "cr") as e:
+                    base = b.mul(ti, ll.Constant(I64, kw * cc))
+                    k.store(k.load(x, [ni, hi_, w0, e]), s.out, [ni, oi, oj, b.add(base, e)])
+                with edge:
+                    taps(ni, oi, oj, ti, hi_, in_h)
+        else:
+            taps(ni, oi, oj, ti, hi_, in_h)
+
+
+def emit_col2im(k: Kernel, s: Step) -> None:
+    """im2col's transpose as a gather, not a scatter: each input pixel sums, over the taps in
+    row-major order (as the reference does, so the sums are the same), the channel runs of the
+    output pixels whose window covers it. Each element is written by one iteration alone: no
+    races between threads and no dependence on their order."""
+    p = s.args[0]
+    em, b = k.em, k.b
+    n, h, w, c = (k.dim(d) for d in s.out.shape)
+    (kh, sh, dh, lh), (kw, sw, dw, lw) = _window_attrs(s)
+    oh, ow = (k.dim(d) for d in shape_of(p)[1:3])
+    cc = s.out.shape[3]
+    zero = em.const(0, reg_type(s.out.dtype))
+    with k.unless_empty(s.out.shape), em.loop_nest([n, h, w], "im") as (ni, hi_, wi):
+        with em.loop(c, "iz") as ci:
+            k.store(zero, s.out, [ni, hi_, wi, ci])
+        with em.loop(ll.Constant(I64, kh), "ti") as ti:
+            oi, in_h = _source(k, hi_, ti, sh, dh, lh, oh)
+            with em.loop(ll.Constant(I64, kw), "tj") as tj:
+                oj, in_w = _source(k, wi, tj, sw, dw, lw, ow)
+                base = b.mul(b.add(b.mul(ti, ll.Constant(I64, kw)), tj), ll.Constant(I64, cc))
+                with b.if_then(b.and_(in_h, in_w)), em.loop(c, "ia") as ci:
+                    at = [ni, hi_, wi, ci]
+                    k.store(em.add(k.load(s.out, at), k.load(p, [ni, oi, oj, b.add(base, ci)])),
+                            s.out, at)
+
+
+def _source(k: Kernel, i: ll.Value, t: ll.Value, stride: int, dil: int, lo: int,
+            n: ll.Value) -> tuple[ll.Value, ll.Value]:
+    """(output row, whether there is one in [0, n)) whose tap ``t`` reads input row ``i``:
+    o = (i + lo - t*dil) / stride, when that divides exactly."""
+    b = k.b
+    num = b.sub(b.add(i, ll.Constant(I64, lo)), b.mul(t, ll.Constant(I64, dil)))
+    if stride == 1:
+        return num, b.icmp_unsigned("<", num, n)
+    st = ll.Constant(I64, stride)
+    o = b.sdiv(num, st)
+    exact = b.and_(b.icmp_signed(">=", num, ll.Constant(I64, 0)),
+                   b.icmp_signed("==", b.srem(num, st), ll.Constant(I64, 0)))
+    return o, b.and_(exact, b.icmp_unsigned("<", o, n))
+
+
+def _window_taps(k: Kernel, window: tuple[int, int], oi: ll.Value, oj: ll.Value,
+                 body: Callable[[ll.Value, ll.Value], None]) -> None:
+    """body(h, w) for every pixel of the window of output pixel (oi, oj) (windows tile x)."""
+    b = k.b
+    with k.em.loop(ll.Constant(I64, window[0]), "wa") as a, \
+            k.em.loop(ll.Constant(I64, window[1]), "wb") as c:
+        body(b.add(b.mul(oi, ll.Constant(I64, window[0])), a),
+             b.add(b.mul(oj, ll.Constant(I64, window[1])), c))
+
+
+def emit_window_max(k: Kernel, s: Step) -> None:
+    """Each output pixel's C channels start at -inf and take the max (NaN wins, as the max
+    reduction's) of each of its window's pixels in turn: unit-stride runs of C."""
+    x = s.args[0]
+    em = k.em
+    n, oh, ow, c = (k.dim(d) for d in s.out.shape)
+    start = em.const(float("-inf"), reg_type(s.out.dtype))
+    with k.unless_empty(s.out.shape), em.loop_nest([n, oh, ow], "wm") as (ni, oi, oj):
+        with em.loop(c, "wi") as ci:
+            k.store(start, s.out, [ni, oi, oj, ci])
+
+        def take(h: ll.Value, w: ll.Value) -> None:
+            with em.loop(c, "wc") as ci:
+                at = [ni, oi, oj, ci]
+                k.store(_combine(k, "max", k.load(s.out, at), k.load(x, [ni, h, w, ci])),
+                        s.out, at)
+        _window_taps(k, s.value.attrs["window"], oi, oj, take)
+
+
+def emit_window_max_grad(k: Kernel, s: Step) -> None:
+    """Per window: its pixels equal to the max marked 1 (else 0) and counted per channel, the
+    count turned into g / count, then the marks scaled by it. The same numbers as the max
+    rule's g * hit / count (hit is 0 or 1), with one division per window, not per pixel."""
+    x, out, g = s.args
+    em, b = k.em, k.b
+    n, oh, ow, c = (k.dim(d) for d in shape_of(out))
+    et = reg_type(s.out.dtype)
+    one, zero = em.const(1, et), em.const(0, et)
+    count = em.alloca_entry(ll.ArrayType(et, int(s.out.shape[3])), "ties")
+
+    def cell(ci: ll.Value) -> ll.Value:
+        return b.gep(count, [ll.Constant(I64, 0), ci], inbounds=True)
+    window = s.value.attrs["window"]
+    with k.unless_empty(shape_of(out)), em.loop_nest([n, oh, ow], "wg") as (ni, oi, oj):
+        with em.loop(c, "wz") as ci:
+            b.store(zero, cell(ci))
+
+        def mark(h: ll.Value, w: ll.Value) -> None:
+            with em.loop(c, "wh") as ci:
+                hit = em.select(em.eq(k.load(x, [ni, h, w, ci]), k.load(out, [ni, oi, oj, ci])),
+                                one, zero)
+                k.store(hit, s.out, [ni, h, w, ci])
+                b.store(em.add(b.load(cell(ci), typ=et), hit), cell(ci))
+        _window_taps(k, window, oi, oj, mark)
+        with em.loop(c, "wq") as ci:
+            b.store(em.div(k.load(g, [ni, oi, oj, ci]), b.load(cell(ci), typ=et)), cell(ci))
+
+        def scale(h: ll.Value, w: ll.Value) -> None:
+            with em.loop(c, "ws") as ci:
+                at = [ni, h, w, ci]
+                k.store(em.mul(k.load(s.out, at), b.load(cell(ci), typ=et)), s.out, at)
+        _window_taps(k, window, oi, oj, scale)
+
+
 EMITTERS = {"pad": emit_pad, "concat": emit_concat, "take": emit_take,
             "scatter_add": emit_scatter_add, "dim": emit_dim, "one_hot": emit_one_hot,
             "random_uniform": random_kernels.emit_random,
-            "random_normal": random_kernels.emit_random, "flip": random_kernels.emit_flip}
+            "random_normal": random_kernels.emit_random, "flip": random_kernels.emit_flip,
+            "im2col": emit_im2col, "col2im": emit_col2im, "window_max": emit_window_max,
+            "window_max_grad": emit_window_max_grad}

@@ -4,46 +4,26 @@ it (counted in ``stats``, timed in ``compile_stats``), and link it into the JIT.
 (``llvm_ir``, ``asm``, ``object_code``) rebuilds what it needs on demand."""
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import llvmlite
 import numpy as np
 
-from graphc.ir import slots
 from graphc.ir.core import Func, Value
 from graphc.ir.errors import GraphCallError, Loc
 from graphc.ir.ops.registry import suggest
-from graphc.runtime import call, jit, pool
+from graphc.runtime import call, gemmlib, jit, pool
 from graphc.runtime.arena import Arena
+from graphc.runtime.cache import graphc_version
 from graphc.runtime.codegen import Call, Codegen, build_model, build_module, entry_symbol
 from graphc.runtime.kernelplan import make_plan
 from graphc.runtime.plantypes import Plan, Step
 from graphc.runtime.stats import CompileStats
-
-_VERSION_CACHE: list[str] = []
-
-
-def graphc_version() -> str:
-    """A hash of the sources that shape generated code (this backend, the op table's
-    lowerings, the slot allocator), so editing one never reuses stale objects. (No package
-    version: the sources identify the code, and importlib.metadata's lookup costs a cache hit
-    ~40 ms.)"""
-    if not _VERSION_CACHE:
-        ir_dir = Path(slots.__file__).parent
-        h = hashlib.sha256()
-        files = [p for folder in (Path(__file__).parent, ir_dir / "ops")
-                 for p in sorted(folder.glob("*.py"))] + [ir_dir / "slots.py"]
-        for p in files:
-            h.update(p.read_bytes())
-        _VERSION_CACHE.append(f"src+{h.hexdigest()[:16]}")
-    return _VERSION_CACHE[0]
 
 
 def func_text(func: Func) -> str:
@@ -62,6 +42,15 @@ def func_text(func: Func) -> str:
                      f"{v.attrs.items!r} {v.type}")
     lines.append("ret " + ",".join(str(ids[id(r)]) for r in func.results))
     return printed + "\n" + "\n".join(lines)
+
+
+def llvm_level(opt_level: int) -> int:
+    """The LLVM pipeline for a model's kernels at graphc's -O level. Their loops are vectorised
+    by the code generator itself and a matmul's inner kernels are the GEMM library's (compiled
+    once, at O2: runtime/gemmlib.py), so LLVM's O2 (loop unrolling above all) bought no
+    measurable speed on the MLP, the RNN or row kernels, at twice O1's compile time (issue 12's
+    phase table); -O3 keeps O2."""
+    return {0: 0, 1: 1, 2: 1}.get(opt_level, 2)
 
 
 @dataclass
@@ -129,30 +118,33 @@ class CompiledModule:
         """One valid module per entry point, its kernels and their calls commented with the
         ``.graph`` lines they compute."""
         text, calls = self._annotated(name)
-        text = jit.optimized_ir(text, self.opt_level) if optimized else text
+        text = jit.optimized_ir(text, llvm_level(self.opt_level)) if optimized else text
         return annotate(text, calls, asm=False)
 
     def asm(self, name: str) -> str:
         text, calls = self._annotated(name)
-        return annotate(jit.assembly(text, self.opt_level), calls, asm=True)
+        return annotate(jit.assembly(text, llvm_level(self.opt_level)), calls, asm=True)
 
     def object_code(self, name: str | None = None) -> bytes:
         """An object file of one entry point alone (default: the first), its driver
         ``graphc_entry``: compiled now, as what was linked holds every entry point."""
         return jit.compile_object(self._ir_text(name or next(iter(self.entries))),
-                                  self.opt_level)
+                                  llvm_level(self.opt_level))
 
 
 def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool = True,
                    check_numerics: bool = False,
                    debug: bool | None = None,
                    compile_stats: CompileStats | None = None,
-                   threads: int | None = None) -> CompiledModule:
+                   threads: int | None = None,
+                   keys: Mapping[str, str] | None = None) -> CompiledModule:
     """Plan, look up or compile, and link each of ``funcs`` (the kernels they hold run as the
     IR shows them; check_numerics adds a NaN/Inf check after each). Phase times go
     to ``compile_stats`` (a fresh one if None), kept as ``CompiledModule.compile_stats``.
     ``threads``: big loops run on that many threads (default: GRAPHC_NUM_THREADS, else every
-    core this process may use); the code differs, so it is part of the cache key."""
+    core this process may use); the code differs, so it is part of the cache key.
+    ``keys``: each entry's cache key as an earlier compile of the same funcs made it (a
+    whole-model cache hit, graphc/modelcache.py), so it is not made again."""
     threads = pool.default_threads() if threads is None else threads
     if debug is None:           # GRAPHC_DEBUG=1 makes every build a debug build (CI runs so)
         debug = os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
@@ -164,13 +156,16 @@ def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool
     missing: dict[str, Plan] = {}
     for name, func in funcs.items():
         with st.phase("plan"):
-            plan = make_plan(func)
-        with st.phase("cache key"):
-            # the entry's name too: its object looks the driver up by it (entry_symbol)
-            key = jit.cache_key(func_text(func), f"entry={name}", f"O{opt_level}",
-                                f"numerics={check_numerics}", f"debug={debug}",
-                                f"threads={threads}", graphc_version(), llvmlite.__version__,
-                                host)
+            plan = make_plan(func)      # (not kept with the bundle: it is keyed by id())
+        if keys is not None and name in keys:
+            key = keys[name]
+        else:
+            with st.phase("cache key"):
+                # the entry's name too: its object looks the driver up by it (entry_symbol)
+                key = jit.cache_key(func_text(func), f"entry={name}", f"O{opt_level}",
+                                    f"numerics={check_numerics}", f"debug={debug}",
+                                    f"threads={threads}", graphc_version(),
+                                    llvmlite.__version__, host)
         e = mod.entries[name] = Entry(func, plan, key)
         with st.phase("cache read"):
             obj = store.get(key) if store is not None else None
@@ -185,7 +180,7 @@ def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool
         # cache entry holds that object; its own driver is what a later hit looks up.
         with st.phase("llvm ir"):
             shared = build_model(missing, check_numerics, debug, details=True, threads=threads)
-            parts = [(str(shared.module), opt_level), (str(shared.drivers), 0)]
+            parts = [(str(shared.module), llvm_level(opt_level)), (str(shared.drivers), 0)]
         st.count("kernels", sum(len(p.steps) for p in missing.values()))
         st.count("kernel functions", len(shared.kernels) if not debug else
                  sum(len(p.steps) for p in missing.values()))
@@ -202,7 +197,10 @@ def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool
             by_obj.setdefault(e.obj, []).append(name)
         for obj, names in by_obj.items():
             symbols = [entry_symbol(n) for n in names]
-            loaded = jit.link(obj, symbols, pool.POOL.symbols(threads) if threads > 1 else None)
+            imports = dict(pool.POOL.symbols(threads)) if threads > 1 else {}
+            if gemmlib.PREFIX in obj:           # it calls the GEMM library's kernels
+                imports.update(gemmlib.symbols())
+            loaded = jit.link(obj, symbols, imports)
             for n, sym in zip(names, symbols):
                 e = mod.entries[n]
                 e.loaded = loaded

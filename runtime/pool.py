@@ -280,7 +280,15 @@ class _Pool:
         with self.lock:
             if self.loaded is None:
                 from graphc.runtime import jit  # lazy: LLVM only once threads are asked for
-                obj = jit.compile_object(_ir(), 2)
+                from graphc.runtime.cache import cache_key, graphc_version
+                key = cache_key("worker-pool", graphc_version(), jit.host_id())
+                store = jit.open_cache()
+                obj = store.get(key) if store is not None else None
+                if obj is None:                  # compiled once per host, then read back
+                    obj = jit.compile_object(_ir(), 2)
+                    if store is not None:
+                        store.put(key, obj)
+                obj = bytes(obj)
                 self.loaded = jit.link(obj, [PARALLEL_FOR, _WORKER, _STOP, _RESET])
                 atexit.register(self.stop)
             if self.pid != os.getpid():          # a forked child: the workers stayed behind

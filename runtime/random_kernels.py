@@ -51,7 +51,10 @@ def emit_random(k: Kernel, s: Step) -> None:
     key = em.cast(k.load(s.args[0], []), DType.i64)
     shape = s.out.shape
     with em.loop_nest([k.dim(d) for d in shape], "rng") as oi:
-        r = philox(k, k.flat(shape, oi), key, attrs["stream"])
+        counter = k.flat(shape, oi)
+        if attrs.get("counter", 0) != 0:          # a micro-batch's rows of the batch's draw
+            counter = b.add(counter, k.dim(attrs["counter"]))
+        r = philox(k, counter, key, attrs["stream"])
         if attrs["dist"] == "uniform" and attrs["dtype"] is DType.f32:
             top = b.lshr(r[0], ll.Constant(I32, 8))
             v = b.fmul(b.uitofp(top, F32), ll.Constant(F32, 2.0 ** -24))

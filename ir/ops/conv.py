@@ -1,12 +1,16 @@
 """Convolution and pooling, channels last as ``jax.lax`` defines them (NHWC input, HWIO kernel).
 
-Composites, not primitives: a convolution is im2col built from ``pad`` and strided ``slice``s
-(one per kernel tap, joined by ``concat`` on the channel axis), then one ``matmul`` against the
-kernel seen as a ``[KH*KW*Cin, Cout]`` matrix, so that its speed is the GEMM's and the bias and
-activation that follow fuse into it as into any matmul; its gradient is what autodiff makes of
-those primitives (the slices' gradients are pads, summed). Pooling is the same windows stacked
+Composites, not primitives: a convolution is ``im2col`` (every kernel tap's window of the
+padded input side by side on the channel axis), then one ``matmul`` against the kernel seen as a
+``[KH*KW*Cin, Cout]`` matrix, so that its speed is the GEMM's and the bias and activation that
+follow fuse into it as into any matmul. ``im2col`` and its transpose ``col2im`` (which sums the
+windows back onto the input: the input's gradient) are primitives, each the other's VJP, so
+that each is one gather kernel natively, not a pad, nine slices and a concat (or nine pads and a
+nine-input add) as the same arithmetic composed of layout ops. Pooling is the same windows stacked
 on a new axis and the ``max`` / ``sum`` reductions (ties in a max window share the gradient, as
-the reduction's rule says); a window that tiles the input is a ``reshape`` instead."""
+the reduction's rule says); a window that tiles the input is a ``reshape`` instead, and a max
+over tiles the primitive ``window_max``, whose gradient ``window_max_grad`` counts each window's
+ties and divides once per window (the reduction's rule divides at every input element)."""
 from __future__ import annotations
 
 from typing import Any
@@ -15,8 +19,8 @@ import numpy as np
 
 from graphc.ir.core import Value, const, make
 from graphc.ir.errors import GraphTypeError
-from graphc.ir.ops.registry import COMPOSITE, defop
-from graphc.ir.ops.rules import FLOAT, as_int, call, fail, require, sample
+from graphc.ir.ops.registry import COMPOSITE, MOVEMENT, PRESERVES_FINITE, REQUIRED, defop
+from graphc.ir.ops.rules import FLOAT, N, as_dim, as_int, call, fail, require, sample
 from graphc.ir.types import DimLike, DType, TensorType, dim_str
 
 # ---------------------------------------------------------------------------- attributes
@@ -150,15 +154,13 @@ def _conv2d(x: Value, w: Value, *, stride: tuple, padding: tuple, dilation: tupl
     spans = tuple((k - 1) * d + 1 for k, d in zip((kh, kw), dilation))
     out_hw = tuple(_out_len("conv2d", d, lo, hi, span, s) for d, (lo, hi), span, s in
                    zip(x.shape[1:3], padding, spans, stride))
-    xp = pad_value(x, ((0, 0),) + padding + ((0, 0),), 0)
-    taps = windows(xp, (kh, kw), stride, dilation, out_hw)
-    patches = taps[0] if len(taps) == 1 else make("concat", *taps, axis=3)
+    patches = make("im2col", x, window=(kh, kw), stride=stride, dilation=dilation,
+                   lo=tuple(p[0] for p in padding), hi=tuple(p[1] for p in padding))
     rows = n * out_hw[0] * out_hw[1]
     kk = kh * kw
-    if groups == 1:
-        cols = make("reshape", patches, shape=(rows, kk * cg))
-        out = make("matmul", cols, make("reshape", w, shape=(kk * cg, cout)))
-        return make("reshape", out, shape=(n,) + out_hw + (cout,))
+    if groups == 1:     # [N,OH,OW,K] @ [K,Cout]: one GEMM natively, and already NHWC, so a
+        # bias and activation after it fuse into the GEMM's epilogue
+        return make("matmul", patches, make("reshape", w, shape=(kk * cg, cout)))
     og = cout // groups
     cols = make("reshape", patches, shape=(rows, kk, groups, cg))
     cols = make("reshape", make("transpose", cols, perm=(2, 0, 1, 3)),
@@ -196,6 +198,109 @@ def _conv1d(x: Value, w: Value, *, stride: tuple, padding: tuple, dilation: tupl
     out = _conv2d(x2, w2, stride=(1,) + stride, padding=((0, 0),) + padding,
                   dilation=(1,) + dilation, groups=groups)
     return make("reshape", out, shape=(out.shape[0],) + out.shape[2:])
+
+
+# ---------------------------------------------------------------------------- im2col / col2im
+
+
+def _canon_cols(name: str, types: tuple[TensorType, ...], attrs: dict[str, Any]
+                ) -> dict[str, Any]:
+    x = types[0]
+    require(name, FLOAT, x)
+    if x.rank != 4:
+        raise fail(name, types, "needs [N,H,W,C]")
+    out = {k: _pair(name, k, attrs[k], 2) for k in ("window", "stride", "dilation")}
+    for k in ("lo", "hi"):
+        out[k] = tuple(as_int(name, k, v) for v in (
+            attrs[k] if isinstance(attrs[k], (list, tuple)) else [attrs[k]] * 2))
+        if len(out[k]) != 2 or min(out[k]) < 0:
+            raise GraphTypeError(f"{name}: {k} needs 2 non-negative integers, got {attrs[k]!r}")
+    if "size" in attrs:
+        size = attrs["size"]
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            raise GraphTypeError(f"{name}: size needs [H, W], got {size!r}")
+        out["size"] = tuple(as_dim(name, "size", d) for d in size)
+    return out
+
+
+def _col_hw(name: str, hw: tuple[DimLike, ...], *, window: tuple, stride: tuple,
+            dilation: tuple, lo: tuple, hi: tuple) -> tuple[DimLike, ...]:
+    return tuple(_out_len(name, d, a, b, (k - 1) * dl + 1, s) for d, a, b, k, dl, s in
+                 zip(hw, lo, hi, window, dilation, stride))
+
+
+def _im2col_type(x: TensorType, **a: Any) -> TensorType:
+    n, h, w, c = x.shape
+    return x.with_shape((n,) + _col_hw("im2col", (h, w), **a) + (a["window"][0] *
+                                                                 a["window"][1] * c,))
+
+
+def _col2im_type(p: TensorType, *, size: tuple, **a: Any) -> TensorType:
+    kk = a["window"][0] * a["window"][1]
+    c = p.shape[3]
+    if not isinstance(c, int) or c % kk:
+        raise fail("col2im", (p,), f"its last dim must be {kk} (the window's taps) x channels")
+    if p.shape[1:3] != _col_hw("col2im", size, **a):
+        raise fail("col2im", (p,), f"windows over [{', '.join(map(dim_str, size))}] do not "
+                   f"give {dim_str(p.shape[1])} x {dim_str(p.shape[2])} of them")
+    return p.with_shape((p.shape[0],) + tuple(size) + (c // kk,))
+
+
+def _taps(h: int, w: int, *, window: tuple, stride: tuple, dilation: tuple, lo: tuple,
+          hi: tuple) -> list[tuple[slice, ...]]:
+    """Per tap in row-major order, its window of the padded input (as [H, W] slices)."""
+    outs = tuple((d + a + b - (k - 1) * dl - 1) // s + 1 for d, a, b, k, dl, s in
+                 zip((h, w), lo, hi, window, dilation, stride))
+    return [tuple(slice(t * dl, t * dl + (o - 1) * s + 1 if o else t * dl, s)
+                  for t, dl, o, s in zip(tap, dilation, outs, stride))
+            for tap in np.ndindex(*window)]
+
+
+def im2col_ref(x: np.ndarray, **a: Any) -> np.ndarray:
+    """Tap (i, j)'s window of the zero-padded x is channel block i*KW + j."""
+    xp = np.pad(x, ((0, 0), (a["lo"][0], a["hi"][0]), (a["lo"][1], a["hi"][1]), (0, 0)))
+    taps = _taps(*x.shape[1:3], **a)
+    return np.concatenate([xp[(slice(None),) + t] for t in taps], axis=3)
+
+
+def col2im_ref(p: np.ndarray, *, size: tuple, **a: Any) -> np.ndarray:
+    """The transpose of im2col: every tap's block added back at its window, padding dropped."""
+    (lo_h, lo_w), (hi_h, hi_w) = a["lo"], a["hi"]
+    kk = a["window"][0] * a["window"][1]
+    c = p.shape[3] // kk
+    out = np.zeros((p.shape[0], size[0] + lo_h + hi_h, size[1] + lo_w + hi_w, c), p.dtype)
+    taps = _taps(*size, **a)
+    for k, t in enumerate(taps):
+        out[(slice(None),) + t] += p[..., k * c:(k + 1) * c]
+    return out[:, lo_h:lo_h + size[0], lo_w:lo_w + size[1]]
+
+
+COL_ATTRS = (("window", REQUIRED), ("stride", 1), ("dilation", 1), ("lo", 0), ("hi", 0))
+
+defop("im2col", MOVEMENT, ("x",), attrs=COL_ATTRS,
+      canon=lambda types, a: _canon_cols("im2col", types, a), infer=_im2col_type,
+      ref=im2col_ref, dsl=False,                    # conv2d's patches
+      vjp=lambda g, out, x, **a: [make("col2im", g, size=x.shape[1:3], **a)],
+      samples=(sample("f32[N,4,5,2]", window=(3, 2), sizes=(0, 1, 2)),
+               sample("f64[N,5,5,2]", window=3, stride=2, lo=1, hi=1, sizes=(0, 1, 2)),
+               sample("f32[N,5,4,3]", window=(2, 2), dilation=(2, 1), lo=(1, 2), hi=(0, 1),
+                      sizes=(0, 1, 2)),
+               sample("f64[N,6,5,1]", window=(2, 3), stride=(2, 3), lo=1, hi=1,
+                      sizes=(0, 1, 2)),
+               sample("f32[2,N,4,1]", window=3, lo=1, hi=1, sizes=(0, 1, 2))),
+      traits=(PRESERVES_FINITE,))
+defop("col2im", MOVEMENT, ("x",), attrs=COL_ATTRS + (("size", REQUIRED),),
+      canon=lambda types, a: _canon_cols("col2im", types, a), infer=_col2im_type,
+      ref=col2im_ref, dsl=False,                    # im2col's gradient
+      vjp=lambda g, out, p, *, size, **a: [make("im2col", g, **a)],
+      samples=(sample("f32[N,2,4,12]", window=(3, 2), size=(4, 5), sizes=(0, 1, 2)),
+               sample("f64[N,3,3,18]", window=3, stride=2, lo=1, hi=1, size=(5, 5),
+                      sizes=(0, 1, 2)),
+               sample("f32[N,4,6,12]", window=(2, 2), dilation=(2, 1), lo=(1, 2), hi=(0, 1),
+                      size=(5, 4), sizes=(0, 1, 2)),
+               sample("f64[N,4,2,6]", window=(2, 3), stride=(2, 3), lo=1, hi=1, size=(6, 5),
+                      sizes=(0, 1, 2)),
+               sample("f32[2,N,4,9]", window=3, lo=1, hi=1, size=(N, 4), sizes=(0, 1, 2))))
 
 
 CONV_ATTRS = (("stride", 1), ("padding", "valid"), ("dilation", 1), ("groups", 1))
@@ -249,6 +354,8 @@ def _pooled(name: str, how: str, x: Value, window: tuple, stride: tuple, padding
         n, h, w, c = x.shape
         if (h, w) != (oh * kh, ow * kw):
             x = make("slice", x, start=(0, 0, 0, 0), stop=(n, oh * kh, ow * kw, c))
+        if how == "max":
+            return make("window_max", x, window=window)
         x = make("reshape", x, shape=(n, oh, kh, ow, kw, c))
         return make(how, x, axis=(2, 4))
     fill = -np.inf if how == "max" else 0
@@ -274,6 +381,75 @@ def pool_ref(how: str, x: np.ndarray, *, window: tuple, stride: tuple, padding: 
     return out
 
 
+def _canon_tiles(name: str, types: tuple[TensorType, ...], attrs: dict[str, Any]
+                 ) -> dict[str, Any]:
+    x = types[0]
+    require(name, FLOAT, *types)
+    window = _pair(name, "window", attrs["window"], 2)
+    if x.rank != 4 or any(not isinstance(d, int) or d % k for d, k in zip(x.shape[1:3], window)):
+        raise fail(name, types, f"needs x [N,H,W,C] with H and W static multiples of {window}")
+    return {"window": window}
+
+
+def _tiles(x: np.ndarray, window: tuple) -> np.ndarray:
+    n, h, w, c = x.shape
+    return x.reshape(n, h // window[0], window[0], w // window[1], window[1], c)
+
+
+def _tiled_shape(x: TensorType, window: tuple) -> tuple[DimLike, ...]:
+    n, h, w, c = x.shape
+    return (n, h // window[0], w // window[1], c)
+
+
+def _window_max_grad_type(x: TensorType, out: TensorType, g: TensorType, *, window: tuple
+                          ) -> TensorType:
+    if out.shape != _tiled_shape(x, window) or g.shape != out.shape:
+        raise fail("window_max_grad", (x, out, g), "out and g must be x's window maxima")
+    return x
+
+
+def _window_max_grad_ref(x: np.ndarray, out: np.ndarray, g: np.ndarray, *, window: tuple
+                         ) -> np.ndarray:
+    hit = (_tiles(x, window) == out[:, :, None, :, None]).astype(x.dtype)
+    gx = g[:, :, None, :, None] * hit / hit.sum(axis=(2, 4), keepdims=True)
+    return gx.reshape(x.shape)
+
+
+def _window_max_grad_vjp(ct: Value, gx: Value, x: Value, out: Value, g: Value, *,
+                         window: tuple) -> list[Value | None]:
+    """Linear in g, its transpose: each window sums its cotangents' shares; the shares are
+    constant between ties (no gradient for x or out)."""
+    n, oh, ow, c = out.shape
+    tiles = (n, oh, window[0], ow, window[1], c)
+    hit = make("cast", make("eq", make("reshape", x, shape=tiles),
+                            make("reshape", out, shape=(n, oh, 1, ow, 1, c))), dtype=x.dtype)
+    share = make("sum", hit, axis=(2, 4), keepdims=True)
+    return [None, None, make("sum", make("reshape", ct, shape=tiles) * hit / share,
+                             axis=(2, 4))]
+
+
+defop("window_max", MOVEMENT, ("x",), attrs=(("window", REQUIRED),),
+      canon=lambda types, a: _canon_tiles("window_max", types, a),
+      infer=lambda x, *, window: x.with_shape(_tiled_shape(x, window)),
+      ref=lambda x, *, window: _tiles(x, window).max(axis=(2, 4), initial=-np.inf),
+      vjp=lambda g, out, x, *, window: [make("window_max_grad", x, out, g, window=window)],
+      dsl=False,                                    # max_pool2d over windows that tile x
+      samples=(sample("f32[N,4,6,2]", window=2, sizes=(0, 1, 2)),
+               sample("f64[N,6,3,3]", window=(3, 1), sizes=(0, 1, 2))),
+      traits=(PRESERVES_FINITE,))
+defop("window_max_grad", MOVEMENT, ("x", "out", "g"), attrs=(("window", REQUIRED),),
+      canon=lambda types, a: _canon_tiles("window_max_grad", types, a),
+      infer=_window_max_grad_type, ref=_window_max_grad_ref,
+      vjp=_window_max_grad_vjp, dsl=False,            # window_max's gradient
+      # out must be x's window maxima: x drawn so that every window's max is 1, twice (f32)
+      # or thrice (f64); out all 1s. The gradient is linear in g and flat in x and out but
+      # jumps at ties, which finite differences cannot follow: tests/runtime/test_col2im.py
+      samples=(sample("f32[N,4,6,2]", "f32[N,2,3,2]", "f32[N,2,3,2]", window=2, grad=False,
+                      sizes=(0, 1, 2), domain=((0.0, 1.0, 1.0, 0.5), (1.0,) * 3, None)),
+               sample("f64[N,6,3,3]", "f64[N,2,3,3]", "f64[N,2,3,3]", window=(3, 1),
+                      grad=False, sizes=(0, 1, 2), domain=((1.0,) * 3, (1.0,) * 3, None))))
+
+
 POOL_ATTRS = (("window", 2), ("stride", None), ("padding", "valid"))
 POOL_SAMPLES = (sample("f32[N,4,6,2]", sizes=(0, 1, 2)),
                 sample("f64[N,5,5,2]", window=3, stride=2, padding="same", sizes=(0, 1, 2)),
@@ -285,7 +461,8 @@ defop("max_pool2d", COMPOSITE, ("x",), attrs=POOL_ATTRS,
       canon=lambda types, a: _canon_pool("max_pool2d", types, a),
       decompose=lambda x, *, window, stride, padding: _pooled("max_pool2d", "max", x, window,
                                                               stride, padding),
-      ref=lambda x, **a: pool_ref("max", x, **a), samples=POOL_SAMPLES)  # ties: tests/ops/test_conv.py
+      ref=lambda x, **a: pool_ref("max", x, **a),
+      samples=POOL_SAMPLES)  # ties: tests/ops/test_conv.py
 defop("avg_pool2d", COMPOSITE, ("x",), attrs=POOL_ATTRS,
       canon=lambda types, a: _canon_pool("avg_pool2d", types, a),
       decompose=lambda x, *, window, stride, padding: _pooled(

@@ -27,7 +27,7 @@ from graphc.ir.ops.rules import (
     require,
     sample,
 )
-from graphc.ir.types import DType, TensorType
+from graphc.ir.types import Dim, DimLike, DType, TensorType, dim_add, dim_mul, dim_prod
 
 # Philox-4x32 constants (Random123)
 M0, M1 = 0xD2511F53, 0xCD9E8D57
@@ -36,9 +36,10 @@ ROUNDS = 10
 MASK = 0xFFFFFFFF
 
 
-def philox(n: int, key: int, stream: int) -> tuple[np.ndarray, ...]:
-    """The four 32-bit words of Philox-4x32-10 for counters (i, stream, 0), i < n, as uint64."""
-    i = np.arange(n, dtype=np.uint64)
+def philox(n: int, key: int, stream: int, start: int = 0) -> tuple[np.ndarray, ...]:
+    """The four 32-bit words of Philox-4x32-10 for counters (i, stream, 0), start <= i <
+    start + n, as uint64."""
+    i = np.arange(start, start + n, dtype=np.uint64)
     c = [i & MASK, i >> np.uint64(32), np.full(n, stream & MASK, np.uint64),
          np.zeros(n, np.uint64)]
     k0, k1 = key & MASK, (key >> 32) & MASK
@@ -57,9 +58,10 @@ def unit53(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 
 
 def random_ref(key: np.ndarray, *, shape: tuple, dtype: DType, stream: int, dist: str,
-               out_shape: tuple, out_dtype: np.dtype) -> np.ndarray:
+               out_shape: tuple, out_dtype: np.dtype, counter: int = 0) -> np.ndarray:
     n = int(np.prod(out_shape, dtype=np.int64))
-    r = philox(n, int(np.asarray(key).astype(np.int64)) & 0xFFFFFFFFFFFFFFFF, stream)
+    r = philox(n, int(np.asarray(key).astype(np.int64)) & 0xFFFFFFFFFFFFFFFF, stream,
+               int(counter))
     if dist == "uniform":
         if dtype is DType.f32:
             u = (r[0] >> np.uint64(8)).astype(np.float32) * np.float32(2.0 ** -24)
@@ -80,11 +82,17 @@ def _canon_random(name: str, types: tuple[TensorType, ...], attrs: dict[str, Any
     dtype = as_dtype(attrs["dtype"])
     if not dtype.is_float:
         raise GraphTypeError(f"{name}: dtype must be a float type, got {dtype}")
+    start = attrs.get("counter", 0)
+    if not isinstance(start, Dim) and (not isinstance(start, int) or start < 0):
+        raise GraphTypeError(f"{name}: counter must be a dim >= 0, got {start!r}")
     return {"shape": as_shape(name, attrs["shape"]), "dtype": dtype,
-            "stream": as_int(name, "stream", attrs["stream"])}
+            "stream": as_int(name, "stream", attrs["stream"]), "counter": start}
 
 
-RANDOM_ATTRS = (("shape", REQUIRED), ("dtype", DType.f32), ("stream", 0))
+# ``counter``: where the element counter starts (0 in .graph code): a micro-batch's slice of a
+# draw takes the slice's rows of the whole batch's draw (``slice_of_batch``)
+RANDOM_ATTRS = (("shape", REQUIRED), ("dtype", DType.f32), ("stream", 0), ("counter", 0))
+RANDOM_OPS = ("random_uniform", "random_normal")
 RANDOM_SAMPLES = (sample("i64[]", shape=(N, 3)), sample("i32[]", shape=(2, N), dtype=DType.f64),
                   sample("i64[]", shape=(), stream=7),
                   sample("i64[]", shape=(5,), stream=3, domain=((-3, 3),)))
@@ -100,13 +108,28 @@ def random_op(name: str, dist: str) -> None:
     # ``dist`` is fixed per op (an attribute so that the kernel and the reference read it)
     defop(name, CREATE, ("key",), attrs=RANDOM_ATTRS + (("dist", dist),),
           canon=lambda types, a: dict(_canon_random(name, types, a), dist=_dist(name, dist, a)),
-          infer=lambda key, *, shape, dtype, stream, dist: TensorType(dtype, shape),
+          infer=lambda key, *, shape, dtype, stream, dist, counter=0: TensorType(dtype, shape),
           ref=random_ref, wants_out=True, vjp=no_grad, differentiable=False,
           samples=RANDOM_SAMPLES, domain=((-2 ** 31, 2 ** 31 - 1),))
 
 
 random_op("random_uniform", "uniform")
 random_op("random_normal", "normal")
+
+
+def slice_of_batch(v: Value, j: int, batch: DimLike) -> Value:
+    """Random op ``v`` (any other value as it is) as slice ``j`` of a batch cut into slices
+    of ``batch`` rows draws it. A draw whose shape holds ``batch`` counts on past the j
+    earlier slices' elements: with ``batch`` leading, those are the rows j*batch... of the
+    whole batch's draw, so micro-batches see the numbers the whole batch would (dropout's
+    masks); elsewhere, each slice draws afresh. A draw without it is the same for every slice,
+    as it is once for the whole batch."""
+    if v.op not in RANDOM_OPS or j == 0 or not any(d == batch for d in v.attrs["shape"]):
+        return v
+    skip = dim_mul(j, dim_prod(v.attrs["shape"]))
+    return make(v.op, *v.inputs, loc=v.loc,
+                **{**v.attrs.as_dict(), "counter": dim_add(v.attrs["counter"], skip)})
+
 
 # ---------------------------------------------------------------------------- dropout
 

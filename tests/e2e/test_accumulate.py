@@ -71,3 +71,34 @@ def test_accumulating_slices_deeper_than_the_k_block(threads: int, opt_level: in
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
     for n in p1:
         np.testing.assert_allclose(p2[n], p1[n], rtol=1e-5, atol=1e-6)
+
+
+RANDOM = """
+graph g {
+    input x: f64[N, 3]
+    param w: f64[3]
+    u    = random_uniform(7, [N], dtype=f64)
+    d    = dropout(x, 0.5, 11)
+    loss = mean(sum(d * w, axis=-1) * u)
+    output loss
+    grad loss
+}
+"""
+
+
+@pytest.mark.parametrize("backend,ks", [("interp", (1, 2, 4)), ("native", (1, 2))])
+def test_each_slice_draws_its_rows_of_the_batchs_random_numbers(backend: str,
+                                                                ks: tuple[int, ...]) -> None:
+    """Every slice drew the first rows of the batch's draw: k slices of one batch saw one
+    dropout mask k times, and the step differed from the whole batch's."""
+    x = np.random.default_rng(0).normal(size=(8, 3))
+    got = []
+    for k in ks:
+        m = graphc.compile_source(RANDOM, optimizer=SGD(lr=0.1), micro_batches=k,
+                                  backend=backend)
+        params = {"w": np.array([1.0, 2.0, 3.0])}
+        stats = m.train_step(params, m.init_state(params), x=x)
+        got.append((float(stats["loss"]), params["w"]))
+    for loss, w in got[1:]:
+        assert loss == pytest.approx(got[0][0], rel=1e-12)
+        np.testing.assert_allclose(w, got[0][1], rtol=1e-12)

@@ -95,3 +95,14 @@ def test_graphc_check_passes_on_the_gradient_penalty_example() -> None:
     rows = [ln for ln in r.stdout.splitlines() if "e-" in ln or "e+" in ln]   # error columns
     assert any(ln.startswith("grad(") for ln in rows), r.stdout    # the in-graph grad checked
     assert rows and all(ln.rstrip().endswith("ok") for ln in rows), r.stdout
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.graph")), ids=lambda p: p.stem)
+def test_graphc_check_passes_on_every_graph_of_every_example(path) -> None:  # type: ignore[no-untyped-def]
+    """Checked at N(0, 1) params, the autoencoder's sigmoid saturated until f64 could not
+    resolve 1 - p, and `graphc check` failed a graph whose gradients were right."""
+    from graphc.check import check_all
+    from graphc.elaborate import elaborate_source
+    for name, g in elaborate_source(path.read_text(), str(path)).items():
+        report = check_all(g)
+        assert report.failed == [], name

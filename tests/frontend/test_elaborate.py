@@ -349,3 +349,13 @@ def test_semicolons_comments_and_multi_line_arguments() -> None:
     x, w = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1., 2, 3], np.float32)
     np.testing.assert_array_equal(run(src, x=x, w=w)["z"], (x * w).sum(axis=1))
     assert not any(v.op == "transpose" for v in graph(src).forward.values())
+
+
+def test_initializer_fans_are_keras_for_matrices_and_conv_kernels() -> None:
+    """A conv kernel's fan_out left out its window (KH*KW), so glorot drew a wider range than
+    Keras's and JAX's."""
+    from graphc.init import fans
+    assert fans((784, 256)) == (784, 256)
+    assert fans((3, 3, 4, 8)) == (36, 72)           # [KH, KW, Cin, Cout]
+    assert fans((5, 4, 8)) == (20, 40)              # conv1d [K, Cin, Cout]
+    assert fans((7,)) == (7, 7) and fans(()) == (1, 1)

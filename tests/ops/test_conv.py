@@ -136,3 +136,21 @@ def test_max_pool_ties_share_the_gradient() -> None:
     # overlapping windows add their shares
     (g,) = gradient(lambda a: make("max_pool2d", a, window=(1, 2), stride=1), x)
     np.testing.assert_array_equal(g.reshape(2, 4), [[0.5, 1.5, 0, 1], [1, 0, 1.5, 0.5]])
+
+
+def test_gradients_go_through_im2col_col2im_and_window_max_grad() -> None:
+    """The input's gradient of a convolution is one col2im (not a pad per tap and an add), the
+    forward one im2col and a matmul that keeps NHWC (so the bias fuses into the GEMM), and
+    max-pooling over tiles is window_max with window_max_grad as its gradient."""
+    from graphc.ir.core import Func
+    from graphc.passes.autodiff import grad_of
+    x = args_of([TensorType(DType.f32, (Dim.sym("N"), 8, 8, 4))])[0]
+    w = args_of([TensorType(DType.f32, (3, 3, 4, 6))])[0]
+    out = make("max_pool2d", make("conv2d", x, w, padding="same"), window=2)
+    (gx,) = grad_of(make("sum", out, axis=None), [x])
+    ops = [v.op for v in Func("g", (x, w), (gx,)).values()]
+    assert ops.count("im2col") == 1 and ops.count("col2im") == 1
+    assert ops.count("window_max") == 1 and ops.count("window_max_grad") == 1
+    assert "pad" not in ops and "concat" not in ops and "max" not in ops
+    mm = next(v for v in Func("f", (x, w), (out,)).values() if v.op == "matmul")
+    assert mm.type.rank == 4
