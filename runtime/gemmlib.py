@@ -5,6 +5,7 @@ is) and linked once per process; each model's module only declares them and link
 their addresses (``symbols``)."""
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -17,41 +18,53 @@ from graphc.runtime.cache import cache_key, graphc_version
 
 PREFIX = b"graphc.gemm."        # how a model's object code names what it calls here
 SEP = b"\0\0graphc.gemm.object\0\0"   # between the cached names and the object code
-OPT_LEVEL = 2                   # what a model's kernels were compiled at when they held these
+OPT_LEVEL = 3                   # with loop unrolling, which the macro-kernels need (runtime/jit)
 _LOCK = threading.Lock()
-_LOADED: list[Any] = []
+_LOADED: dict[DType, Any] = {}
+DTYPES = (DType.f32, DType.f64)
 
 
-def build() -> tuple[str, list[str]]:
-    """The library's LLVM IR text and the functions it defines."""
-    module = ll.Module(name="graphc.gemm")
+def build(dtype: DType) -> tuple[str, list[str]]:
+    """The ``dtype`` half of the library: its LLVM IR text and the functions it defines."""
+    module = ll.Module(name=f"graphc.gemm.{dtype.name}")
     setattr(module, gemm.LIBRARY, True)
-    for dtype in (DType.f32, DType.f64):
-        lanes = gemm.blocking(dtype).lanes
-        for rows in ("big", "small", "one"):
-            blk = gemm.blocking(dtype, rows)
-            gemm.macro(module, dtype, blk)
-            gemm.task(module, dtype, blk)
-        gemm.pack_b(module, dtype, lanes)
-        gemm.pack_task(module, dtype, lanes)
+    lanes = gemm.blocking(dtype).lanes
+    for rows in ("big", "small", "one"):
+        blk = gemm.blocking(dtype, rows)
+        gemm.macro(module, dtype, blk)
+        gemm.task(module, dtype, blk)
+    gemm.pack_b(module, dtype, lanes)
+    gemm.pack_task(module, dtype, lanes)
     return str(module), [f.name for f in module.functions if f.blocks]
 
 
-def symbols() -> dict[str, int]:
-    """Name -> address of every library function, compiled (or read from the disk cache)
-    and linked on first use."""
+def needed(obj: bytes) -> list[DType]:
+    """The dtypes whose half of the library object code ``obj`` calls."""
+    return [dt for dt in DTYPES if PREFIX in obj and re.search(
+        rb"graphc\.gemm\.\w+\." + dt.name.encode() + rb"(\b|\.)", obj)]
+
+
+def symbols(dtypes: list[DType] | tuple[DType, ...] = ()) -> dict[str, int]:
+    """Name -> address of the library functions for ``dtypes``, each half compiled (or read
+    from the disk cache) and linked on first use: an f32 model never waits for f64's."""
+    out: dict[str, int] = {}
     with _LOCK:
-        if not _LOADED:
-            key = cache_key("gemm-library", graphc_version(), llvmlite.__version__,
-                            jit.host_id())
-            store = jit.open_cache()
-            blob = store.get(key) if store is not None else None
-            if blob is None or SEP not in blob:
-                text, names = build()
-                blob = "\n".join(names).encode() + SEP + jit.compile_object(text, OPT_LEVEL)
-                if store is not None:
-                    store.put(key, blob)
-            head, obj = bytes(blob).split(SEP, 1)
-            names = head.decode().split("\n")
-            _LOADED.append(jit.link(obj, names, pool.POOL.symbols(1)))
-        return dict(_LOADED[0].addresses)
+        for dtype in dtypes:
+            if dtype not in _LOADED:
+                _LOADED[dtype] = _load(dtype)
+            out.update(_LOADED[dtype].addresses)
+    return out
+
+
+def _load(dtype: DType) -> Any:
+    key = cache_key("gemm-library", dtype.name, graphc_version(), llvmlite.__version__,
+                    jit.host_id())
+    store = jit.open_cache()
+    blob = store.get(key) if store is not None else None
+    if blob is None or SEP not in blob:
+        text, names = build(dtype)
+        blob = "\n".join(names).encode() + SEP + jit.compile_object(text, OPT_LEVEL)
+        if store is not None:
+            store.put(key, blob)
+    head, obj = bytes(blob).split(SEP, 1)
+    return jit.link(obj, head.decode().split("\n"), pool.POOL.symbols(1))

@@ -77,9 +77,11 @@ def optimize(text: str, opt_level: int, stats: CompileStats | None = None
         start = time.perf_counter()
         pto = llvm.create_pipeline_tuning_options(speed_level=min(opt_level, 3))
         pto.loop_vectorization = pto.slp_vectorization = True
-        # the unroll pass costs about a third of LLVM's time at -O2, but without it the MLP's
-        # value_and_grad at batch 256 ran 25% slower (examples/benchmarks/bench_mlp.py)
-        pto.loop_unrolling = opt_level >= 2
+        # loop unrolling costs about a third of LLVM's time. It is what the GEMM library's
+        # macro-kernels need (without it the MLP ran 25% slower), and that library is
+        # compiled at O3; a model's kernels, whose loops the code generator vectorises itself,
+        # measured no faster with it at -O2 (issue 12), so only -O3 unrolls them
+        pto.loop_unrolling = opt_level >= 3
         pb = llvm.create_pass_builder(tm, pto)
         mpm = pb.getModulePassManager()
         try:

@@ -44,15 +44,6 @@ def func_text(func: Func) -> str:
     return printed + "\n" + "\n".join(lines)
 
 
-def llvm_level(opt_level: int) -> int:
-    """The LLVM pipeline for a model's kernels at graphc's -O level. Their loops are vectorised
-    by the code generator itself and a matmul's inner kernels are the GEMM library's (compiled
-    once, at O2: runtime/gemmlib.py), so LLVM's O2 (loop unrolling above all) bought no
-    measurable speed on the MLP, the RNN or row kernels, at twice O1's compile time (issue 12's
-    phase table); -O3 keeps O2."""
-    return {0: 0, 1: 1, 2: 1}.get(opt_level, 2)
-
-
 @dataclass
 class Entry:
     func: Func
@@ -118,18 +109,18 @@ class CompiledModule:
         """One valid module per entry point, its kernels and their calls commented with the
         ``.graph`` lines they compute."""
         text, calls = self._annotated(name)
-        text = jit.optimized_ir(text, llvm_level(self.opt_level)) if optimized else text
+        text = jit.optimized_ir(text, self.opt_level) if optimized else text
         return annotate(text, calls, asm=False)
 
     def asm(self, name: str) -> str:
         text, calls = self._annotated(name)
-        return annotate(jit.assembly(text, llvm_level(self.opt_level)), calls, asm=True)
+        return annotate(jit.assembly(text, self.opt_level), calls, asm=True)
 
     def object_code(self, name: str | None = None) -> bytes:
         """An object file of one entry point alone (default: the first), its driver
         ``graphc_entry``: compiled now, as what was linked holds every entry point."""
         return jit.compile_object(self._ir_text(name or next(iter(self.entries))),
-                                  llvm_level(self.opt_level))
+                                  self.opt_level)
 
 
 def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool = True,
@@ -180,7 +171,7 @@ def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool
         # cache entry holds that object; its own driver is what a later hit looks up.
         with st.phase("llvm ir"):
             shared = build_model(missing, check_numerics, debug, details=True, threads=threads)
-            parts = [(str(shared.module), llvm_level(opt_level)), (str(shared.drivers), 0)]
+            parts = [(str(shared.module), opt_level), (str(shared.drivers), 0)]
         st.count("kernels", sum(len(p.steps) for p in missing.values()))
         st.count("kernel functions", len(shared.kernels) if not debug else
                  sum(len(p.steps) for p in missing.values()))
@@ -198,8 +189,7 @@ def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool
         for obj, names in by_obj.items():
             symbols = [entry_symbol(n) for n in names]
             imports = dict(pool.POOL.symbols(threads)) if threads > 1 else {}
-            if gemmlib.PREFIX in obj:           # it calls the GEMM library's kernels
-                imports.update(gemmlib.symbols())
+            imports.update(gemmlib.symbols(gemmlib.needed(obj)))   # the GEMM kernels it calls
             loaded = jit.link(obj, symbols, imports)
             for n, sym in zip(names, symbols):
                 e = mod.entries[n]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import graphc
+from graphc.ir.types import DType
 from graphc.runtime import gemmlib, jit
 
 SRC = """
@@ -82,9 +83,11 @@ def test_models_link_the_gemm_library_built_once(cache: Path) -> None:
     text = m.llvm_ir("forward")             # (a debug build has no packed GEMM)
     assert re.search(r'declare void @"?graphc\.gemm\.macro\.f32', text)   # declared only
     assert not re.search(r'define[^@]*@"?graphc\.gemm', text)
-    _, names = gemmlib.build()
-    addresses = gemmlib.symbols()
-    assert sorted(addresses) == sorted(names) and all(addresses.values())
-    assert {f"graphc.gemm.{kind}.{dt}" for kind in ("pack_b", "pack_task")
-            for dt in ("f32", "f64")} <= set(names)
+    assert gemmlib.needed(m._native.entries["forward"].obj) == [DType.f32]  # an f32 model
+    for dt in gemmlib.DTYPES:
+        _, names = gemmlib.build(dt)
+        addresses = gemmlib.symbols([dt])
+        assert sorted(addresses) == sorted(names) and all(addresses.values())
+        assert {f"graphc.gemm.pack_b.{dt.name}", f"graphc.gemm.pack_task.{dt.name}"} <= \
+            set(names) and all(dt.name in n for n in names)
     assert jit.open_cache() is not None
