@@ -18,7 +18,7 @@ import llvmlite.ir as ll
 from graphc.ir.ops import registry
 from graphc.ir.ops.fused import FUSED
 from graphc.ir.types import DimLike, DType, dim_prod
-from graphc.runtime import dedup, fusedgen, kernels
+from graphc.runtime import dedup, fusedgen, kernels, matmul_kernels
 from graphc.runtime.driver import emit_driver
 from graphc.runtime.emit import I1, I32, mem_type
 from graphc.runtime.errcodes import ERR_ARG_NUMERICS, ERR_NUMERICS
@@ -29,6 +29,7 @@ from graphc.runtime.kernel import (  # noqa: F401  (ENTRY, Kernel, DimEval: the 
     Kernel,
     emit_copy,
     emit_map,
+    shape_of,
     shares_output,
 )
 from graphc.runtime.plantypes import Lazy, Operand, Plan, Step, View, buffers_read, contiguous
@@ -40,7 +41,7 @@ def emit_step(k: Kernel, s: Step) -> None:
     if s.kind == FUSED:
         fusedgen.emit(k, s)
     elif s.kind == "copy":
-        emit_copy(k, s.out, s.args[0], kernels.shape_of(s.args[0]))
+        emit_copy(k, s.out, s.args[0], shape_of(s.args[0]))
     elif s.kind == registry.ELEMENTWISE:
         emit_map(k, s.out, Lazy(s.value, s.args))
     elif s.kind == registry.REDUCE:
@@ -49,7 +50,7 @@ def emit_step(k: Kernel, s: Step) -> None:
         else:
             kernels.emit_reduce(k, s, opdef.combine, opdef.identity)
     elif s.kind == registry.MATMUL:
-        kernels.emit_matmul(k, s)
+        matmul_kernels.emit_matmul(k, s)
     else:
         kernels.EMITTERS[s.value.op](k, s)
 

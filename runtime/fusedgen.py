@@ -14,8 +14,9 @@ from graphc.ir.ops.fused import Pattern, analyze
 from graphc.ir.ops.rules import reduce_identity
 from graphc.ir.types import DimLike
 from graphc.runtime.emit import reg_type
-from graphc.runtime.kernel import Kernel, emit_map
-from graphc.runtime.kernels import _combine, emit_matmul, emit_reduce
+from graphc.runtime.kernel import Kernel, combine, emit_map
+from graphc.runtime.kernels import emit_reduce
+from graphc.runtime.matmul_kernels import emit_matmul
 from graphc.runtime.plantypes import Acc, Lazy, Operand, Reg, Step, View, broadcast_view
 
 
@@ -100,7 +101,7 @@ def emit_rows(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
             k.b.store(start, slot)
             with em.loop_nest([k.dim(d) for d in space[n:]], f"{f.op}.") as inner:
                 v = k.load(x, list(outer) + list(inner))
-                k.b.store(_combine(k, opdef.combine, k.b.load(slot, typ=start.type), v), slot)
+                k.b.store(combine(k, opdef.combine, k.b.load(slot, typ=start.type), v), slot)
             trees.leaves[id(f)] = Reg(slot, f.dtype)
         root = pattern.root
         if root.shape == space:

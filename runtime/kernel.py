@@ -12,7 +12,17 @@ import llvmlite.ir as ll
 
 from graphc.ir.ops import registry
 from graphc.ir.types import DimLike, DType, dim_mul, dim_prod
-from graphc.runtime.emit import I1, I32, I64, PTR, Emitter, byte_size, mem_type, reg_type
+from graphc.runtime.emit import (
+    I1,
+    I32,
+    I64,
+    PTR,
+    Emitter,
+    byte_size,
+    is_float,
+    mem_type,
+    reg_type,
+)
 from graphc.runtime.errcodes import DETAIL_WORDS, ERR_DEBUG_BOUNDS
 from graphc.runtime.plantypes import Acc, Lazy, Operand, Plan, Reg, View, contiguous
 
@@ -366,3 +376,24 @@ def splat(k: Kernel, x: ll.Value, lanes: int) -> ll.Value:
     return k.b.shuffle_vector(one, ll.Constant(vt, ll.Undefined),
                               ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
 
+
+RFLAGS = ("reassoc", "contract")   # lets the vectoriser reorder float sums
+
+
+def shape_of(op: Operand) -> tuple[DimLike, ...]:
+    return op.shape if isinstance(op, View) else op.value.shape
+
+
+def combine(k: Kernel, how: str, acc: ll.Value, x: ll.Value) -> ll.Value:
+    """One step of a fold (argmax/argmin fold in ``kernels.emit_argreduce``)."""
+    em = k.em
+    if how == "add":
+        return k.b.fadd(acc, x, flags=RFLAGS) if is_float(x.type) else k.b.add(acc, x)
+    if how == "mul":
+        return k.b.fmul(acc, x, flags=RFLAGS) if is_float(x.type) else k.b.mul(acc, x)
+    if how not in ("max", "min"):
+        raise ValueError(f"no lowering for the fold {how!r}")   # registry.COMBINES grew
+    if not is_float(x.type):
+        return em.maximum(acc, x) if how == "max" else em.minimum(acc, x)
+    # IEEE maximum/minimum propagate NaN, as NumPy's max/min do, and vectorise as reductions
+    return em.intrinsic("maximum" if how == "max" else "minimum", [acc, x])
