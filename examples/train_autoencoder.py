@@ -71,7 +71,7 @@ def show(path: str, originals: np.ndarray, copies: np.ndarray) -> None:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--backend", choices=["native", "interp"], default="native")
     ap.add_argument("--plot", default=None, help="PNG of held-out digits and reconstructions")

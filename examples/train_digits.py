@@ -86,7 +86,7 @@ def main(epochs: int = 30, batch: int = 64, optimizer: str = "adam", backend: st
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
     ap.add_argument("--backend", choices=["native", "interp"], default="native")
     ap.add_argument("--epochs", type=int, default=30)

@@ -64,7 +64,7 @@ def main(epochs: int = 30, batch: int = 64, compress: str | None = None) -> floa
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--batch", type=int, default=64, help="global batch (all ranks together)")
     ap.add_argument("--compress", choices=["bf16"], default=None)

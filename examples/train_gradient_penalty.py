@@ -53,7 +53,7 @@ def main(steps: int = 500, backend: str = "native",
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--backend", choices=["native", "interp"], default="native")
     ap.add_argument("--no-progress", action="store_true", help="plain lines, no progress bar")

@@ -56,7 +56,7 @@ def main(steps: int = 300, lr: float = 0.5, backend: str = "native",
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=0.5)
     ap.add_argument("--backend", choices=["native", "interp"], default="native")

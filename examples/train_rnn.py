@@ -51,7 +51,7 @@ def main(steps: int = 600, batch: int = 64, backend: str = "native",
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--backend", choices=["native", "interp"], default="native")
     ap.add_argument("--no-progress", action="store_true", help="plain lines, no progress bar")

@@ -55,9 +55,9 @@ EXAMPLE_INPUTS = """\
     input sigma2: f32[4]
 """
 
-_RED = "x without the reduced axes (kept as 1 with keepdims=true); axis=None reduces all"
-_LOSS = "reduction=\"none\": the broadcast shape of the inputs less the class axis " \
-        "(or elementwise); \"mean\"/\"sum\": a scalar"
+_RED = "x without the reduced axes (kept as 1 with keepdims=true); without axis, all of them"
+_LOSS = ("reduction=\"none\": elementwise losses keep the broadcast shape of their inputs, "
+         "cross-entropies over classes drop the class axis; \"mean\"/\"sum\": a scalar")
 _NO_GRAD = "none: not differentiable (the gradient is an exact zero)"
 
 PROSE: dict[str, Prose] = {
@@ -360,13 +360,15 @@ def _value(v: Any) -> str:
 
 def _signature(op: OpDef) -> str:
     ins = [f"[{i[1:]}, ...]" if i.startswith("*") else i for i in op.inputs]
-    attrs = [k if v is REQUIRED else f"{k}={_value(v)}" for k, v in op.attrs
-             if k not in _HIDDEN.get(op.name, ())]
+    # an attribute whose default is None is optional with no value to write: [axis]
+    attrs = [k if v is REQUIRED else f"[{k}]" if v is None else f"{k}={_value(v)}"
+             for k, v in op.attrs if k not in _HIDDEN.get(op.name, ())]
     return f"{op.dsl_name}({', '.join(ins + attrs)})"
 
 
 # attributes that the front end fills in itself (never written in .graph)
-_HIDDEN = {"one_hot": ("strict",), "random_uniform": ("dist",), "random_normal": ("dist",)}
+_HIDDEN = {"one_hot": ("strict",), "random_uniform": ("dist", "counter"),
+           "random_normal": ("dist", "counter")}
 
 
 def _shape(op: OpDef) -> str:
