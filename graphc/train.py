@@ -409,5 +409,11 @@ def init_state(spec: TrainSpec, params: Mapping[str, Any]) -> dict[str, np.ndarr
         if p is None:
             raise GraphCallError(f"init_state needs params['{key.rsplit('.', 1)[0]}'] "
                                  f"({ty}) for the shape of '{key}'")
-        state[key] = np.zeros(np.shape(p), ty.dtype.np)
+        shape = np.shape(p)
+        if len(shape) != len(ty.shape) or any(isinstance(d, int) and d != n
+                                               for d, n in zip(ty.shape, shape)):
+            name = key.rsplit(".", 1)[0]
+            raise GraphCallError(f"init_state: params['{name}'] has shape {shape}, but "
+                                 f"'{name}' is {ty}")
+        state[key] = np.zeros(shape, ty.dtype.np)
     return state

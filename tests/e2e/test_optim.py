@@ -379,3 +379,11 @@ def test_micro_batches_hold_the_activations_of_one_slice() -> None:
     assert plans[4].dims == {"N": 512}        # N names the whole batch: slices of 512
     assert plans[4].peak_bytes <= 0.5 * plans[1].peak_bytes   # activations dominate params here
     call_error(lambda: models[4].memory_plan(func="train_step", N=2047), "does not divide")
+
+
+def test_init_state_refuses_a_param_of_the_wrong_shape() -> None:
+    """It made state shaped as whatever array it was given."""
+    m = compile_train("f64", backend="interp", optimizer=Adam(lr=0.1))
+    params = fresh(m)[0]
+    params["W1"] = np.zeros(3)
+    call_error(lambda: m.init_state(params), "W1", "shape (3,)")
