@@ -109,13 +109,30 @@ def cache_limit() -> int:
     return DEFAULT_LIMIT_MB << 20
 
 
-def open_cache() -> ObjectCache | None:
-    """The cache that compiles use, or None (after one GraphWarning) when there is none."""
+def open_cache(quiet: bool = False) -> ObjectCache | None:
+    """The cache that compiles use, or None (after one GraphWarning, unless ``quiet``: the
+    runtime's own libraries, which a model's compile already warned for) when there is none."""
     root = cache_dir()
     if root is None:
-        warn(GraphWarning(NO_DIR))
+        if not quiet:
+            warn(GraphWarning(NO_DIR))
         return None
     return ObjectCache(root, cache_limit())
+
+
+_UNWRITABLE: set[Path] = set()      # cache roots this process has warned about
+
+
+def _cannot_write(root: Path, e: Exception) -> None:
+    """Say once per process and directory that nothing can be stored there: every compile
+    then goes through LLVM, and a user should know why."""
+    with _unscanned_lock:
+        if root in _UNWRITABLE:
+            return
+        _UNWRITABLE.add(root)
+    why = getattr(e, "strerror", None) or e
+    warn(GraphWarning(f"the compiled-code cache {root} cannot be written ({why}): every compile "
+                      f"goes through LLVM; set GRAPHC_CACHE_DIR to a writable directory"))
 
 
 def header(key: str) -> bytes:
@@ -168,13 +185,18 @@ class ObjectCache:
         tmp: Path | None = None
         try:
             shard.mkdir(parents=True, exist_ok=True)
-            tmp = shard / f".{key[:16]}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-            fd = os.open(tmp, _CREATE, 0o666)          # the kernel applies the umask
+            name = shard / f".{key[:16]}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+            fd = os.open(name, _CREATE, 0o666)         # the kernel applies the umask
+            tmp = name
+        except (OSError, ValueError) as e:              # nothing can be stored here
+            _cannot_write(self.root, e)
+            return
+        try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(blob)
             os.replace(tmp, self.path(key))
             tmp = None
-        except (OSError, ValueError):
+        except (OSError, ValueError):                   # this entry alone (a full disk...)
             return
         finally:
             if tmp is not None:

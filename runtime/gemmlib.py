@@ -59,7 +59,7 @@ def symbols(dtypes: list[DType] | tuple[DType, ...] = ()) -> dict[str, int]:
 def _load(dtype: DType) -> Any:
     key = cache_key("gemm-library", dtype.name, graphc_version(), llvmlite.__version__,
                     jit.host_id())
-    store = jit.open_cache()
+    store = jit.open_cache(quiet=True)
     blob = store.get(key) if store is not None else None
     if blob is None or SEP not in blob:
         text, names = build(dtype)

@@ -282,7 +282,7 @@ class _Pool:
                 from graphc.runtime import jit  # lazy: LLVM only once threads are asked for
                 from graphc.runtime.cache import cache_key, graphc_version
                 key = cache_key("worker-pool", graphc_version(), jit.host_id())
-                store = jit.open_cache()
+                store = jit.open_cache(quiet=True)
                 obj = store.get(key) if store is not None else None
                 if obj is None:                  # compiled once per host, then read back
                     obj = jit.compile_object(_ir(), 2)

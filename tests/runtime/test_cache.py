@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from graphc.ir.core import Func, make
+from graphc.ir.errors import GraphWarning
 from graphc.ir.types import Dim, DType
-from graphc.runtime import compile_module, jit
+from graphc.runtime import compile_module, jit, pool
 
 N = Dim.sym("N")
 
@@ -56,6 +57,13 @@ def test_second_process_skips_llvm(tmp_path: Path) -> None:
 def func() -> Func:
     x = make("arg", name="x", dtype=DType.f64, shape=(N,))
     return Func("f", (x,), (make("sin", x) + 1.0,))
+
+
+@pytest.fixture(autouse=True)
+def _pool_loaded() -> None:
+    """The worker pool's code goes to the cache of the process's first use: load it before
+    a test points GRAPHC_CACHE_DIR at its own directory and counts the entries there."""
+    pool.POOL.symbols(1)
 
 
 def entries(cache: Path) -> list[Path]:
@@ -112,5 +120,8 @@ def test_unwritable_cache_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyP
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(blocker / "cache"))
-    mod = compile_module({"f": func()})
+    with pytest.warns(GraphWarning, match="cannot be written") as said:   # (it was silent)
+        mod = compile_module({"f": func()})
+        compile_module({"f": func()})
+    assert len([w for w in said if "cannot be written" in str(w.message)]) == 1   # once
     assert mod.call("f", {"x": np.zeros(2)})[0].tolist() == [1.0, 1.0]
