@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import graphc
-from graphc.runtime import gemm
+from graphc.runtime import gemm, matmul_kernels
 from tests.runtime.conftest import tolerance
 
 ROWS = [1, 2, 3, 5, 8, 9, 16, 17, 33, 130]
@@ -176,3 +176,38 @@ def test_scratch_blocks_and_whole_scratch() -> None:
         got = model(A=a, B=b)["C"]
         clear = np.abs(prod - 0.25) > 1e-9
         np.testing.assert_array_equal(got[clear], (prod > 0.25)[clear])
+
+
+@pytest.mark.parametrize("dt", ["f32", "f64"])
+def test_thin_products_of_small_depth(dt: str) -> None:
+    """K of at most SMALL_K (a weight gradient at a small batch) runs as unpacked rank-K updates:
+    around the vector block of one row (64 f32 / 32 f64 columns), with every layout, an
+    epilogue that writes the product over its own input in place (the SGD update of W), and
+    a symbolic K that picks the thin or the packed path at run time."""
+    src = f"""graph g {{
+        input x: {dt}[K, M]
+        input d: {dt}[K, N]
+        input e: {dt}[N, K]
+        input g: {dt}[K, N]
+        input W: {dt}[M, N]
+        param lr: {dt}[]
+        C = x.T @ d
+        D = x.T @ e.T
+        W2 = W - lr * (x.T @ g)
+        output C, D, W2
+    }}"""
+    model = graphc.compile_source(src.replace("param lr", "input lr"))
+    ref = graphc.compile_source(src.replace("param lr", "input lr"), backend="interp")
+    rng = np.random.default_rng(6)
+    npdt = np.float32 if dt == "f32" else np.float64
+    small = matmul_kernels.SMALL_K
+    for k, m, n in [(1, 1, 1), (1, 9, 64), (2, 17, 63), (3, 5, 65), (4, 33, 129),
+                    (small, 3, 300), (small + 1, 20, 70), (0, 4, 70)]:
+        args = dict(x=rng.standard_normal((k, m)), d=rng.standard_normal((k, n)),
+                    e=rng.standard_normal((n, k)), g=rng.standard_normal((k, n)),
+                    W=rng.standard_normal((m, n)),
+                    lr=np.array(0.5))
+        args = {a: v.astype(npdt) for a, v in args.items()}
+        got, want = model(**args), ref(**args)
+        for name in ("C", "D", "W2"):
+            _check(got[name], want[name].astype(np.float64), k)
