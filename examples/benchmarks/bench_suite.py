@@ -1,6 +1,7 @@
 """graphc against what users would write instead, in one run: the MLP training step
 (784-256-256-10, examples/mlp3.graph) at several batch sizes on 1 and 2 threads, GEMM
-GFLOP/s, the cost of a one-op call, and peak memory.
+GFLOP/s, the cost of a one-op call, peak memory, and one core's FMA peak (the step's time over
+its FLOP limit).
 
     python examples/benchmarks/bench_suite.py [--quick] [--json results.json]
 
@@ -155,6 +156,9 @@ def _torch_step(d: dict[str, Any], threads: int) -> float:
     return median_time(call)
 
 
+# forward 2*(784*256 + 256*256 + 256*10), the weight gradients as much again, and the input
+# gradients of layers 2 and 3 (not layer 1's: x needs none)
+STEP_FLOP = 2 * (2 * (784 * 256 + 256 * 256 + 256 * 10) + 256 * 256 + 256 * 10)
 GEMMS = [(64, 64, 64), (256, 256, 256), (1024, 1024, 1024), (333, 300, 64), (1, 784, 256)]
 
 
@@ -186,6 +190,41 @@ def run_call() -> dict[str, float]:
             "numpy np.add": median_time(lambda: np.add(x, x), 0.5)}
 
 
+CHAINS = 12        # independent FMA chains: enough to cover the latency on two FMA ports
+
+
+def run_peak() -> dict[str, float]:
+    """This core's f32 FMA peak in GFLOP/s: CHAINS independent chains of full-width vector
+    FMAs in a loop (what no f32 kernel can beat), compiled by graphc's own JIT."""
+    import ctypes
+
+    from graphc.runtime import gemm, jit
+    lanes = gemm.vector_bytes() // 4
+    vt = f"<{lanes} x float>"
+
+    def splat(x: float) -> str:
+        return "<" + ", ".join([f"float {x:e}"] * lanes) + ">"
+    phis = "".join(f"  %a{c} = phi {vt} [{splat(1.0 + c / 64)}, %entry], [%b{c}, %loop]\n"
+                   for c in range(CHAINS))
+    fmas = "".join(f"  %b{c} = call {vt} @llvm.fma.v{lanes}f32({vt} %a{c}, {vt} {splat(0.5)}, "
+                   f"{vt} {splat(0.5)})\n" for c in range(CHAINS))
+    # every chain feeds the stored result, so none is dead code
+    sums = "".join(f"  %s{c} = fadd {vt} %s{c - 1}, %b{c}\n" for c in range(1, CHAINS))
+    text = (f"declare {vt} @llvm.fma.v{lanes}f32({vt}, {vt}, {vt})\n"
+            f"define void @fma_peak(i64 %n, ptr %out) {{\nentry:\n  br label %loop\nloop:\n"
+            f"  %i = phi i64 [0, %entry], [%j, %loop]\n{phis}{fmas}"
+            f"  %j = add i64 %i, 1\n  %more = icmp slt i64 %j, %n\n"
+            f"  br i1 %more, label %loop, label %done\ndone:\n"
+            f"  %s0 = fadd {vt} %b0, zeroinitializer\n{sums}"
+            f"  store {vt} %s{CHAINS - 1}, ptr %out, align 4\n  ret void\n}}\n")
+    loaded = jit.link(jit.compile_object(text, 2), ["fma_peak"])
+    fn = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(loaded.addresses["fma_peak"])
+    out = (ctypes.c_float * lanes)()
+    n = 2_000_000
+    seconds = median_time(lambda: fn(n, ctypes.addressof(out)), 0.5)
+    return {"fma peak GFLOP/s": 2.0 * lanes * CHAINS * n / seconds / 1e9}
+
+
 def worker(args: argparse.Namespace) -> None:
     if args.threads == 1 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -193,6 +232,8 @@ def worker(args: argparse.Namespace) -> None:
         result = run_mlp(args.batch, args.threads)
     elif args.what == "gemm":
         result = run_gemm(args.threads)
+    elif args.what == "peak":
+        result = run_peak()
     else:
         result = run_call()
     print(json.dumps(result))
@@ -251,6 +292,15 @@ def main() -> None:
                   f"{ms('numpy step (BLAS env unset)')} | {ms('jax.jit step')} | "
                   f"{ms('torch step')} | {min(peers) / r['graphc sgd_step']:.2f}x | "
                   f"{r['peak RSS MiB']:.0f} |", flush=True)
+    peak = spawn("peak", 1)["fma peak GFLOP/s"]
+    results["fma peak GFLOP/s"] = peak
+    print(f"\nOne core's measured f32 FMA peak: {peak:.0f} GFLOP/s.")
+    for key, r in results["mlp"].items():
+        if key.startswith("1t"):
+            batch = int(key.split("=")[1])
+            limit = STEP_FLOP * batch / (peak * 1e9)
+            print(f"- 1 thread, B={batch}: sgd_step takes {r['graphc sgd_step'] / limit:.2f}x the "
+                  f"FLOP limit ({limit * 1e3:.3f} ms at {STEP_FLOP / 1e6:.2f} MFLOP per example)")
     print("\n## GEMM f32, GFLOP/s (ratio = graphc / NumPy)\n")
     print("| threads | shape | graphc | NumPy (env) | ratio | NumPy (unset) | ratio |")
     print("|---|---|---|---|---|---|---|")
