@@ -1,28 +1,45 @@
 """LLVM for the host CPU: target machine with the CPU's features, the new pass manager's O<n>
-pipeline, and an ORC LLJIT that links object code. The on-disk object cache that lets a second
-process (or a second compile) skip LLVM is runtime/cache.py, re-exported here."""
+pipeline, and linking of object code (runtime/objload.py places graphc's own objects; an ORC
+LLJIT links anything it cannot). The on-disk object cache that lets a second process (or a
+second compile) skip LLVM is runtime/cache.py, re-exported here. LLVM itself (libllvmlite,
+~50 MiB resident) is loaded on first use: a process whose objects all come from the cache and
+whose host id is on record never loads it."""
 from __future__ import annotations
 
+import hashlib
 import itertools
+import os
+import platform
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import llvmlite
-import llvmlite.binding as llvm
 
+from graphc.runtime import objload
 from graphc.runtime.cache import (  # noqa: F401
     ObjectCache,
     cache_dir,
     cache_get,
     cache_key,
     cache_put,
+    graphc_version,
     open_cache,
 )
 from graphc.runtime.stats import CompileStats
 
+
+class _LazyLLVM:
+    """``llvmlite.binding``, imported on first use (importing it loads libllvmlite)."""
+
+    def __getattr__(self, name: str) -> Any:
+        import llvmlite.binding as binding
+        return getattr(binding, name)
+
+
+llvm: Any = _LazyLLVM()
 _LOCK = threading.RLock()
 _STATE: dict[str, Any] = {}
 _NAMES = itertools.count()
@@ -52,11 +69,44 @@ def target_machine(opt_level: int) -> llvm.TargetMachine:
 
 
 def host_id() -> str:
-    """Everything about this machine and toolchain that changes the object code."""
+    """Everything about this machine and toolchain that changes the object code. Asking LLVM
+    loads it, so the answer is kept in the cache under a fingerprint of the CPU (its model and
+    feature flags as the kernel reports them) and of llvmlite's version (which fixes LLVM's)."""
     with _LOCK:
-        _init()
-    return "|".join([_STATE["triple"], _STATE["cpu"], _STATE["features"], llvmlite.__version__,
-                     ".".join(map(str, llvm.llvm_version_info))])
+        if "host_id" in _STATE:
+            return _STATE["host_id"]
+        fingerprint = _cpu_fingerprint()
+        key = cache_key("host-id", fingerprint) if fingerprint else None
+        known = cache_get(key) if key else None
+        if known is None:
+            _init()
+            known = "|".join([_STATE["triple"], _STATE["cpu"], _STATE["features"],
+                              llvmlite.__version__,
+                              ".".join(map(str, llvm.llvm_version_info))]).encode()
+            if key:
+                cache_put(key, known)
+        _STATE["host_id"] = known.decode()
+        return _STATE["host_id"]
+
+
+def _cpu_fingerprint() -> str | None:
+    """This CPU and toolchain as Linux describes them without LLVM, or None elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            lines = {}
+            for line in f:
+                name, _, value = line.partition(":")
+                name = name.strip()
+                if name in ("vendor_id", "model name", "flags", "Features", "CPU part") \
+                        and name not in lines:
+                    lines[name] = value.strip()
+    except OSError:
+        return None
+    if not lines:
+        return None
+    text = "|".join([platform.machine(), llvmlite.__version__]
+                    + [f"{k}={v}" for k, v in sorted(lines.items())])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def optimize(text: str, opt_level: int, stats: CompileStats | None = None
@@ -181,10 +231,36 @@ class Loaded:
     addresses: dict[str, int] = field(default_factory=dict)
 
 
-def link(obj: bytes, symbols: list[str], imports: Mapping[str, int] | None = None) -> Loaded:
-    """Link an object file, or ``pack``'s blob of them, into the process-wide LLJIT (one
-    library) and look up ``symbols``; ``imports`` resolves names the code calls that the
-    process does not export (the worker pool's entry points)."""
+def cached_object(name: str, make_ir: Callable[[], str], opt_level: int = 2) -> bytes:
+    """The object code of one of the runtime's own parts (its LLVM IR from ``make_ir``), from
+    the disk cache when it is there (keyed by ``name``, graphc's sources and the host), else
+    compiled and stored, so that a process that finds it never loads LLVM."""
+    key = cache_key("runtime-object", name, graphc_version(), host_id())
+    store = open_cache(quiet=True)
+    obj = store.get(key) if store is not None else None
+    if obj is None:
+        obj = compile_object(make_ir(), opt_level)
+        if store is not None:
+            store.put(key, obj)
+    return bytes(obj)
+
+
+def link(obj: bytes, symbols: list[str], imports: Mapping[str, int] | None = None
+         ) -> Loaded | objload.Loaded:
+    """Link an object file, or ``pack``'s blob of them, and look up ``symbols``; ``imports``
+    resolves names the code calls that the process does not export (the worker pool's entry
+    points, the GEMM library). graphc's own loader places what it can without LLVM;
+    GRAPHC_LOADER=llvm, or an object it does not handle, links in the process-wide LLJIT."""
+    if os.environ.get("GRAPHC_LOADER", "") != "llvm" and objload.supported():
+        try:
+            return objload.load(unpack(obj), symbols, imports)
+        except objload.Unsupported:
+            pass
+    return _link_llvm(obj, symbols, imports)
+
+
+def _link_llvm(obj: bytes, symbols: list[str], imports: Mapping[str, int] | None = None
+               ) -> Loaded:
     with _LOCK:
         _init()
         builder = llvm.JITLibraryBuilder()

@@ -202,9 +202,10 @@ def _matmul_thin(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[Di
             with em.loop(N, "tr", start=full) as j:
                 acc = em.alloca_entry(et, "thin.s")
                 b.store(ll.Constant(et, 0.0), acc)
-                with em.loop(K, "tq") as kx:
-                    p = em.mul(k.load(a, bi + [i, kx]), k.load(bv, bi + [kx, j]))
-                    b.store(b.fadd(b.load(acc, typ=et), p, flags=("contract",)), acc)
+                with em.loop(K, "tq") as kx:      # FMAs in k order, as the vector lanes do
+                    b.store(em.intrinsic("fma", [k.load(a, bi + [i, kx]),
+                                                 k.load(bv, bi + [kx, j]),
+                                                 b.load(acc, typ=et)]), acc)
                 at = bi + [i, j]
                 k.store(epilogue(k, epi, b.load(acc, typ=et), at), c, at)
 
