@@ -331,6 +331,32 @@ def task(module: ll.Module, dtype: DType, blk: Blocking) -> ll.Function:
     return fn
 
 
+# the macro-kernel's arguments for every row block at once: (m, nc, kc, A, rsa, csa, Bp, ldbp,
+# panel, C, ldc, first, panels), A and C at row 0
+ROWS_ARGS = MACRO_ARGS[:12] + [I64]
+
+
+def rows_task(module: ll.Module, dtype: DType, blk: Blocking) -> ll.Function:
+    """``rows_task(ctx, t)``: column panel ``t % panels`` of row block ``t / panels`` (MC rows)
+    of the product whose arguments ``ctx`` holds (ROWS_ARGS): all of one k block's row blocks
+    in one parallel region, so the threads meet once per k block, not once per row block."""
+    fn, new = _task(module, f"graphc.gemm.rows_task.{dtype.name}.{blk.mr}x{blk.nr}",
+                    ROWS_ARGS)
+    if new is None:
+        return fn
+    b, args, t = new
+    m, panels = args[0], args[12]
+    ic, jr = b.udiv(t, panels), b.urem(t, panels)
+    i0 = b.mul(ic, _c(blk.mc))
+    et = _et(dtype)
+    a = _at(b, args[3], b.mul(i0, args[4]), et)
+    c = _at(b, args[9], b.mul(i0, args[10]), et)
+    b.call(macro(module, dtype, blk), [_min(b, _c(blk.mc), b.sub(m, i0))] + args[1:3] + [a]
+           + args[4:9] + [c] + args[10:12] + [jr, b.add(jr, _c(1))])
+    b.ret_void()
+    return fn
+
+
 PACK_ARGS = [I64, I64, PTR, I64, I64, PTR, I64]
 PARALLEL_PACK = 1 << 15    # elements of B worth packing on several threads
 
@@ -473,12 +499,24 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
                                 b.sdiv(b.add(rest, b.sub(narrow, _c(1))), narrow)])
                 with packing:
                     pack_all([kc, nc, b0, ops.rsb, ops.csb, packed, nr])
+            # many row blocks of a big product on several threads: one parallel region for
+            # all of them (the product goes straight to C: a scratch may be one block's)
+            wide = ll.Constant(ll.IntType(1), 0)
+            if threads > 1 and ops.scratch is None:
+                wide = b.and_(b.icmp_signed(">", m, _c(max(SMALL_M, mc_))),
+                              b.icmp_signed(">=", b.mul(b.mul(m, nc), kc), _c(PARALLEL_MACS)))
+                with b.if_then(wide):
+                    panels = b.sdiv(b.add(nc, b.sub(nr, _c(1))), nr)
+                    _spawn(em, rows_task(module, dtype, big), ROWS_ARGS,
+                           [m, nc, kc, a0, ops.rsa, ops.csa, packed, nr, b.mul(kc, nr), c0,
+                            ldc, first, panels],
+                           b.mul(_ceil_div(b, m, mc_), panels), threads)
             # row blocks (one when direct: m <= SMALL_M < MC); the epilogue is emitted once
             with em.loop(_ceil_div(b, m, mc_), "ic") as ic:
                 i0 = b.mul(ic, _c(mc_))
                 mc = _min(b, _c(mc_), b.sub(m, i0))
                 at, ldc = product_at(i0, j0)
-                with b.if_then(b.not_(direct)):
+                with b.if_then(b.not_(b.or_(direct, wide))):
                     panels = b.sdiv(b.add(nc, b.sub(nr, _c(1))), nr)
                     run([mc, nc, kc, _at(b, a0, b.mul(i0, ops.rsa), et), ops.rsa, ops.csa,
                          packed, nr, b.mul(kc, nr), at, ldc, first, _c(0), panels])

@@ -33,6 +33,7 @@ def build(dtype: DType) -> tuple[str, list[str]]:
         blk = gemm.blocking(dtype, rows)
         gemm.macro(module, dtype, blk)
         gemm.task(module, dtype, blk)
+    gemm.rows_task(module, dtype, gemm.blocking(dtype))
     gemm.pack_b(module, dtype, lanes)
     gemm.pack_task(module, dtype, lanes)
     return str(module), [f.name for f in module.functions if f.blocks]

@@ -211,3 +211,27 @@ def test_thin_products_of_small_depth(dt: str) -> None:
         got, want = model(**args), ref(**args)
         for name in ("C", "D", "W2"):
             _check(got[name], want[name].astype(np.float64), k)
+
+
+def test_many_row_blocks_in_one_parallel_region() -> None:
+    """More rows than one row block (MC) and several k blocks: on several threads every row
+    block's panels are one region's tasks; the result is bitwise the 1-thread one, with the
+    bias + relu epilogue and with C += A @ B accumulation across k blocks."""
+    src = """graph g {
+        input x: f32[N, 600]
+        input W: f32[600, 300]
+        input b: f32[300]
+        h = relu(x @ W + b)
+        output h
+    }"""
+    rng = np.random.default_rng(7)
+    models = {t: graphc.compile_source(src, num_threads=t) for t in (1, 2, 3)}
+    for n in (129, 300, 517):
+        args = dict(x=rng.standard_normal((n, 600)).astype(np.float32),
+                    W=rng.standard_normal((600, 300)).astype(np.float32),
+                    b=rng.standard_normal(300).astype(np.float32))
+        got = {t: m(**args)["h"] for t, m in models.items()}
+        want = np.maximum(args["x"].astype(np.float64) @ args["W"] + args["b"], 0)
+        _check(got[1], want, 600)
+        for t in (2, 3):
+            np.testing.assert_array_equal(got[t], got[1], err_msg=f"{t} threads, N={n}")
