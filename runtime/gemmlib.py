@@ -34,6 +34,8 @@ def build(dtype: DType) -> tuple[str, list[str]]:
         gemm.macro(module, dtype, blk)
         gemm.task(module, dtype, blk)
     gemm.rows_task(module, dtype, gemm.blocking(dtype))
+    gemm.pack_a(module, dtype)
+    gemm.pack_a_task(module, dtype, gemm.blocking(dtype).mc)
     gemm.pack_b(module, dtype, lanes)
     gemm.pack_task(module, dtype, lanes)
     return str(module), [f.name for f in module.functions if f.blocks]

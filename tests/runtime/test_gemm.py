@@ -235,3 +235,26 @@ def test_many_row_blocks_in_one_parallel_region() -> None:
         _check(got[1], want, 600)
         for t in (2, 3):
             np.testing.assert_array_equal(got[t], got[1], err_msg=f"{t} threads, N={n}")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_strided_along_k_is_packed_first(threads: int) -> None:
+    """Aᵀ (a weight gradient's xᵀ) and an A strided both ways (a stepped slice, transposed)
+    are copied row-major per row block before the product: full transposed blocks, the last
+    rows and the last columns of a k block, one and several row blocks per region."""
+    src = """graph g {
+        input A: f32[K, M]
+        input S: f32[K, 2*M]
+        input B: f32[K, N]
+        C = A.T @ B
+        D = S[:, ::2].T @ B
+        output C, D
+    }"""
+    model = graphc.compile_source(src, num_threads=threads)
+    rng = np.random.default_rng(8)
+    for m, k, n in [(17, 5, 3), (40, 300, 70), (130, 257, 33), (300, 513, 129)]:
+        a, s, bm = (rng.standard_normal(sh).astype(np.float32)
+                    for sh in ((k, m), (k, 2 * m), (k, n)))
+        got = model(A=a, S=s, B=bm)
+        _check(got["C"], a.T.astype(np.float64) @ bm, k)
+        _check(got["D"], s[:, ::2].T.astype(np.float64) @ bm, k)
