@@ -546,16 +546,22 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
         blockwise = b.icmp_signed("==", blocks_k, _c(1))
         ld = b.select(blockwise, _c(nc_), n)
     # an A strided along k, for the big tile, is packed row-major per row block (pack_a): one
-    # row block's worth, or on several threads all of a k block's rows (up to PACK_A_ROWS)
-    trans = b.and_(b.icmp_signed("!=", ops.csa, _c(1)), b.icmp_signed(">", m, _c(SMALL_M)))
-    all_rows = ll.Constant(ll.IntType(1), 0)
-    if threads > 1:
-        all_rows = b.icmp_signed("<=", m, _c(PACK_A_ROWS))
-    rows_cap = b.select(all_rows, b.mul(_ceil_div(b, m, mc_), _c(mc_)), _c(mc_))
-    abytes = b.select(trans, b.mul(rows_cap, _c(kc_ * dtype.itemsize)), _c(64))
-    apacked = b.call(libc(module, "aligned_alloc"), [_c(64), abytes])
-    # without the memory, A is read where it is (slower, still right)
-    trans = b.and_(trans, b.icmp_unsigned("!=", apacked, ll.Constant(PTR, None)))
+    # row block's worth, or on several threads all of a k block's rows (up to PACK_A_ROWS).
+    # No code for it where A is known to be unit-stride along k (x @ W, most products)
+    false = ll.Constant(ll.IntType(1), 0)
+    may_pack = not (isinstance(ops.csa, ll.Constant) and ops.csa.constant == 1)
+    trans = all_rows = false
+    apacked: ll.Value = ll.Constant(PTR, None)
+    if may_pack:
+        trans = b.and_(b.icmp_signed("!=", ops.csa, _c(1)),
+                       b.icmp_signed(">", m, _c(SMALL_M)))
+        if threads > 1:
+            all_rows = b.icmp_signed("<=", m, _c(PACK_A_ROWS))
+        rows_cap = b.select(all_rows, b.mul(_ceil_div(b, m, mc_), _c(mc_)), _c(mc_))
+        abytes = b.select(trans, b.mul(rows_cap, _c(kc_ * dtype.itemsize)), _c(64))
+        apacked = b.call(libc(module, "aligned_alloc"), [_c(64), abytes])
+        # without the memory, A is read where it is (slower, still right)
+        trans = b.and_(trans, b.icmp_unsigned("!=", apacked, ll.Constant(PTR, None)))
 
     def product_at(i0: ll.Value, j0: ll.Value) -> tuple[ll.Value, ll.Value]:
         """Where the raw product of C[i0, j0] goes, and its row stride."""
@@ -599,15 +605,18 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
             if threads > 1 and ops.scratch is None:
                 wide = b.and_(b.icmp_signed(">", m, _c(max(SMALL_M, mc_))),
                               b.icmp_signed(">=", b.mul(b.mul(m, nc), kc), _c(PARALLEL_MACS)))
-                wide = b.and_(wide, b.or_(b.not_(trans), all_rows))
+                if may_pack:
+                    wide = b.and_(wide, b.or_(b.not_(trans), all_rows))
                 with b.if_then(wide):
                     blocks_i = _ceil_div(b, m, mc_)
-                    with b.if_then(trans):
-                        _spawn(em, pack_a_task(module, dtype, mc_), PACK_A_ARGS,
-                               [m, kc, a0, ops.rsa, ops.csa, apacked], blocks_i, threads)
-                    a_at = b.select(trans, apacked, a0)
-                    rsa_at = b.select(trans, kc, ops.rsa)
-                    csa_at = b.select(trans, _c(1), ops.csa)
+                    a_at, rsa_at, csa_at = a0, ops.rsa, ops.csa
+                    if may_pack:
+                        with b.if_then(trans):
+                            _spawn(em, pack_a_task(module, dtype, mc_), PACK_A_ARGS,
+                                   [m, kc, a0, ops.rsa, ops.csa, apacked], blocks_i, threads)
+                        a_at = b.select(trans, apacked, a0)
+                        rsa_at = b.select(trans, kc, ops.rsa)
+                        csa_at = b.select(trans, _c(1), ops.csa)
                     panels = b.sdiv(b.add(nc, b.sub(nr, _c(1))), nr)
                     _spawn(em, rows_task(module, dtype, big), ROWS_ARGS,
                            [m, nc, kc, a_at, rsa_at, csa_at, packed, nr, b.mul(kc, nr), c0,
@@ -619,17 +628,21 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
                 at, ldc = product_at(i0, j0)
                 with b.if_then(b.not_(b.or_(direct, wide))):
                     panels = b.sdiv(b.add(nc, b.sub(nr, _c(1))), nr)
-                    a_blk = _at(b, a0, b.mul(i0, ops.rsa), et)
-                    with b.if_then(trans):
-                        b.call(pack_a(module, dtype), [mc, kc, a_blk, ops.rsa, ops.csa,
-                                                       apacked])
-                    run([mc, nc, kc, b.select(trans, apacked, a_blk),
-                         b.select(trans, kc, ops.rsa), b.select(trans, _c(1), ops.csa),
-                         packed, nr, b.mul(kc, nr), at, ldc, first, _c(0), panels])
+                    a_blk, rsa_blk, csa_blk = _at(b, a0, b.mul(i0, ops.rsa), et), ops.rsa, ops.csa
+                    if may_pack:
+                        with b.if_then(trans):
+                            b.call(pack_a(module, dtype), [mc, kc, a_blk, ops.rsa, ops.csa,
+                                                           apacked])
+                        a_blk = b.select(trans, apacked, a_blk)
+                        rsa_blk = b.select(trans, kc, ops.rsa)
+                        csa_blk = b.select(trans, _c(1), ops.csa)
+                    run([mc, nc, kc, a_blk, rsa_blk, csa_blk, packed, nr, b.mul(kc, nr), at, ldc,
+                         first, _c(0), panels])
                 with b.if_then(last):
                     on_block(i0, mc, j0, nc, at, ldc)
-    with b.if_then(b.icmp_unsigned("!=", apacked, ll.Constant(PTR, None))):
-        b.call(libc(module, "free"), [apacked])
+    if may_pack:
+        with b.if_then(b.icmp_unsigned("!=", apacked, ll.Constant(PTR, None))):
+            b.call(libc(module, "free"), [apacked])
 
 
 def _et(dtype: DType) -> ll.Type:

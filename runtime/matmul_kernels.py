@@ -145,7 +145,9 @@ def _matmul_packed_or_thin(k: Kernel, s: Step, a: View, bv: View, c: View,
     B plus a scratch C for an in-place epilogue passes over C three times (measured faster
     than the packed path up to K = 12 at 784 x 256, one thread)."""
     kk = a.shape[-1]
-    if bv.strides[-1] != 1 or (isinstance(kk, int) and kk > SMALL_K):
+    # without an epilogue the packed path costs about the same (B's packing is K x N): only
+    # a product that would need a scratch C or an epilogue pass gets the second code path
+    if epi is None or bv.strides[-1] != 1 or (isinstance(kk, int) and kk > SMALL_K):
         _matmul_packed(k, s, a, bv, c, batch, epi)
         return
     if isinstance(kk, int):
@@ -164,50 +166,42 @@ def _matmul_packed_or_thin(k: Kernel, s: Step, a: View, bv: View, c: View,
     k.code.add_incoming(code, wide_end)
 
 
-THIN_NV = 4        # vectors of one row of C in flight in the thin loops (independent FMA chains)
-
-
 def _matmul_thin(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[DimLike, ...],
                  epi: Operand | None) -> None:
     """C[i, j] = epilogue(sum_k A[i, k] * B[k, j]) for a small K, B unit-stride along j: per
-    row of C, THIN_NV vectors accumulate over k (A broadcast), get the epilogue and are stored
-    once. C is written after the epilogue read its inputs at that element, so it may be one of
-    them (an in-place update, or C += A @ B)."""
+    vector of a row of C, FMAs over k (A broadcast), the epilogue, one store. C is written after
+    the epilogue read its inputs at that element, so it may be one of them (an in-place update,
+    or C += A @ B). One vector at a time keeps the code (and LLVM's time) small: the FMA chains
+    of consecutive vectors are independent, so the core overlaps them anyway."""
     em, b = k.em, k.b
     et = reg_type(s.value.dtype)
     lanes = 64 // s.value.dtype.itemsize
     vt = ll.VectorType(et, lanes)
-    zeros = ll.Constant(vt, [ll.Constant(et, 0.0)] * lanes)
     m, kk, n = a.shape[-2], a.shape[-1], bv.shape[-1]
-    width = THIN_NV * lanes
     with k.unless_empty(c.shape), em.loop_nest([k.dim(d) for d in batch], "tb") as bi:
         M, K, N = k.dim(m), k.dim(kk), k.dim(n)
-        full = b.mul(b.sdiv(N, ll.Constant(I64, width)), ll.Constant(I64, width))
+        full = b.sdiv(N, ll.Constant(I64, lanes))
+        acc = em.alloca_entry(vt, "thin")
+        one = em.alloca_entry(et, "thin.s")
         with em.loop(M, "ti") as i:
-            with em.loop(b.sdiv(full, ll.Constant(I64, width)), "tj") as tj:
-                j0 = b.mul(tj, ll.Constant(I64, width))
-                accs = [em.alloca_entry(vt, f"thin{v}") for v in range(THIN_NV)]
-                for slot in accs:
-                    b.store(zeros, slot)
+            with em.loop(full, "tj") as vj:
+                j = b.mul(vj, ll.Constant(I64, lanes))
+                b.store(ll.Constant(vt, [ll.Constant(et, 0.0)] * lanes), acc)
                 with em.loop(K, "tk") as kx:
                     xs = splat(k, k.load(a, bi + [i, kx]), lanes)
-                    for v, slot in enumerate(accs):
-                        j = b.add(j0, ll.Constant(I64, v * lanes))
-                        p = k.address(bv.buf, k.index(bv, bi + [kx, j]), vt)
-                        bj = b.load(p, typ=vt, align=bv.dtype.itemsize)
-                        b.store(em.intrinsic("fma", [xs, bj, b.load(slot, typ=vt)]), slot)
-                for v, slot in enumerate(accs):
-                    at = bi + [i, b.add(j0, ll.Constant(I64, v * lanes))]
-                    vstore(k, epilogue(k, epi, b.load(slot, typ=vt), at, lanes), c, at)
-            with em.loop(N, "tr", start=full) as j:
-                acc = em.alloca_entry(et, "thin.s")
-                b.store(ll.Constant(et, 0.0), acc)
+                    p = k.address(bv.buf, k.index(bv, bi + [kx, j]), vt)
+                    bj = b.load(p, typ=vt, align=bv.dtype.itemsize)
+                    b.store(em.intrinsic("fma", [xs, bj, b.load(acc, typ=vt)]), acc)
+                at = bi + [i, j]
+                vstore(k, epilogue(k, epi, b.load(acc, typ=vt), at, lanes), c, at)
+            with em.loop(N, "tr", start=b.mul(full, ll.Constant(I64, lanes))) as j:
+                b.store(ll.Constant(et, 0.0), one)
                 with em.loop(K, "tq") as kx:      # FMAs in k order, as the vector lanes do
                     b.store(em.intrinsic("fma", [k.load(a, bi + [i, kx]),
                                                  k.load(bv, bi + [kx, j]),
-                                                 b.load(acc, typ=et)]), acc)
+                                                 b.load(one, typ=et)]), one)
                 at = bi + [i, j]
-                k.store(epilogue(k, epi, b.load(acc, typ=et), at), c, at)
+                k.store(epilogue(k, epi, b.load(one, typ=et), at), c, at)
 
 
 def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[DimLike, ...],
