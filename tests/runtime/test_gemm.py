@@ -258,3 +258,13 @@ def test_a_strided_along_k_is_packed_first(threads: int) -> None:
         got = model(A=a, S=s, B=bm)
         _check(got["C"], a.T.astype(np.float64) @ bm, k)
         _check(got["D"], s[:, ::2].T.astype(np.float64) @ bm, k)
+
+
+def test_the_library_copies_inline() -> None:
+    """The packing's row copies and the edge tiles' stores stay loops of vector moves: LLVM
+    turns such loops into calls of memcpy for 40-128 bytes unless told "no-builtins"."""
+    from graphc.ir.types import DType
+    from graphc.runtime import gemmlib, jit
+    text, _ = gemmlib.build(DType.f32)
+    asm = jit.assembly(text, gemmlib.OPT_LEVEL)
+    assert "memcpy" not in asm and "memmove" not in asm
