@@ -287,7 +287,7 @@ def _adds_to_output(k: Kernel, epi: Operand, c: View, dt: DType) -> bool:
         return False
     if len(epi.args) != 2 or not any(isinstance(a, Acc) for a in epi.args):
         return False
-    x = next(a for a in epi.args if not isinstance(a, Acc))
+    x = next((a for a in epi.args if not isinstance(a, Acc)), None)   # None: product + product
     if not isinstance(x, View) or x.dtype != dt:
         return False
     # the same pointer: the version of an in-place kernel for equal pointers (emit_versions)

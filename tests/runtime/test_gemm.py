@@ -268,3 +268,14 @@ def test_the_library_copies_inline() -> None:
     text, _ = gemmlib.build(DType.f32)
     asm = jit.assembly(text, gemmlib.OPT_LEVEL)
     assert "memcpy" not in asm and "memmove" not in asm
+
+
+def test_an_epilogue_that_adds_the_product_to_itself() -> None:
+    """``C + C`` after ``A @ B``: the epilogue's two operands are both the product (this
+    compile stopped with a StopIteration from the accumulate-mode check)."""
+    model = graphc.compile_source("graph g {\n input A: f32[M, K]\n input B: f32[K, N]\n"
+                                  " C = A @ B\n D = C + C\n output D\n}\n")
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((20, 30)).astype(np.float32)
+    b = rng.standard_normal((30, 40)).astype(np.float32)
+    _check(model(A=a, B=b)["D"], 2 * (a.astype(np.float64) @ b), 30)
