@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import gc
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from graphc.ir.errors import GraphError, GraphTypeError, Loc
 from graphc.ir.types import DType, TensorType
@@ -80,10 +83,16 @@ class Func:
     params: tuple[Value, ...]
     results: tuple[Value, ...]
     result_names: tuple[str, ...] = field(default=())
+    # ``values()``'s order, made once: a Func and its values never change, and a pipeline asks
+    # for it many times (every pass, its statistics, the plan, the cache key)
+    _order: tuple[Value, ...] | None = field(default=None, init=False, repr=False,
+                                             compare=False)
 
     def values(self) -> list[Value]:
         """Every value reachable from the results (and every param), topologically ordered."""
-        return toposort(self.results, self.params)
+        if self._order is None:
+            object.__setattr__(self, "_order", tuple(toposort(self.results, self.params)))
+        return list(self._order)
 
     def __str__(self) -> str:
         from graphc.ir.text import print_func
@@ -94,35 +103,67 @@ def toposort(roots: tuple[Value, ...] | list[Value], first: tuple[Value, ...] = 
     """Deterministic post-order: inputs before users, in input order; ``first`` leads."""
     order: list[Value] = list(first)
     seen = {id(v) for v in order}
+    add, append = seen.add, order.append
     for root in roots:
         if id(root) in seen:
             continue
-        stack: list[tuple[Value, int]] = [(root, 0)]
+        stack = [(root, iter(root.inputs))]
+        push, pop = stack.append, stack.pop
         while stack:
-            v, i = stack.pop()
-            if i < len(v.inputs):
-                stack.append((v, i + 1))
-                w = v.inputs[i]
+            v, it = stack[-1]
+            for w in it:
                 if id(w) not in seen:
-                    stack.append((w, 0))
-            elif id(v) not in seen:
-                seen.add(id(v))
-                order.append(v)
+                    push((w, iter(w.inputs)))
+                    break
+            else:
+                pop()
+                if id(v) not in seen:
+                    add(id(v))
+                    append(v)
     return order
 
 
 _LOC: contextvars.ContextVar[Loc | None] = contextvars.ContextVar("graphc_loc", default=None)
 
 
+class at:
+    """``with at(loc):`` values made inside the block without an explicit loc get ``loc`` (used
+    by autodiff and decompositions so that every derived op points at the source line it came
+    from). A class, not a generator: a pass enters it once per value it rewrites."""
+    __slots__ = ("loc", "token")
+
+    def __init__(self, loc: Loc | None):
+        self.loc = loc
+
+    def __enter__(self) -> None:
+        self.token = _LOC.set(self.loc)
+
+    def __exit__(self, *exc: object) -> None:
+        _LOC.reset(self.token)
+
+
+_GC_LOCK = threading.Lock()
+_GC_PAUSES = [0, False]         # nested pauses; whether the first one found the collector on
+
+
 @contextlib.contextmanager
-def at(loc: Loc | None) -> Iterator[None]:
-    """Values made inside this block without an explicit loc get ``loc`` (used by autodiff and
-    decompositions so that every derived op points at the source line it came from)."""
-    token = _LOC.set(loc)
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block. Compiling allocates millions of small
+    objects that live until the phase ends (IR values, LLVM IR builder objects); the collector's
+    full sweeps over them cost ~10% of an unrolled loop's compile and free nothing. Collection
+    resumes (if it was on) when the last of nested or concurrent pauses ends."""
+    with _GC_LOCK:
+        if _GC_PAUSES[0] == 0:
+            _GC_PAUSES[1] = gc.isenabled()
+            gc.disable()
+        _GC_PAUSES[0] += 1
     try:
         yield
     finally:
-        _LOC.reset(token)
+        with _GC_LOCK:
+            _GC_PAUSES[0] -= 1
+            if _GC_PAUSES[0] == 0 and _GC_PAUSES[1]:
+                gc.enable()
 
 
 def current_loc() -> Loc | None:

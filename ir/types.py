@@ -6,6 +6,7 @@ A dim is an ``int`` or a ``Dim``: an integer polynomial of symbolic dims (``N``,
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass
 from typing import Mapping, Union
@@ -179,6 +180,11 @@ def dim_str(d: DimLike) -> str:
     """``N+4``, ``2*M*N-N+3``: the text ir.lark reads back. Never raises."""
     if isinstance(d, int):
         return _int_str(d)
+    return _dim_str(d)
+
+
+@functools.lru_cache(maxsize=8192)
+def _dim_str(d: Dim) -> str:
     out = ""
     for m, c in d.terms:
         body = "*".join(m)
@@ -238,6 +244,13 @@ class TensorType:
         return tuple(dim_eval(d, env) for d in self.shape)
 
     def __str__(self) -> str:
-        return f"{self.dtype}[{','.join(dim_str(d) for d in self.shape)}]"
+        return _type_str(self.dtype, self.shape)
 
     __repr__ = __str__
+
+
+@functools.lru_cache(maxsize=8192)
+def _type_str(dtype: DType, shape: Shape) -> str:
+    """A type's text, remembered: cache keys and dumps print the same few types thousands of
+    times (an unrolled loop's), and building the text was 40% of a model's cache key."""
+    return f"{dtype}[{','.join(dim_str(d) for d in shape)}]"

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from graphc.ir.core import Func
+from graphc.ir.core import Func, gc_paused
 from graphc.ir.errors import GraphCallError, GraphError
 from graphc.ir.ops.registry import suggest
 from graphc.ir.text import parse_funcs, print_func
@@ -252,6 +252,12 @@ def run_steps(func: Func, steps: Sequence[Step], ctx: PassContext, *, after: str
               dump: Callable[[str, Func], None] | None = None) -> Func:
     """Run ``steps`` exactly as given, in context ``ctx`` (``run_pipeline`` without the
     defaults)."""
+    with gc_paused():
+        return _run_steps(func, steps, ctx, after, stats, dump)
+
+
+def _run_steps(func: Func, steps: Sequence[Step], ctx: PassContext, after: str | None,
+               stats: list[PassStat] | None, dump: Callable[[str, Func], None] | None) -> Func:
     counter = ctx.counter
     if ctx.verify_each:
         check(func, "the input")

@@ -106,7 +106,7 @@ def rebuild(v: Value, inputs: tuple[Value, ...]) -> Value:
     if all(a is b for a, b in zip(inputs, v.inputs)):
         return v
     for a, b in zip(inputs, v.inputs):
-        if a.type != b.type:
+        if a.type is not b.type and a.type != b.type:
             raise AssertionError(f"rewrite replaced a {b.type} input of {v.op} by a {a.type}")
     return Value(v.op, inputs, v.type, v.attrs, v.loc)
 

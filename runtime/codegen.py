@@ -1,8 +1,10 @@
 """Func -> LLVM module: one function per distinct step (its buffers ``noalias``, so loops
 vectorise without run-time alias checks; identical steps share it, runtime/dedup.py) and one
 exported driver that checks slice bounds, takes a workspace, runs every step in order and writes
-the results: one native call per entry point. ``build_model`` puts the kernels of all entry
-points in one module, so forward, backward and the step compile a kernel they share once.
+the results: one native call per entry point (runtime/driver.py: a call per step, or, for an
+unrolled loop's many repeated kernels, a constant table of the steps that one loop walks).
+``build_model`` puts the kernels of all entry points in one module, so forward, backward and the
+step compile a kernel they share once.
 
 Driver ABI: ``i32 graphc_entry(ptr args)`` (``graphc_entry.<name>`` in a model's module),
 ``args`` = [param ptrs.., output ptrs.., dims ptr, direct flags ptr, workspace ptr]; byte k
@@ -11,7 +13,8 @@ copied at the end). ``dims`` holds one i64 per symbol, then DETAIL_WORDS words w
 failing kernel describes its error. Kernel bodies: runtime/kernel.py, kernels.py, fusedgen.py."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import llvmlite.ir as ll
 

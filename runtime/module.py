@@ -14,7 +14,7 @@ from typing import Any
 import llvmlite
 import numpy as np
 
-from graphc.ir.core import Func, Value
+from graphc.ir.core import Func, Value, gc_paused
 from graphc.ir.errors import GraphCallError, Loc
 from graphc.ir.ops.registry import suggest
 from graphc.runtime import call, gemmlib, jit, pool
@@ -27,21 +27,34 @@ from graphc.runtime.stats import CompileStats
 
 
 def func_text(func: Func) -> str:
-    """Canonical text of a Func for the cache key: the IR printer's output plus a structural
-    dump with exact attribute reprs (so a printer that rounds cannot alias two programs)."""
-    try:
-        from graphc.ir.text import print_func
-        printed = print_func(func)
-    except ImportError:
-        printed = ""
-    ids: dict[int, int] = {}
-    lines = [func.name, repr(func.result_names)]
-    for k, v in enumerate(func.values()):
-        ids[id(v)] = k
-        lines.append(f"{v.op}({','.join(str(ids[id(i)]) for i in v.inputs)}) "
-                     f"{v.attrs.items!r} {v.type}")
-    lines.append("ret " + ",".join(str(ids[id(r)]) for r in func.results))
-    return printed + "\n" + "\n".join(lines)
+    """Canonical text of a Func for the cache key: a structural dump with exact attribute reprs
+    and types, each value numbered, a fused kernel's body (an attribute) dumped the same way
+    once per body. (Printing the IR as well cost 3x as much and added nothing.)"""
+    lines: list[str] = []
+    bodies: dict[int, int] = {}
+
+    def dump(f: Func, tag: str) -> None:
+        ids: dict[int, int] = {}
+        out = [f"{tag} {f.name} {f.result_names!r}"]
+        for k, v in enumerate(f.values()):
+            ids[id(v)] = k
+            attrs = v.attrs.items
+            if any(isinstance(x, Func) for _, x in attrs):
+                attrs = tuple((n, f"<body {body(x)}>" if isinstance(x, Func) else x)
+                              for n, x in attrs)
+            out.append(f"{v.op}({','.join(str(ids[id(i)]) for i in v.inputs)}) "
+                       f"{attrs!r} {v.type}")
+        out.append("ret " + ",".join(str(ids[id(r)]) for r in f.results))
+        lines.extend(out)
+
+    def body(f: Func) -> int:
+        if id(f) not in bodies:
+            bodies[id(f)] = len(bodies)
+            dump(f, f"body {bodies[id(f)]}:")
+        return bodies[id(f)]
+
+    dump(func, "func")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -136,6 +149,15 @@ def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool
     core this process may use); the code differs, so it is part of the cache key.
     ``keys``: each entry's cache key as an earlier compile of the same funcs made it (a
     whole-model cache hit, graphc/modelcache.py), so it is not made again."""
+    with gc_paused():
+        return _compile_module(funcs, opt_level, cache, check_numerics, debug, compile_stats,
+                               threads, keys)
+
+
+def _compile_module(funcs: Mapping[str, Func], opt_level: int, cache: bool,
+                    check_numerics: bool, debug: bool | None,
+                    compile_stats: CompileStats | None, threads: int | None,
+                    keys: Mapping[str, str] | None) -> CompiledModule:
     threads = pool.default_threads() if threads is None else threads
     if debug is None:           # GRAPHC_DEBUG=1 makes every build a debug build (CI runs so)
         debug = os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
@@ -244,6 +266,11 @@ def annotate(text: str, calls: list[tuple[str, Step]], asm: bool) -> str:
         define = re.compile(rf'^define [^@]*@"?({names})"?\(')
         use = re.compile(rf'\bcall [^@]*@"?({names})"?\(')
     called = {n: 0 for n in by_fn}
+    sites = {n: 0 for n in by_fn}
+    for line in text.splitlines():
+        m = use.search(line)
+        if m and not define.match(line):
+            sites[m.group(1)] += 1
     out: list[str] = []
     for line in text.splitlines():
         m = define.match(line)
@@ -259,10 +286,19 @@ def annotate(text: str, calls: list[tuple[str, Step]], asm: bool) -> str:
         else:
             m = use.search(line)
             if m and called[m.group(1)] < len(by_fn[m.group(1)]):
-                s = by_fn[m.group(1)][called[m.group(1)]]
-                called[m.group(1)] += 1
+                steps = by_fn[m.group(1)]
+                s = steps[called[m.group(1)]]
                 indent = line[:len(line) - len(line.lstrip())]
-                out.append(f"{indent}{mark} step {s.index}: {_what(s.value)} at "
-                           f"{_where(s.value.loc)}")
+                if sites[m.group(1)] == 1 and len(steps) > 1:
+                    # a table driver's one call site of a shared kernel runs all its steps
+                    called[m.group(1)] = len(steps)
+                    shown = ", ".join(str(x.index) for x in steps[:8])
+                    more = f" (+{len(steps) - 8} more)" if len(steps) > 8 else ""
+                    out.append(f"{indent}{mark} steps {shown}{more}: {_what(s.value)} at "
+                               f"{_where(s.value.loc)}")
+                else:
+                    called[m.group(1)] += 1
+                    out.append(f"{indent}{mark} step {s.index}: {_what(s.value)} at "
+                               f"{_where(s.value.loc)}")
         out.append(line)
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")

@@ -46,6 +46,7 @@ if "--again" in sys.argv:           # the same compile once more: imports and LL
     again = time.perf_counter() - t0
 print(json.dumps({"import": imported, "wall": wall, "cpu": cpu, "again": again,
                   "phases": s.phases if s else {}, "counts": s.counts if s else {},
+                  "passes": getattr(s, "passes", {}) if s else {},
                   "native": dict(m._native.stats)}))
 """
 
@@ -144,6 +145,9 @@ def main() -> None:
             if "phases" in r:
                 print(f"\n{name} phases (ms): " + ", ".join(
                     f"{p} {s * 1e3:.1f}" for p, s in r["phases"].items()))
+                if r.get("passes"):
+                    print("  of which passes (ms): " + ", ".join(
+                        f"{p} {s * 1e3:.1f}" for p, s in r["passes"].items()))
     results["ratios"] = {"rnn T=100 / T=10 (wall)": ratio, "rnn T=100 / T=10 (cpu)": cpu_ratio}
     Path(args.json).write_text(json.dumps(results, indent=1))
 
