@@ -205,6 +205,7 @@ class Model:
                 modelcache.save(store, key, (self.optimized, self._requirements,
                                              {n: e.key for n, e in entries.items()},
                                              said))
+            self._native_signatures()
 
     def _run_passes(self, graph: GraphDef) -> tuple[str, ...]:
         """Run the pipeline on every entry point; returns the GraphWarnings it gave (shown
@@ -308,13 +309,77 @@ class Model:
             args[name][...] = outs[i]
         return outs
 
+    _sgd_fixed: tuple[str, tuple[str, ...], list[np.dtype]] | None = None
+
+    def _sgd_setup(self) -> tuple[str, tuple[str, ...], list[np.dtype]]:
+        """What every sgd_step call needs from the entry: the learning rate's param name, the
+        params it updates and their dtypes."""
+        func = self._entry("sgd_step")
+        updated = func.result_names[1:]
+        self._lr_arrays: dict[float, np.ndarray] = {}
+        self._sgd_fixed = (func.params[-1].attrs["name"], updated,
+                           [self.params[n].dtype.np for n in updated])
+        return self._sgd_fixed
+
+    def _lr_array(self, lr: float) -> np.ndarray:
+        a = np.array(lr, np.float64)
+        a.flags.writeable = False
+        if len(self._lr_arrays) >= 16:
+            self._lr_arrays.clear()
+        self._lr_arrays[lr] = a
+        return a
+
+    # the addresses of the native methods' tables (0: the Python path)
+    _native_state = 0           # __call__
+    _native_vg_state = 0        # value_and_grad
+
+    def _native_signatures(self) -> None:
+        """The tables through which ``__call__`` and ``value_and_grad`` run natively
+        (runtime/fastmethod.py); the methods are made the first time a native model is."""
+        from graphc.runtime import call, fastmethod
+        if "methods" not in _NATIVE_CALL:
+            # "name(signature)\n--\n\n" first: what inspect.signature reads of a builtin
+            made = [fastmethod.native_method(Model, attr, py, f"{name}($self, /, **arrays)\n--\n\n"
+                                           f"{py.__doc__ or ''}", name)
+                    for name, attr, py in (("__call__", "_native_state", _PY_CALL),
+                                           ("value_and_grad", "_native_vg_state", _PY_VG))]
+            _NATIVE_CALL["methods"] = made
+            if None not in made:
+                Model.__call__, Model.value_and_grad = made     # type: ignore[method-assign]
+        if None in _NATIVE_CALL["methods"]:
+            return
+        names = list(self._binders["forward"].signature)
+        e = self._native.entries["forward"]
+        self._signatures = call.Signatures(e.plan, e.address, self._native.arena, names,
+                                           list(self.outputs))
+        self._native_state = self._signatures.address
+        e = self._native.entries.get("backward")
+        if e is not None and list(self._binders["backward"].signature) == names:
+            self._vg_signatures = call.Signatures(
+                e.plan, e.address, self._native.arena, names,
+                list(self.outputs) + list(self.grad_wrt), split=len(self.outputs))
+            self._native_vg_state = self._vg_signatures.address
+
     def __call__(self, **arrays: Any) -> dict[str, np.ndarray]:
-        outs = self._run("forward", self._prepare("forward", arrays))
+        """The outputs of the graph for these inputs and params (by name)."""
+        prepared = self._prepare("forward", arrays)
+        outs = self._run("forward", prepared)
+        if self._native_state:          # later calls like this one skip Python
+            args = prepared[0]
+            if all(args[n] is arrays[n] for n in args):
+                self._signatures.install(list(args.values()), prepared[1])
         return dict(zip(self.outputs, outs))
 
     def value_and_grad(self, **arrays: Any) -> tuple[dict[str, np.ndarray],
                                                       dict[str, np.ndarray]]:
-        outs = self._run("backward", self._prepare("backward", arrays))
+        """The outputs, and the gradients of the grad target with respect to the graph's
+        ``grad ... wrt`` names (by name)."""
+        prepared = self._prepare("backward", arrays)
+        outs = self._run("backward", prepared)
+        if self._native_vg_state:       # later calls like this one skip Python
+            args = prepared[0]
+            if all(args[n] is arrays[n] for n in args):
+                self._vg_signatures.install(list(args.values()), prepared[1])
         n = len(self.outputs)
         return dict(zip(self.outputs, outs[:n])), dict(zip(self.grad_wrt, outs[n:]))
 
@@ -322,15 +387,19 @@ class Model:
         """One fused forward + backward + ``p -= lr * g`` step; updates ``params`` in place and
         returns the grad target at the old values. (An input that is itself named ``lr`` goes
         in the ``params`` dict.)"""
-        func = self._entry("sgd_step")
-        lr_name = func.params[-1].attrs["name"]
+        fixed = self._sgd_fixed or self._sgd_setup()
+        lr_name, updated, want = fixed
+        if type(lr) is float and lr:     # the same 0-d array for the same rate, step after step
+            cached = self._lr_arrays.get(lr)
+            lr = self._lr_array(lr) if cached is None else cached
         prepared = self._prepare("sgd_step", {**params, **inputs, lr_name: lr})
         args = prepared[0]
-        updated = func.result_names[1:]
-        for name in updated:
+        for name, dt in zip(updated, want):
             p = params.get(name)
+            if type(p) is np.ndarray and p.dtype is dt and p.flags.writeable:
+                continue                                    # the usual case, first
             if not isinstance(p, np.ndarray) or not p.flags.writeable or \
-                    not np.can_cast(self.params[name].dtype.np, p.dtype, "same_kind"):
+                    not np.can_cast(dt, p.dtype, "same_kind"):
                 raise GraphCallError(f"sgd_step updates '{name}' in place, so params['{name}'] "
                                      f"must be a writeable float NumPy array "
                                      f"({self.params[name]})")
@@ -484,6 +553,11 @@ class Model:
     def __repr__(self) -> str:
         ins = ", ".join(f"{n}: {t}" for n, t in {**self.inputs, **self.params}.items())
         return f"<graphc.Model {self.name}({ins}) -> {', '.join(self.outputs)}>"
+
+
+# what the native methods fall back to (all the checks, every error)
+_PY_CALL, _PY_VG = Model.__call__, Model.value_and_grad
+_NATIVE_CALL: dict[str, Any] = {}
 
 
 def _rebuild(source: str, filename: str, name: str, options: dict[str, Any],

@@ -7,6 +7,8 @@ dims."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import itertools
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -22,15 +24,27 @@ ALIGN = 64
 
 
 class _Workspace:
-    """One thread's block of memory for one model."""
+    """One thread's block of memory for one model. Its state lives in five native words
+    (``WORDS``: busy, address, size, small_calls, release) so that the native call path
+    (runtime/fastmethod.py) can take the block without Python; every change to them happens with
+    the GIL held."""
+
+    BUSY, ADDRESS, SIZE, SMALL, RELEASE = range(5)
 
     def __init__(self) -> None:
         self.block: np.ndarray | None = None
-        self.address = 0
-        self.size = 0
-        self.busy = False              # a native call is using the block right now
-        self.release = False           # drop the block when that call ends
-        self.small_calls = 0           # consecutive calls that needed far less than ``size``
+        self.words = (ctypes.c_int64 * 5)()
+
+    def _word(k: int) -> property:          # type: ignore[misc]
+        return property(lambda self: self.words[k],
+                        lambda self, v: self.words.__setitem__(k, int(v)))
+
+    busy = _word(BUSY)                # a native call is using the block right now
+    address = _word(ADDRESS)
+    size = _word(SIZE)
+    small_calls = _word(SMALL)        # consecutive calls that needed far less than ``size``
+    release = _word(RELEASE)          # drop the block when that call ends
+    del _word
 
 
 class Arena:
@@ -47,6 +61,19 @@ class Arena:
         self._local = threading.local()
         self._all: weakref.WeakSet[_Workspace] = weakref.WeakSet()
         self._lock = threading.Lock()
+        # where the native call path finds this thread's workspace: the key in the thread
+        # state's dict (never reused, so a dead arena's entry is never found again)
+        self.key = f"graphc.arena.{next(_KEYS)}"
+
+    def __del__(self) -> None:
+        """This thread's entry for the native path goes too (other threads' entries stay,
+        unused, until those threads end: their dicts are theirs)."""
+        try:
+            tdict = _thread_dict()
+            if tdict is not None:
+                tdict.pop(self.key, None)
+        except Exception:  # noqa: BLE001, S110 - at interpreter exit, anything may be gone
+            pass
 
     def _mine(self) -> _Workspace:
         ws = getattr(self._local, "ws", None)
@@ -54,6 +81,9 @@ class Arena:
             ws = self._local.ws = _Workspace()
             with self._lock:
                 self._all.add(ws)
+            tdict = _thread_dict()
+            if tdict is not None:            # cleared when the thread ends, as _local is
+                tdict[self.key] = ctypes.addressof(ws.words)
         return ws
 
     @contextlib.contextmanager
@@ -70,6 +100,8 @@ class Arena:
         busy until ``give`` (``lease`` without a generator: the call path's hot spot)."""
         ws = self._mine()
         with self._lock:
+            if ws.release:                           # released while a native call ran
+                self._drop(ws)
             if ws.block is None or nbytes > ws.size:
                 ws.block = None                      # free the old block before the new one
                 try:
@@ -107,14 +139,29 @@ class Arena:
     def release(self) -> None:
         with self._lock:
             for ws in list(self._all):
-                if ws.busy:
-                    ws.release = True
-                else:
+                # the flag first: a native call that starts after it sees it and leaves the
+                # block alone; one that started before has set busy (both under the GIL)
+                ws.release = True
+                if not ws.busy:
                     self._drop(ws)
 
     @staticmethod
     def _drop(ws: _Workspace) -> None:
-        ws.block, ws.address, ws.size, ws.release, ws.small_calls = None, 0, 0, False, 0
+        ws.address, ws.size, ws.small_calls = 0, 0, 0     # the native path sees no block
+        ws.block = None
+        ws.release = False
+
+
+_KEYS = itertools.count()
+_GET_DICT = ctypes.pythonapi.PyThreadState_GetDict
+_GET_DICT.restype, _GET_DICT.argtypes = ctypes.c_void_p, []     # a borrowed reference
+
+
+def _thread_dict() -> dict | None:
+    """This thread's state dict (the one threading.local keeps its values in)."""
+    p = _GET_DICT()
+    d = ctypes.cast(p, ctypes.py_object).value if p else None    # a new reference
+    return d if type(d) is dict else None
 
 
 def buffer_bytes(plan: Plan, buf: int) -> DimLike:

@@ -1,10 +1,14 @@
 """The calling convention: check and convert the caller's arrays (docs/runtime.md), bind the
 symbolic dims, allocate fresh outputs, take this thread's arena (grown if this binding needs
 more), pack one pointer block and make one native call with the GIL released; error codes from
-the native side become GraphCallError / NumericsError (runtime/errcodes.py)."""
+the native side become GraphCallError / NumericsError (runtime/errcodes.py). ``Signatures`` is
+the table of the native method (runtime/fastmethod.py) that skips all of this for a call whose
+arrays have the dtypes and shapes of an earlier one."""
 from __future__ import annotations
 
 import ctypes
+import threading
+import weakref
 from typing import Any, Mapping
 
 import numpy as np
@@ -33,13 +37,14 @@ def check_inplace(plan: Plan, inplace: Mapping[int, str], args: Mapping[str, Any
                   shapes: list[tuple[int, ...]]) -> dict[int, np.ndarray]:
     """Result index -> the caller's own array that receives it (must fit exactly)."""
     out: dict[int, np.ndarray] = {}
+    dtypes = _memo(plan).dtypes
     for r, name in inplace.items():
         if not 0 <= r < len(plan.func.results):
             raise GraphCallError(f"{plan.func.name} has no result {r} to write in place")
         a = args.get(name)
-        res = plan.func.results[r]
-        if not isinstance(a, np.ndarray) or a.dtype != res.dtype.np or a.shape != shapes[r] \
+        if not isinstance(a, np.ndarray) or a.dtype != dtypes[r] or a.shape != shapes[r] \
                 or not a.flags.c_contiguous or not a.flags.writeable:
+            res = plan.func.results[r]
             raise GraphCallError(f"argument '{name}' cannot be updated in place: it must be a "
                                  f"writeable C-contiguous {res.type} array")
         out[r] = a
@@ -86,17 +91,11 @@ def run(plan: Plan, native: Any, arrays: list[np.ndarray], env: Mapping[str, int
         flags = _all_direct(n)
         outs = [allocate(shapes[r], func.results[r]) for r in range(n)]
     else:
-        flags = (ctypes.c_uint8 * max(n, 1))(*([1] * max(n, 1)))
-        outs = []
+        outs = [targets.get(r) for r in range(n)]
         for r in range(n):
-            t = targets.get(r)
-            if t is None:
-                outs.append(allocate(shapes[r], func.results[r]))
-            else:
-                outs.append(t)
-                if not direct(plan, r, t, arrays):
-                    flags[r] = 0
-                    mask &= ~(1 << r)
+            if outs[r] is None:
+                outs[r] = allocate(shapes[r], func.results[r])
+        flags, mask = _memo(plan).direct(plan, targets, arrays)
     nsym = len(plan.symbols)
     # the dims, then room for a kernel's error details
     dims = (ctypes.c_int64 * (nsym + DETAIL_WORDS))(*[env[s] for s in plan.symbols])
@@ -143,14 +142,132 @@ def allocate(shape: tuple[int, ...], result: Any) -> np.ndarray:
                              f"allocate", result.loc) from None
 
 
-def direct(plan: Plan, r: int, target: np.ndarray, arrays: list[np.ndarray]) -> bool:
+class _Memo:
+    """What the call path works out once per plan: the results' dtypes, and the flags of the
+    last call that wrote results into the caller's arrays, valid while the call passes the very
+    same array objects (held by weak references: the caller's params, step after step)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.dtypes = [r.dtype.np for r in plan.func.results]
+        self.names = [p.attrs["name"] for p in plan.func.params]
+        self.last: tuple[list[Any], Any, int] | None = None
+
+    def direct(self, plan: Plan, targets: Mapping[int, np.ndarray],
+               arrays: list[np.ndarray]) -> tuple[Any, int]:
+        """The direct flags (ctypes bytes) and their bit mask for writing ``targets``."""
+        n = len(self.dtypes)
+        key = [*arrays, *[targets.get(r) for r in range(n)]]
+        last = self.last
+        if last is not None and len(last[0]) == len(key) and \
+                all(w is None if a is None else w is not None and w() is a
+                    for w, a in zip(last[0], key)):
+            return last[1], last[2]
+        flags = (ctypes.c_uint8 * max(n, 1))(*([1] * max(n, 1)))
+        mask = (1 << n) - 1
+        owns = [a.flags.owndata for a in arrays]
+        for r, t in targets.items():
+            if not direct(plan, r, t, arrays, self.names, owns):
+                flags[r] = 0
+                mask &= ~(1 << r)
+        refs = [None if a is None else weakref.ref(a) for a in key]
+        self.last = (refs, flags, mask)
+        return flags, mask
+
+
+def _memo(plan: Plan) -> _Memo:
+    memo = vars(plan).get("_call_memo")
+    if memo is None:
+        memo = vars(plan)["_call_memo"] = _Memo(plan)
+    return memo
+
+
+def direct(plan: Plan, r: int, target: np.ndarray, arrays: list[np.ndarray],
+           names: list[str] | None = None, owns: list[bool] | None = None) -> bool:
     """Whether result ``r`` may be written straight into the caller's ``target`` (else it is
     staged in the arena and copied at the end): ``target`` shares no memory with any argument,
-    or it is exactly the array of the param the plan lets this result overwrite."""
-    names = [p.attrs["name"] for p in plan.func.params]
-    shared = [k for k, a in enumerate(arrays) if np.may_share_memory(a, target)]
+    or it is exactly the array of the param the plan lets this result overwrite. (Two distinct
+    arrays that each own their data share none: no call to may_share_memory for them.)"""
+    names = names or [p.attrs["name"] for p in plan.func.params]
+    owns = owns or [a.flags.owndata for a in arrays]
+    mine = target.flags.owndata
+    shared = [k for k, a in enumerate(arrays)
+              if a is target or not (mine and owns[k]) and np.may_share_memory(a, target)]
     if not shared:
         return True
     a = arrays[shared[0]]
     return len(shared) == 1 and plan.inplace.get(r) == names[shared[0]] and \
         a.ctypes.data == target.ctypes.data and a.nbytes == target.nbytes
+
+
+class Signatures:
+    """The native method's table for one entry point (runtime/fastmethod.py ``_METHOD`` reads
+    it): the interned names of params and results, then ``SLOTS`` signatures, each what a call
+    with arrays of exactly these dtypes and shapes needs (dims, arena bytes, np.empty's
+    arguments per result). Filled by ``install`` after a call that went through the Python path;
+    a slot is invalidated before it is rewritten, all with the GIL held."""
+
+    SLOTS = 4
+    MAX_RANK, MAX_ARRAYS, MAX_SYMBOLS = 8, 64, 64
+    BIG = 1 << 16        # calls touching more bytes than this release the GIL
+
+    def __init__(self, plan: Plan, address: int, arena: Arena, names: list[str],
+                 results: list[str], split: int = 0) -> None:
+        """``split`` > 0: the method returns two dicts, of the first ``split`` results and of
+        the rest (value_and_grad); else one dict of them all."""
+        import sys
+        self.plan, self.arena = plan, arena
+        self.names = [sys.intern(n) for n in names]
+        self.results = [sys.intern(n) for n in results]
+        p, r, nsym = len(names), len(results), len(plan.symbols)
+        self.usable = p <= self.MAX_ARRAYS and 0 < r <= self.MAX_ARRAYS and \
+            nsym <= self.MAX_SYMBOLS and len(set(self.names)) == p and 0 <= split <= r
+        self.stride = 3 + nsym + 10 * p + r
+        self.base = 11 + p + r
+        self.words = (ctypes.c_int64 * (self.base + self.SLOTS * self.stride))()
+        self.flags = _all_direct(r)
+        self.keep: list[Any] = [None] * self.SLOTS       # what each slot's words point at
+        self.next = 0
+        self._lock = threading.Lock()
+        w = self.words
+        w[0:11] = [p, r, nsym, self.SLOTS, self.stride, address, id(arena.key),
+                   ctypes.addressof(self.flags), Arena.SHRINK_AFTER, Arena.SHRINK_RATIO, split]
+        w[11:self.base] = [id(n) for n in self.names + self.results]
+        self.address = ctypes.addressof(self.words) if self.usable else 0
+
+    def install(self, arrays: list[np.ndarray], env: Mapping[str, int]) -> None:
+        """Remember the signature of a call that ran on ``arrays`` (params in order, as the
+        caller passed them) bound to ``env``, if the native path can take it."""
+        if not self.usable:
+            return
+        key = [(id(a.dtype), a.shape) if type(a) is np.ndarray else None for a in arrays]
+        if any(k is not None and k[0] == key for k in self.keep):
+            return                                      # the usual case: known already
+        if any(type(a) is not np.ndarray or a.ndim > self.MAX_RANK or not a.size or
+               not a.flags.c_contiguous or not a.flags.aligned for a in arrays):
+            return
+        shapes = result_shapes(self.plan, env)
+        if any(not np.prod(s, dtype=np.int64) for s in shapes):
+            return                       # empty results: the Python path, as always
+        with self._lock:
+            if all(k is None or k[0] != key for k in self.keep):
+                self._install(key, arrays, env, shapes)
+
+    def _install(self, key: list, arrays: list[np.ndarray], env: Mapping[str, int],
+                 shapes: list[tuple[int, ...]]) -> None:
+        plan = self.plan
+        dims = [env[s] for s in plan.symbols]
+        nbytes = arena_bytes(plan, env, (1 << len(shapes)) - 1)
+        touched = nbytes + sum(a.nbytes for a in arrays) + sum(
+            int(np.prod(s, dtype=np.int64)) * r.dtype.np.itemsize
+            for s, r in zip(shapes, plan.func.results))
+        empties = [(tuple(s), r.dtype.np) for s, r in zip(shapes, plan.func.results)]
+        words = [1, int(touched > self.BIG), nbytes, *dims]
+        for a in arrays:
+            words += [id(a.dtype), a.ndim, *a.shape, *[0] * (self.MAX_RANK - a.ndim)]
+        words += [id(e) for e in empties]
+        k, self.next = self.next, (self.next + 1) % self.SLOTS
+        at = self.base + k * self.stride
+        self.words[at] = 0                              # invalid while it is rewritten
+        self.keep[k] = (key, empties, [a.dtype for a in arrays])
+        self.words[at + 1:at + self.stride] = words[1:]
+        self.words[at] = 1

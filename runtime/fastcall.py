@@ -6,10 +6,12 @@ here the whole block costs less than one.
 
 The field offsets (where a tuple keeps its items, where an ndarray keeps its data pointer)
 are measured on live objects at start-up, not assumed, so a CPython or NumPy with another
-object layout still works; when the measurement fails, ``pointers`` falls back to Python."""
+object layout still works; when the measurement fails, ``pointers`` falls back to Python.
+The native method that skips Python altogether on a repeated call is runtime/fastmethod.py."""
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import threading
 from typing import Any, Sequence
 
@@ -68,6 +70,12 @@ def _tuple_offsets() -> tuple[int, int] | None:
     return (size, items) if ok else None
 
 
+def _digest(text: str) -> str:
+    """What names a runtime object's IR in the disk cache (its text varies with the layouts
+    measured at start-up)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def trampoline() -> Any | None:
     """The native trampoline ``(entry, tuple, block) -> code``, built once with the offsets
     measured here; None where the object layout could not be measured."""
@@ -80,7 +88,9 @@ def trampoline() -> Any | None:
                 from graphc.runtime import jit  # lazy: LLVM only at the first native call
                 text = (_IR.replace("{size}", str(tup[0])).replace("{items}", str(tup[1]))
                         .replace("{data}", str(data)))
-                loaded = jit.link(jit.compile_object(text, 2), [TRAMPOLINE])
+                # cached like every runtime object, so a warm process never loads LLVM
+                loaded = jit.link(jit.cached_object(f"trampoline {_digest(text)}",
+                                                    lambda: text), [TRAMPOLINE])
                 _STATE["loaded"] = loaded
                 _STATE["fn"] = _FN_TYPE(loaded.addresses[TRAMPOLINE])
         return _STATE["fn"]

@@ -1,0 +1,612 @@
+"""``native_method``: a CPython method (METH_FASTCALL | METH_KEYWORDS) written in LLVM IR whose
+hit path never enters Python: a call whose arguments match a cached signature is checked,
+given its results and run natively (see ``_METHOD``). It reads the ndarray fields it checks at
+offsets measured on live arrays at start-up (as runtime/fastcall.py measures a tuple's), and is
+off (None) on any interpreter it was not made for: a debug or free-threaded build, another
+object layout, ``GRAPHC_NATIVE_CALL=0``."""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import sysconfig
+from typing import Any
+
+import numpy as np
+
+from graphc.runtime.fastcall import _LOCK, _STATE, _digest, _tuple_offsets
+
+# ``graphc_method(self, args, nargs, kwnames)`` (METH_FASTCALL | METH_KEYWORDS). The model's
+# attribute (``attr`` of native_method) holds the address of its signature table (runtime/call.py
+# ``Signatures``, whose layout the word offsets below follow). On a hit (keyword arguments only,
+# each an exact C-contiguous aligned ndarray of a cached dtype and shape) it allocates the
+# results with np.empty, takes this thread's workspace (runtime/arena.py: its five words, found
+# in the thread state's dict under the arena's key; idle, big enough, not due to shrink), calls
+# the compiled entry point (without the GIL for a large call) and returns {name: result}.
+# Anything else calls the Python method ``fallback(self, *args, **kwargs)``, which checks
+# everything and raises the errors; so does a failing call (it runs again there, where the
+# error is described). Between reading the table and calling, no Python code runs (np.empty
+# may run some: what it could change is read again after it), so the GIL keeps it consistent.
+_METHOD = """
+declare ptr @PyDict_GetItem(ptr, ptr)
+declare ptr @PyDict_New()
+declare i32 @PyDict_SetItem(ptr, ptr, ptr)
+declare void @PyErr_Clear()
+declare void @PyEval_RestoreThread(ptr)
+declare ptr @PyEval_SaveThread()
+declare ptr @PyLong_AsVoidPtr(ptr)
+declare ptr @PyObject_Call(ptr, ptr, ptr)
+declare ptr @PyMethod_New(ptr, ptr)
+declare ptr @PyTuple_Pack(i64, ...)
+declare ptr @PyObject_GetAttr(ptr, ptr)
+declare i32 @PyObject_RichCompareBool(ptr, ptr, i32)
+declare ptr @PyObject_Vectorcall(ptr, ptr, i64, ptr)
+declare ptr @PyThreadState_GetDict()
+declare void @Py_DecRef(ptr)
+declare void @Py_IncRef(ptr)
+@graphc_obj_ndarray = external global i8
+@graphc_obj_long = external global i8
+@graphc_obj_attr = external global i8
+@graphc_obj_empty = external global i8
+@graphc_obj_fallback = external global i8
+declare void @llvm.memset.p0.i64(ptr, i8, i64, i1)
+
+define private ptr @slot_at(ptr %st, i64 %s) {
+  %P = load i64, ptr %st
+  %rp = getelementptr i64, ptr %st, i64 1
+  %R = load i64, ptr %rp
+  %sp = getelementptr i64, ptr %st, i64 4
+  %stride = load i64, ptr %sp
+  %a = add i64 %P, %R
+  %b = add i64 %a, 11
+  %c = mul i64 %s, %stride
+  %w = add i64 %b, %c
+  %slot = getelementptr i64, ptr %st, i64 %w
+  ret ptr %slot
+}
+
+; whether slot s holds a signature that the arrays in perm (param order) match exactly
+define private i1 @fits(ptr %st, i64 %s, ptr %perm) {
+entry:
+  %slot = call ptr @slot_at(ptr %st, i64 %s)
+  %valid = load i64, ptr %slot
+  %isvalid = icmp ne i64 %valid, 0
+  br i1 %isvalid, label %start, label %no
+start:
+  %P = load i64, ptr %st
+  %nsp = getelementptr i64, ptr %st, i64 2
+  %nsym = load i64, ptr %nsp
+  %pw = add i64 %nsym, 3
+  %pbase = getelementptr i64, ptr %slot, i64 %pw
+  br label %phead
+phead:
+  %j = phi i64 [ 0, %start ], [ %j1, %pnext ]
+  %pmore = icmp slt i64 %j, %P
+  br i1 %pmore, label %pbody, label %yes
+pbody:
+  %ap = getelementptr ptr, ptr %perm, i64 %j
+  %a = load ptr, ptr %ap
+  %jw = mul i64 %j, 10
+  %rec = getelementptr i64, ptr %pbase, i64 %jw
+  %tp = getelementptr i8, ptr %a, i64 {OFF_TYPE}
+  %t = load ptr, ptr %tp
+  %tok = icmp eq ptr %t, @graphc_obj_ndarray
+  br i1 %tok, label %chk_descr, label %no
+chk_descr:
+  %dp = getelementptr i8, ptr %a, i64 {OFF_DESCR}
+  %d = load ptr, ptr %dp
+  %wantd = load ptr, ptr %rec
+  %dok = icmp eq ptr %d, %wantd
+  %fp = getelementptr i8, ptr %a, i64 {OFF_FLAGS}
+  %f = load i32, ptr %fp
+  %fm = and i32 %f, {FLAGS}
+  %fok = icmp eq i32 %fm, {FLAGS}
+  %ndp = getelementptr i8, ptr %a, i64 {OFF_ND}
+  %nd32 = load i32, ptr %ndp
+  %nd = sext i32 %nd32 to i64
+  %recnd = getelementptr i64, ptr %rec, i64 1
+  %wantnd = load i64, ptr %recnd
+  %ndok = icmp eq i64 %nd, %wantnd
+  %ok1 = and i1 %dok, %fok
+  %ok2 = and i1 %ok1, %ndok
+  br i1 %ok2, label %shape, label %no
+shape:
+  %shp = getelementptr i8, ptr %a, i64 {OFF_DIMS}
+  %sh = load ptr, ptr %shp
+  br label %dhead
+dhead:
+  %k = phi i64 [ 0, %shape ], [ %k1, %dbody ]
+  %dmore = icmp slt i64 %k, %nd
+  br i1 %dmore, label %dcheck, label %pnext
+dcheck:
+  %gotp = getelementptr i64, ptr %sh, i64 %k
+  %got = load i64, ptr %gotp
+  %kw = add i64 %k, 2
+  %wantp = getelementptr i64, ptr %rec, i64 %kw
+  %want = load i64, ptr %wantp
+  %same = icmp eq i64 %got, %want
+  br i1 %same, label %dbody, label %no
+dbody:
+  %k1 = add i64 %k, 1
+  br label %dhead
+pnext:
+  %j1 = add i64 %j, 1
+  br label %phead
+yes:
+  ret i1 1
+no:
+  ret i1 0
+}
+
+; the slot whose signature the keyword arguments match (their arrays go to perm in param
+; order), or -1
+define private i64 @match(ptr %st, ptr %args, i64 %nkw, ptr %kwnames, ptr %perm) {
+entry:
+  %P = load i64, ptr %st
+  %okn = icmp eq i64 %nkw, %P
+  br i1 %okn, label %clear, label %no
+clear:
+  %bytes = mul i64 %P, 8
+  call void @llvm.memset.p0.i64(ptr %perm, i8 0, i64 %bytes, i1 0)
+  %items = getelementptr i8, ptr %kwnames, i64 {TUPLE_ITEMS}
+  br label %khead
+khead:
+  %i = phi i64 [ 0, %clear ], [ %i1, %place ]
+  %kmore = icmp slt i64 %i, %P
+  br i1 %kmore, label %kbody, label %slots
+kbody:
+  %np = getelementptr ptr, ptr %items, i64 %i
+  %name = load ptr, ptr %np
+  br label %fhead
+fhead:
+  %j = phi i64 [ 0, %kbody ], [ %j1, %fnext ]
+  %fmore = icmp slt i64 %j, %P
+  br i1 %fmore, label %fbody, label %no
+fbody:
+  %jw = add i64 %j, 11
+  %pnp = getelementptr i64, ptr %st, i64 %jw
+  %pn = load ptr, ptr %pnp
+  %eq = icmp eq ptr %pn, %name
+  br i1 %eq, label %found, label %byvalue
+byvalue:
+  ; a keyword that is not the interned name (a ** dict's key built at run time)
+  %cmp = call i32 @PyObject_RichCompareBool(ptr %pn, ptr %name, i32 2)
+  %veq = icmp eq i32 %cmp, 1
+  br i1 %veq, label %found, label %unequal
+unequal:
+  %err = icmp slt i32 %cmp, 0
+  br i1 %err, label %cmperr, label %fnext
+cmperr:
+  call void @PyErr_Clear()
+  br label %no
+fnext:
+  %j1 = add i64 %j, 1
+  br label %fhead
+found:
+  %dst = getelementptr ptr, ptr %perm, i64 %j
+  %old = load ptr, ptr %dst
+  %dup = icmp ne ptr %old, null
+  br i1 %dup, label %no, label %place
+place:
+  %avp = getelementptr ptr, ptr %args, i64 %i
+  %av = load ptr, ptr %avp
+  store ptr %av, ptr %dst
+  %i1 = add i64 %i, 1
+  br label %khead
+slots:
+  %kp = getelementptr i64, ptr %st, i64 3
+  %K = load i64, ptr %kp
+  br label %shead
+shead:
+  %s = phi i64 [ 0, %slots ], [ %s1, %snext ]
+  %smore = icmp slt i64 %s, %K
+  br i1 %smore, label %sbody, label %no
+sbody:
+  %fit = call i1 @fits(ptr %st, i64 %s, ptr %perm)
+  br i1 %fit, label %hit, label %snext
+snext:
+  %s1 = add i64 %s, 1
+  br label %shead
+hit:
+  ret i64 %s
+no:
+  ret i64 -1
+}
+
+define private void @decref_all(ptr %res, i64 %n) {
+entry:
+  br label %head
+head:
+  %i = phi i64 [ 0, %entry ], [ %i1, %body ]
+  %more = icmp slt i64 %i, %n
+  br i1 %more, label %body, label %done
+body:
+  %p = getelementptr ptr, ptr %res, i64 %i
+  %o = load ptr, ptr %p
+  call void @Py_DecRef(ptr %o)
+  %i1 = add i64 %i, 1
+  br label %head
+done:
+  ret void
+}
+
+define ptr @graphc_method(ptr %self, ptr %args, i64 %nargs, ptr %kwnames) {
+entry:
+  %perm = alloca [64 x ptr]
+  %res = alloca [64 x ptr]
+  %tups = alloca [64 x ptr]
+  %block = alloca [131 x ptr]
+  %dims = alloca [72 x i64]
+  %hask = icmp ne ptr %kwnames, null
+  br i1 %hask, label %haskw, label %fallback
+haskw:
+  %nkwp = getelementptr i8, ptr %kwnames, i64 {TUPLE_SIZE}
+  %nkw = load i64, ptr %nkwp
+  %nopos = icmp eq i64 %nargs, 0
+  br i1 %nopos, label %getstate, label %fallback
+getstate:
+  %attr = call ptr @PyObject_GetAttr(ptr %self, ptr @graphc_obj_attr)
+  %gotattr = icmp ne ptr %attr, null
+  br i1 %gotattr, label %isint, label %clear_fallback
+isint:
+  %atp = getelementptr i8, ptr %attr, i64 {OFF_TYPE}
+  %at = load ptr, ptr %atp
+  %isl = icmp eq ptr %at, @graphc_obj_long
+  br i1 %isl, label %readstate, label %drop_attr
+drop_attr:
+  call void @Py_DecRef(ptr %attr)
+  br label %fallback
+readstate:
+  %st = call ptr @PyLong_AsVoidPtr(ptr %attr)
+  call void @Py_DecRef(ptr %attr)
+  %hasst = icmp ne ptr %st, null
+  br i1 %hasst, label %domatch, label %clear_fallback
+domatch:
+  %s = call i64 @match(ptr %st, ptr %args, i64 %nkw, ptr %kwnames, ptr %perm)
+  %hit = icmp sge i64 %s, 0
+  br i1 %hit, label %alloc, label %fallback
+alloc:
+  %P = load i64, ptr %st
+  %Rp = getelementptr i64, ptr %st, i64 1
+  %R = load i64, ptr %Rp
+  %nsp = getelementptr i64, ptr %st, i64 2
+  %nsym = load i64, ptr %nsp
+  %slot = call ptr @slot_at(ptr %st, i64 %s)
+  %p10 = mul i64 %P, 10
+  %rw0 = add i64 %nsym, 3
+  %rw = add i64 %rw0, %p10
+  %rtup = getelementptr i64, ptr %slot, i64 %rw
+  ; np.empty may run Python code (a collection) that rewrites this slot: hold its arguments
+  %rbytes = mul i64 %R, 8
+  call void @llvm.memcpy.p0.p0.i64(ptr %tups, ptr %rtup, i64 %rbytes, i1 0)
+  br label %ihead
+ihead:
+  %ri = phi i64 [ 0, %alloc ], [ %ri1, %ibody ]
+  %imore = icmp slt i64 %ri, %R
+  br i1 %imore, label %ibody, label %ahead
+ibody:
+  %itp = getelementptr ptr, ptr %tups, i64 %ri
+  %it = load ptr, ptr %itp
+  call void @Py_IncRef(ptr %it)
+  %ri1 = add i64 %ri, 1
+  br label %ihead
+ahead:
+  %r = phi i64 [ 0, %ihead ], [ %r1, %abody ]
+  %amore = icmp slt i64 %r, %R
+  br i1 %amore, label %acall, label %allocated
+acall:
+  %tp = getelementptr ptr, ptr %tups, i64 %r
+  %tup = load ptr, ptr %tp
+  %o = call ptr @PyObject_Call(ptr @graphc_obj_empty, ptr %tup, ptr null)
+  %made = icmp ne ptr %o, null
+  br i1 %made, label %abody, label %afail
+abody:
+  %op = getelementptr ptr, ptr %res, i64 %r
+  store ptr %o, ptr %op
+  %r1 = add i64 %r, 1
+  br label %ahead
+afail:
+  call void @decref_all(ptr %res, i64 %r)
+  call void @decref_all(ptr %tups, i64 %R)
+  br label %clear_fallback
+allocated:
+  call void @decref_all(ptr %tups, i64 %R)
+  br label %verify
+verify:
+  ; np.empty may have run Python code (a collection): check again before any pointer is read
+  %still = call i1 @fits(ptr %st, i64 %s, ptr %perm)
+  br i1 %still, label %workspace, label %drop_results
+workspace:
+  %tdict = call ptr @PyThreadState_GetDict()
+  %hasd = icmp ne ptr %tdict, null
+  br i1 %hasd, label %getws, label %drop_results
+getws:
+  %keyp = getelementptr i64, ptr %st, i64 6
+  %key = load ptr, ptr %keyp
+  %wobj = call ptr @PyDict_GetItem(ptr %tdict, ptr %key)
+  %hasw = icmp ne ptr %wobj, null
+  br i1 %hasw, label %wsint, label %drop_results
+wsint:
+  %wtp = getelementptr i8, ptr %wobj, i64 {OFF_TYPE}
+  %wt = load ptr, ptr %wtp
+  %wisl = icmp eq ptr %wt, @graphc_obj_long
+  br i1 %wisl, label %wsread, label %drop_results
+wsread:
+  %ws = call ptr @PyLong_AsVoidPtr(ptr %wobj)
+  %hasws = icmp ne ptr %ws, null
+  br i1 %hasws, label %wscheck, label %clear_drop
+wscheck:
+  %busy = load i64, ptr %ws
+  %relp = getelementptr i64, ptr %ws, i64 4
+  %rel = load i64, ptr %relp
+  %addrp = getelementptr i64, ptr %ws, i64 1
+  %addr = load i64, ptr %addrp
+  %sizep = getelementptr i64, ptr %ws, i64 2
+  %size = load i64, ptr %sizep
+  %nbp = getelementptr i64, ptr %slot, i64 2
+  %need = load i64, ptr %nbp
+  %idle = or i64 %busy, %rel
+  %isidle = icmp eq i64 %idle, 0
+  %hasblock = icmp ne i64 %addr, 0
+  %fitsz = icmp sle i64 %need, %size
+  %u1 = and i1 %isidle, %hasblock
+  %usable = and i1 %u1, %fitsz
+  br i1 %usable, label %shrink, label %drop_results
+shrink:
+  %ratp = getelementptr i64, ptr %st, i64 9
+  %ratio = load i64, ptr %ratp
+  %needr = mul i64 %need, %ratio
+  %small = icmp slt i64 %needr, %size
+  %smp = getelementptr i64, ptr %ws, i64 3
+  %sc = load i64, ptr %smp
+  %sc1 = add i64 %sc, 1
+  %newsc = select i1 %small, i64 %sc1, i64 0
+  %afp = getelementptr i64, ptr %st, i64 8
+  %after = load i64, ptr %afp
+  %due = icmp sge i64 %newsc, %after
+  br i1 %due, label %drop_results, label %fill
+fill:
+  store i64 %newsc, ptr %smp
+  %n = add i64 %P, %R
+  br label %phead
+phead:
+  %j = phi i64 [ 0, %fill ], [ %j1, %pbody ]
+  %pmore = icmp slt i64 %j, %n
+  br i1 %pmore, label %pbody, label %fixed
+pbody:
+  %isres = icmp sge i64 %j, %P
+  %jr = sub i64 %j, %P
+  %srcj = select i1 %isres, i64 %jr, i64 %j
+  %srcarr = select i1 %isres, ptr %res, ptr %perm
+  %objp = getelementptr ptr, ptr %srcarr, i64 %srcj
+  %obj = load ptr, ptr %objp
+  %datap = getelementptr i8, ptr %obj, i64 {OFF_DATA}
+  %data = load ptr, ptr %datap
+  %bp = getelementptr ptr, ptr %block, i64 %j
+  store ptr %data, ptr %bp
+  %j1 = add i64 %j, 1
+  br label %phead
+fixed:
+  %dsrc = getelementptr i64, ptr %slot, i64 3
+  %dbytes = mul i64 %nsym, 8
+  call void @llvm.memcpy.p0.p0.i64(ptr %dims, ptr %dsrc, i64 %dbytes, i1 0)
+  %b0 = getelementptr ptr, ptr %block, i64 %n
+  store ptr %dims, ptr %b0
+  %n1 = add i64 %n, 1
+  %b1 = getelementptr ptr, ptr %block, i64 %n1
+  %flp = getelementptr i64, ptr %st, i64 7
+  %fl = load ptr, ptr %flp
+  store ptr %fl, ptr %b1
+  %n2 = add i64 %n, 2
+  %b2 = getelementptr ptr, ptr %block, i64 %n2
+  %addrptr = inttoptr i64 %addr to ptr
+  store ptr %addrptr, ptr %b2
+  %enp = getelementptr i64, ptr %st, i64 5
+  %entryfn = load ptr, ptr %enp
+  %rgp = getelementptr i64, ptr %slot, i64 1
+  %rg = load i64, ptr %rgp
+  %drop = icmp ne i64 %rg, 0
+  store i64 1, ptr %ws
+  br i1 %drop, label %nogil, label %withgil
+withgil:
+  %rc0 = call i32 %entryfn(ptr %block)
+  br label %ran
+nogil:
+  %ts = call ptr @PyEval_SaveThread()
+  %rc1 = call i32 %entryfn(ptr %block)
+  call void @PyEval_RestoreThread(ptr %ts)
+  br label %ran
+ran:
+  %rc = phi i32 [ %rc0, %withgil ], [ %rc1, %nogil ]
+  store i64 0, ptr %ws
+  %failed = icmp ne i32 %rc, 0
+  br i1 %failed, label %drop_results, label %result
+result:
+  ; one dict of results, or (split > 0) a tuple of two: the first split results, the rest
+  %splitp = getelementptr i64, ptr %st, i64 10
+  %split = load i64, ptr %splitp
+  %two = icmp sgt i64 %split, 0
+  %dict = call ptr @PyDict_New()
+  %hasdict = icmp ne ptr %dict, null
+  br i1 %hasdict, label %second, label %nodict
+second:
+  br i1 %two, label %newsecond, label %rhead
+newsecond:
+  %made2 = call ptr @PyDict_New()
+  %has2 = icmp ne ptr %made2, null
+  br i1 %has2, label %rhead, label %nosecond
+nosecond:
+  call void @Py_DecRef(ptr %dict)
+  br label %nodict
+nodict:
+  call void @decref_all(ptr %res, i64 %R)
+  ret ptr null
+rhead:
+  %dict2 = phi ptr [ %dict, %second ], [ %made2, %newsecond ], [ %dict2, %rnext ]
+  %q = phi i64 [ 0, %second ], [ 0, %newsecond ], [ %q1, %rnext ]
+  %rmore = icmp slt i64 %q, %R
+  br i1 %rmore, label %rbody, label %done
+rbody:
+  %qw = add i64 %q, 11
+  %qw1 = add i64 %qw, %P
+  %rnp = getelementptr i64, ptr %st, i64 %qw1
+  %rname = load ptr, ptr %rnp
+  %rop = getelementptr ptr, ptr %res, i64 %q
+  %ro = load ptr, ptr %rop
+  %late = icmp sge i64 %q, %split
+  %intwo = and i1 %two, %late
+  %into = select i1 %intwo, ptr %dict2, ptr %dict
+  %src = call i32 @PyDict_SetItem(ptr %into, ptr %rname, ptr %ro)
+  %setok = icmp eq i32 %src, 0
+  br i1 %setok, label %rnext, label %setfail
+rnext:
+  %q1 = add i64 %q, 1
+  br label %rhead
+setfail:
+  call void @decref_all(ptr %res, i64 %R)
+  call void @Py_DecRef(ptr %dict)
+  br i1 %two, label %setfail2, label %setfailed
+setfail2:
+  call void @Py_DecRef(ptr %dict2)
+  br label %setfailed
+setfailed:
+  ret ptr null
+done:
+  call void @decref_all(ptr %res, i64 %R)
+  br i1 %two, label %pack, label %one
+one:
+  ret ptr %dict
+pack:
+  %pair = call ptr (i64, ...) @PyTuple_Pack(i64 2, ptr %dict, ptr %dict2)
+  call void @Py_DecRef(ptr %dict)
+  call void @Py_DecRef(ptr %dict2)
+  ret ptr %pair
+clear_drop:
+  call void @PyErr_Clear()
+  br label %drop_results
+drop_results:
+  %Rd = load i64, ptr %Rp
+  call void @decref_all(ptr %res, i64 %Rd)
+  br label %fallback
+clear_fallback:
+  call void @PyErr_Clear()
+  br label %fallback
+fallback:
+  ; the Python path: fallback bound to self, called with the arguments as they came (the
+  ; bound method puts self in front itself, on the heap if there are many)
+  %bound = call ptr @PyMethod_New(ptr @graphc_obj_fallback, ptr %self)
+  %isbound = icmp ne ptr %bound, null
+  br i1 %isbound, label %callpy, label %nobound
+nobound:
+  ret ptr null
+callpy:
+  %out = call ptr @PyObject_Vectorcall(ptr %bound, ptr %args, i64 %nargs, ptr %kwnames)
+  call void @Py_DecRef(ptr %bound)
+  ret ptr %out
+}
+
+declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
+"""
+METH_FASTCALL_KEYWORDS = 0x80 | 0x02
+NPY_C_CONTIGUOUS, NPY_ALIGNED = 0x1, 0x100
+
+
+class _MethodDef(ctypes.Structure):
+    _fields_ = [("ml_name", ctypes.c_char_p), ("ml_meth", ctypes.c_void_p),
+                ("ml_flags", ctypes.c_int), ("ml_doc", ctypes.c_char_p)]
+
+
+def _word_at(obj: Any, off: int, ty: Any = ctypes.c_void_p) -> Any:
+    return ty.from_address(id(obj) + off).value
+
+
+def _array_offsets() -> dict[str, int] | None:
+    """Where an ndarray keeps its type, data, ndim, shape, dtype and flags, found on live
+    arrays of several ranks and flags (None: not all found, or not where NumPy keeps them)."""
+    base = np.zeros(64, np.uint8)
+    probes = [np.arange(6.0).reshape(2, 3), np.ones((2, 3, 4), np.float32)[:, ::2],
+              np.zeros(5, np.int16), np.zeros((1, 2, 3, 4, 5)), base[1:9].view(np.int32),
+              np.frombuffer(b"abcdefgh", np.uint8)]
+    word, end = ctypes.sizeof(ctypes.c_void_p), np.ndarray.__basicsize__
+    found: dict[str, int] = {}
+
+    def shape_at(a: np.ndarray, off: int) -> bool:
+        """Whether the word at ``off`` points at ``a.shape`` (only words that look like heap
+        pointers are followed: inside the object, the others are small ints or NULL)."""
+        p = _word_at(a, off)
+        return bool(p) and p >= 1 << 16 and p % 8 == 0 and \
+            all(ctypes.c_int64.from_address(p + 8 * k).value == n for k, n in enumerate(a.shape))
+    for off in range(word, end - word + 1, word):
+        if "type" not in found and all(_word_at(a, off) == id(np.ndarray) for a in probes):
+            found["type"] = off
+        if all(_word_at(a, off) == a.ctypes.data for a in probes):
+            found.setdefault("data", off)
+        if all(_word_at(a, off) == id(a.dtype) for a in probes):
+            found.setdefault("descr", off)
+        if "dims" not in found and off not in found.values() and \
+                all(shape_at(a, off) for a in probes):
+            found["dims"] = off
+    for off in range(word, end - 3, 4):
+        if all(_word_at(a, off, ctypes.c_int32) == a.ndim for a in probes):
+            found.setdefault("nd", off)
+        if all(_word_at(a, off, ctypes.c_int32) == a.flags.num for a in probes):
+            found.setdefault("flags", off)
+    want = NPY_C_CONTIGUOUS | NPY_ALIGNED
+    ok = len(found) == 6 and [a.flags.num & want == want for a in probes] == \
+        [True, False, True, True, False, True]
+    return found if ok else None
+
+
+def _interpreter_ok() -> bool:
+    """An interpreter whose calling convention and object header this code was written for."""
+    return (sys.implementation.name == "cpython" and (3, 9) <= sys.version_info[:2] < (3, 14)
+            and not hasattr(sys, "gettotalrefcount")
+            and not sysconfig.get_config_var("Py_GIL_DISABLED")
+            and int(np.__version__.split(".")[0]) in (1, 2)
+            and ctypes.sizeof(ctypes.c_void_p) == 8
+            and _word_at(1.5, 8) == id(float) and _word_at(10 ** 30, 8) == id(int))
+
+
+_API = ("Py_IncRef", "Py_DecRef", "PyObject_GetAttr", "PyLong_AsVoidPtr", "PyObject_Call",
+        "PyThreadState_GetDict", "PyDict_GetItem", "PyEval_SaveThread",
+        "PyEval_RestoreThread", "PyDict_New", "PyDict_SetItem", "PyErr_Clear",
+        "PyObject_Vectorcall", "PyObject_RichCompareBool", "PyMethod_New",
+        "PyTuple_Pack")
+
+
+def native_method(cls: type, attr: str, fallback: Any, doc: str = "",
+                  name: str = "__call__") -> Any | None:
+    """A method descriptor for ``cls`` running ``_METHOD`` (the tables at ``getattr(self,
+    attr)``), falling back to the Python function ``fallback``; None where this interpreter or
+    NumPy is not one it knows, or ``GRAPHC_NATIVE_CALL=0``."""
+    if os.environ.get("GRAPHC_NATIVE_CALL", "1") == "0" or not _interpreter_ok():
+        return None
+    arr, tup = _array_offsets(), _tuple_offsets()
+    if arr is None or tup is None:
+        return None
+    from graphc.runtime import jit  # lazy: LLVM only when a model is made
+    attr = sys.intern(attr)
+    subs = {"OFF_TYPE": arr["type"], "OFF_DATA": arr["data"], "OFF_ND": arr["nd"],
+            "OFF_DIMS": arr["dims"], "OFF_DESCR": arr["descr"], "OFF_FLAGS": arr["flags"],
+            "FLAGS": NPY_C_CONTIGUOUS | NPY_ALIGNED, "TUPLE_SIZE": tup[0], "TUPLE_ITEMS": tup[1]}
+    text = _METHOD
+    for k, v in subs.items():
+        text = text.replace("{" + k + "}", str(v))
+    # what the code calls and points at is linked in by name: the object code holds no address
+    # of this process, so it is compiled once per host and layout, then read from the cache
+    imports = {f: ctypes.cast(getattr(ctypes.pythonapi, f), ctypes.c_void_p).value
+               for f in _API}
+    imports.update({"graphc_obj_ndarray": id(np.ndarray), "graphc_obj_long": id(int),
+                    "graphc_obj_attr": id(attr), "graphc_obj_empty": id(np.empty),
+                    "graphc_obj_fallback": id(fallback)})
+    with _LOCK:
+        obj = jit.cached_object(f"native-method {_digest(text)}", lambda: text)
+        loaded = jit.link(obj, ["graphc_method"], imports)
+        mdef = _MethodDef(name.encode(), loaded.addresses["graphc_method"],
+                          METH_FASTCALL_KEYWORDS, doc.encode() or None)
+        new = ctypes.pythonapi.PyDescr_NewMethod
+        new.restype, new.argtypes = ctypes.py_object, [ctypes.py_object, ctypes.c_void_p]
+        descr = new(cls, ctypes.addressof(mdef))
+        # all of it lives as long as the process: the code, the def, what the code points at
+        _STATE.setdefault("methods", []).append((loaded, mdef, attr, fallback, np.empty))
+    return descr
