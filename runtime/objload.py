@@ -147,6 +147,8 @@ def _map(size: int) -> int:
 
 
 def _unmap(regions: Sequence[tuple[int, int]]) -> None:
+    if sys.is_finalizing():    # a daemon worker may still run this code while Python exits
+        return
     lc = _libc()
     for addr, size in regions:
         lc.munmap(addr, size)
@@ -159,7 +161,9 @@ class Loaded:
     def __init__(self, addresses: dict[str, int], regions: list[tuple[int, int]]):
         self.addresses = addresses
         self.tracker = None
-        weakref.finalize(self, _unmap, regions)
+        # not at interpreter exit: a worker thread may still be spinning in the pool's code
+        # then, and the process's memory goes back to the system anyway
+        weakref.finalize(self, _unmap, regions).atexit = False
 
 
 def supported() -> bool:
