@@ -61,8 +61,9 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
         (docs/training.md).
     monitor: train_step also reports per-param gradient and param norms.
     micro_batches: k: train_step accumulates the gradient over k equal slices of the batch.
-    num_threads: threads for large matmuls (default: GRAPHC_NUM_THREADS, else every core this
-        process may use; results are bitwise the same for any count).
+    num_threads: threads for large matmuls, loops and reductions (default:
+        GRAPHC_NUM_THREADS, else every core this process may use; results are bitwise the
+        same for any count).
     data_parallel: a communicator from ``graphc.distributed.init()``: train_step averages
         gradients over every rank (needs an optimizer; docs/distributed.md).
 

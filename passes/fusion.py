@@ -9,7 +9,13 @@ recompute or has one user kernel; otherwise it is materialized, as the root of i
 Each kernel is one value computed from values materialized before it, so kernels never form a
 cycle; a value that would need one kernel to be both before and after another is kept out, and
 ``explain`` says so, one line per rejected candidate, as it does for every other rejection. A
-function that already holds kernels is left as it is. ``Options.policy="single"`` puts every op
+function that already holds kernels is left as it is.
+
+Then kernels are fused horizontally: loop kernels over one shape (or row kernels over one space)
+that read a common operand of that shape, and neither of which depends on the other, become one
+kernel with a body of several results (``ir.ops.fused``: each result a sibling ``fused`` value),
+so that the operand is read once: an optimiser's update of a param and of its state, the norm
+and the non-finite count of one gradient. ``Options.policy="single"`` puts every op
 in a kernel of its own (-O0), and a kernel opt-bisect cuts becomes one kernel per op: the
 backend runs exactly these kernels and plans none of its own.
 """
@@ -23,7 +29,16 @@ from functools import partial
 from graphc.ir.core import Func, Value, make, rebuild
 from graphc.ir.errors import GraphCallError
 from graphc.ir.ops import registry
-from graphc.ir.ops.fused import Pattern, analyze, joined, refused, region, role
+from graphc.ir.ops.fused import (
+    Pattern,
+    analyze,
+    joined,
+    merge_bodies,
+    refused,
+    region,
+    role,
+    sibling_key,
+)
 from graphc.passes.rewrite import Counter, PassContext, has_grad, rewrite
 
 RECOMPUTE = ("cheap", "elementwise", "none")
@@ -40,6 +55,12 @@ MAX_MEMBERS = 256
 # a row kernel runs one inner loop per reduction: an unrolled loop's T reductions of one value
 # each (an RNN's activity penalty) would make one kernel whose code grows with T
 MAX_REDUCTIONS = 8
+# horizontal fusion tries at most this many groups (the latest) that read an operand: a scalar
+# that thousands of kernels read (a learning rate) would make trying them all n^2 work
+MAX_CANDIDATES = 4
+# at most this many results in one kernel: each is a value of its own that carries the whole
+# body, so passes and checks that visit bodies do work that grows with results times body
+MAX_SIBLINGS = 4
 
 
 def _reduces(v: Value) -> bool:
@@ -70,9 +91,11 @@ class Partition:
 class Options:
     """``recompute``: which values a kernel recomputes rather than reads from another kernel
     (one of RECOMPUTE; "cheap": the ops the registry marks cheap); ``policy``: one of POLICIES
-    ("single": every op its own kernel)."""
+    ("single": every op its own kernel); ``horizontal``: fuse sibling kernels into kernels of
+    several results."""
     recompute: str = "cheap"
     policy: str = "fuse"
+    horizontal: bool = True         # then merge sibling kernels (``siblings``); "fuse" only
 
     def __post_init__(self) -> None:
         if self.recompute not in RECOMPUTE:
@@ -86,7 +109,8 @@ class Options:
 def run(func: Func, ctx: PassContext | None = None, options: Options | None = None) -> Func:
     o = options or Options()
     return partition(func, o.recompute, notes=False,
-                     counter=ctx.counter if ctx is not None else None, policy=o.policy).func
+                     counter=ctx.counter if ctx is not None else None, policy=o.policy,
+                     horizontal=o.horizontal).func
 
 
 def explain(func: Func, recompute: str = "cheap", policy: str = "fuse") -> list[str]:
@@ -95,7 +119,8 @@ def explain(func: Func, recompute: str = "cheap", policy: str = "fuse") -> list[
 
 
 def partition(func: Func, recompute: str = "cheap", notes: bool = True,
-              counter: Counter | None = None, policy: str = "fuse") -> Partition:
+              counter: Counter | None = None, policy: str = "fuse", horizontal: bool = True
+              ) -> Partition:
     """The kernels of ``func``; ``notes=False`` leaves out the reasons for rejections (finding
     the cycle a rejected value would form costs more than the partition itself). Each kernel
     formed is a rewrite that ``counter`` (opt-bisect) may refuse."""
@@ -111,7 +136,10 @@ def partition(func: Func, recompute: str = "cheap", notes: bool = True,
     for k in p.kernels:
         pattern = analyze(k.root, k.inside)
         roots[id(k.root)] = pattern.kind if isinstance(pattern, Pattern) else "single"
-    return Partition(p.build(), tuple(p.notes), func, roots)
+    out = p.build()
+    if policy == "fuse" and horizontal:
+        out = siblings(out, counter)
+    return Partition(out, tuple(p.notes), func, roots)
 
 
 def _mask_reader(func: Func) -> Callable[[Value], Value]:
@@ -346,3 +374,164 @@ def _what(v: Value) -> str:
 def _allowed(counter: Counter | None, old: Value, new: Value) -> bool:
     """Opt-bisect: each kernel formed counts as one rewrite."""
     return counter is None or counter.allow(old, new)
+
+
+# ---------------------------------------------------------------------------- horizontal
+
+
+def siblings(func: Func, counter: Counter | None = None) -> Func:
+    """Horizontal fusion of a partitioned function: kernels that ``sibling_key`` says share an
+    iteration space and read a common operand of that shape join one multi-result kernel, if
+    neither depends on the other (and no group would depend on itself through others)."""
+    values = func.values()
+    kernels = [v for v in values if v.op == "fused"]
+    index = {id(k): n for n, k in enumerate(kernels)}
+    above: dict[int, int] = {}                    # value -> bitset of the kernels it needs
+    for v in values:
+        acc = 0
+        for i in v.inputs:
+            acc |= above.get(id(i), 0) | (1 << index[id(i)] if id(i) in index else 0)
+        above[id(v)] = acc
+    groups: list[list[int]] = []
+    group_of: dict[int, int] = {}
+    by_operand: dict[tuple[int, tuple[object, ...]], list[int]] = {}   # (operand, key) -> groups
+    for n, k in enumerate(kernels):
+        key = _sibling_key(k)
+        if key is None:
+            continue
+        space = key[1]
+        operands = [i for i in dict.fromkeys(k.inputs) if i.op != "const" and i.shape == space]
+        for x in operands:
+            for g in by_operand.get((id(x), key), [])[-MAX_CANDIDATES:]:
+                sizes = [_size(kernels[m]) for m in groups[g] + [n]]
+                if len(sizes) <= MAX_SIBLINGS and sum(a for a, _ in sizes) <= MAX_MEMBERS and \
+                        sum(r for _, r in sizes) <= MAX_REDUCTIONS and \
+                        _may_join(groups[g], n, kernels, above, index):
+                    groups[g].append(n)
+                    group_of[n] = g
+                    break
+            if n in group_of:
+                break
+        if n not in group_of:
+            group_of[n] = len(groups)
+            groups.append([n])
+        for x in operands:
+            gs = by_operand.setdefault((id(x), key), [])
+            if group_of[n] not in gs:
+                gs.append(group_of[n])
+    multi = [g for g in groups if len(g) > 1]
+    if not multi or not _acyclic(kernels, groups, group_of, index):
+        return func
+    new: dict[int, Value] = {}
+    for g in multi:
+        members = [kernels[n] for n in g]
+        body, ins = merge_bodies(f"{members[0].attrs['body'].name}.x{len(members)}",
+                                 [m.attrs["body"] for m in members], [m.inputs for m in members],
+                                 _arg_maker())
+        if sum(1 for v in body.values() if v.op != "arg") > MAX_MEMBERS:
+            continue
+        made = [make("fused", *ins, body=body, result=r, loc=m.loc)
+                for r, m in enumerate(members)]
+        if not _allowed(counter, members[0], made[0]):
+            continue
+        new.update({id(m): x for m, x in zip(members, made)})
+    if not new:
+        return func
+    return _rebuilt(func, new)
+
+
+def _rebuilt(func: Func, new: dict[int, Value]) -> Func:
+    """``func`` with kernels replaced by ``new`` ones (over other inputs, to be rebuilt too)."""
+    done: dict[int, Value] = {}
+    for root in func.params + func.results:
+        stack = [root]
+        while stack:
+            v = stack[-1]
+            if id(v) in done:
+                stack.pop()
+                continue
+            src = new.get(id(v), v)
+            todo = [i for i in src.inputs if id(i) not in done]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            ins = tuple(done[id(i)] for i in src.inputs)
+            done[id(v)] = make("fused", *ins, loc=src.loc, **src.attrs.as_dict()) \
+                if id(v) in new else rebuild(v, ins)
+    return Func(func.name, tuple(done[id(p)] for p in func.params),
+                tuple(done[id(r)] for r in func.results), func.result_names)
+
+
+def _sibling_key(k: Value) -> tuple[object, ...] | None:
+    body = k.attrs["body"]
+    if len(body.results) != 1 or registry.has(body.results[0].op, registry.ACCUMULATES):
+        return None
+    pattern = analyze(body.results[0], lambda v: v.op != "arg")
+    if not isinstance(pattern, Pattern):
+        return None
+    # row kernels share a loop nest only as whole reductions (a gradient's norm and its count
+    # of non-finite elements): kernels over rows keep their rows as the parallel axis
+    if pattern.kind == "row" and (len(pattern.space) != pattern.inner or
+                                  len(pattern.reductions) >= MAX_REDUCTIONS):
+        return None
+    return sibling_key(pattern)
+
+
+def _size(k: Value) -> tuple[int, int]:
+    """(ops, reductions) of a kernel's body."""
+    vs = [v for v in k.attrs["body"].values() if v.op != "arg"]
+    return len(vs), sum(map(_reduces, vs))
+
+
+def _may_join(group: list[int], n: int, kernels: list[Value], above: dict[int, int],
+              index: dict[int, int]) -> bool:
+    """Whether kernel ``n`` is independent of every member of ``group``."""
+    me = above[id(kernels[n])]
+    return all(not (me >> m) & 1 and not (above[id(kernels[m])] >> n) & 1 for m in group)
+
+
+def _acyclic(kernels: list[Value], groups: list[list[int]], group_of: dict[int, int],
+             index: dict[int, int]) -> bool:
+    """Whether the groups, as nodes, still form a DAG (two groups could need each other)."""
+    def node(n: int) -> int:
+        return group_of.get(n, len(groups) + n)
+    edges: dict[int, set[int]] = {}
+    for n, k in enumerate(kernels):
+        for i in k.inputs:
+            src = _producer(i, index)
+            if src is not None and node(src) != node(n):
+                edges.setdefault(node(src), set()).add(node(n))
+    state: dict[int, int] = {}                 # 1: on the path, 2: finished
+    for start in list(edges):
+        if state.get(start):
+            continue
+        state[start] = 1
+        stack = [(start, iter(edges.get(start, ())))]
+        while stack:
+            at, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[at] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return False
+            elif not state.get(nxt):
+                state[nxt] = 1
+                stack.append((nxt, iter(edges.get(nxt, ()))))
+    return True
+
+
+def _producer(v: Value, index: dict[int, int]) -> int | None:
+    """The kernel whose buffer ``v`` is (through views), if any."""
+    while v.op != "fused" and is_view(v):
+        v = v.inputs[0]
+    return index.get(id(v))
+
+
+def _arg_maker() -> Callable[[Value, int], Value]:
+    names: set[str] = set()
+
+    def arg(x: Value, k: int) -> Value:
+        return make("arg", name=_param_name(x, k, names), dtype=x.dtype, shape=x.shape)
+    return arg

@@ -2,17 +2,18 @@
 reusing slots and writing in place where legal. Keeps: values, types, locs; adds to each kernel
 its ``step``, and its arena ``slot`` and byte ``offset`` (or ``out``, the result it writes).
 Sizes are polynomials in the symbolic dims, so the plan holds for every binding; the slot
-allocator itself (ir/slots.py) is shared with the runtime."""
+allocator itself (ir/slots.py) is shared with the runtime. The siblings of a multi-result kernel
+(horizontal fusion) are one node of the schedule: one step writes all their buffers."""
 from __future__ import annotations
 
 import functools
 import heapq
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from graphc.ir.core import Func, Value, make, toposort
-from graphc.ir.ops.fused import analyze, same_index_inputs
+from graphc.ir.ops.fused import analyze, is_sibling, kernel_of, same_index_inputs
 from graphc.ir.slots import Interval, Layout, allocate, at_ref, poly_max
 from graphc.ir.types import DimLike, TensorType, dim_add, dim_eval, dim_mul, dim_str
 from graphc.passes.fusion import is_view
@@ -33,11 +34,12 @@ def _type_bytes(ty: TensorType) -> DimLike:
 @dataclass(frozen=True)
 class Plan:
     kernels: tuple[Value, ...]           # in program (topological) order; indices below
-    order: tuple[int, ...]               # the schedule
+    order: tuple[int, ...]               # the schedule (siblings one after another)
     intervals: tuple[Interval, ...]      # arena buffers, keyed by kernel index
     layout: Layout
     outs: dict[int, int]                 # kernel index -> result index it writes
     inplace: dict[int, str]              # result kernel -> the param it may overwrite
+    steps: dict[int, int] = field(default_factory=dict)   # kernel -> its step (siblings share)
 
     @property
     def peak(self) -> DimLike:
@@ -113,24 +115,64 @@ class _Graph:
                      if id(storage(r)) in index and storage(r) is not r}
         self.reads = [[index[id(storage(i))] for i in dict.fromkeys(k.inputs)
                        if id(storage(i)) in index] for k in kernels]
-        self.same = [_same_index(k, index) for k in kernels]
-        self.updates = _param_updates(func, kernels, self.outs)
+        self.inputs_in_place = [in_place_inputs(k) for k in kernels]
+        self.same = [[index[id(x)] for x in xs if id(x) in index] for xs in self.inputs_in_place]
+        self.updates = _param_updates(func, kernels, self.outs, self.inputs_in_place)
         self.param_readers = _param_readers(kernels, self.updates)
         self.users: list[list[int]] = [[] for _ in kernels]
         for n, rs in enumerate(self.reads):
             for u in dict.fromkeys(rs):
                 self.users[u].append(n)
+        # schedule nodes: a kernel, or the siblings of one multi-result kernel
+        first: dict[tuple, int] = {}
+        self.node = [first.setdefault(kernel_of(k), n) if is_sibling(k) else n
+                     for n, k in enumerate(kernels)]
+        self.members: dict[int, list[int]] = {}
+        for n, m in enumerate(self.node):
+            self.members.setdefault(m, []).append(n)
+        self.nodes = sorted(self.members)
+        self.at = {m: k for k, m in enumerate(self.nodes)}
+        self.node_facts = self._node_facts()
+        # per param an update may overwrite: the nodes that read it; per update, whether its
+        # siblings (one loop nest with it) read that param only at the element written
+        self.reader_nodes = {pid: list(dict.fromkeys(self.node[j] for j in js))
+                             for pid, js in self.param_readers.items()}
+        same_ids = [{id(x) for x in xs} for xs in self.inputs_in_place]
+        self.siblings_agree = {
+            n: all(id(p) in same_ids[j] for j in self.param_readers[id(p)]
+                   if j != n and self.node[j] == self.node[n]) for n, p in self.updates.items()}
 
     def readers_first(self, n: int, p: Value) -> set[int]:
         """The other readers of param ``p`` that update ``n`` may wait for (those that do not
-        depend on ``n``)."""
+        depend on ``n``), as schedule nodes (a node is named by its first kernel)."""
         after_n, stack = {n}, [n]
         while stack:
             for u in self.users[stack.pop()]:
                 if u not in after_n:
                     after_n.add(u)
                     stack.append(u)
-        return {j for j in self.param_readers[id(p)] if j not in after_n}
+        return {m for m in self.reader_nodes[id(p)] if m != self.node[n]
+                and not any(j in after_n for j in self.members[m])}
+
+    def _node_facts(self) -> tuple:
+        """Sizes, reads, in-place candidates, results and kept buffers of the schedule's
+        nodes (a node: a kernel, or the siblings that one step runs)."""
+        kernels, node, at = self.kernels, self.node, self.at
+        size, reads, same = [], [], []
+        for m in self.nodes:
+            ms = self.members[m]
+            size.append(sum(at_ref(nbytes(kernels[n])) for n in ms if n not in self.outs))
+            reads.append([at[node[u]] for n in ms for u in self.reads[n] if node[u] != m])
+            same.append([at[node[u]] for u in self.same[m]] if len(ms) == 1 else [])
+        outs = {at[m] for m in self.nodes if all(n in self.outs for n in self.members[m])}
+        keep = {at[node[n]] for n in self.keep}
+        return size, reads, same, outs, keep
+
+    def schedule(self, after: dict[int, set[int]]) -> list[int]:
+        """The nodes in schedule order (a node is named by its first kernel)."""
+        at, node = self.at, self.node
+        soft = {at[node[n]]: {at[node[j]] for j in js} for n, js in after.items()}
+        return [self.nodes[k] for k in schedule_sizes(*self.node_facts, soft)]
 
     def cost(self, p: Plan) -> int:
         return at_ref(p.peak) + sum(at_ref(nbytes(self.kernels[n])) for n in self.updates
@@ -139,8 +181,8 @@ class _Graph:
     def plan(self, after: dict[int, set[int]]) -> Plan:
         kernels, reads, same, outs, keep = self.kernels, self.reads, self.same, self.outs, \
             self.keep
-        order = _schedule(kernels, reads, same, outs, keep, after)
-        step = {n: t for t, n in enumerate(order)}
+        order = self.schedule(after)
+        step = {n: t for t, m in enumerate(order) for n in self.members[m]}
         last = {n: step[n] for n in range(len(kernels))}
         for n, rs in enumerate(reads):
             for u in rs:
@@ -148,19 +190,23 @@ class _Graph:
         for n in keep:
             last[n] = len(kernels)
         intervals, taken = [], set()
-        for n in order:
+        for n in sorted(range(len(kernels)), key=lambda n: step[n]):
             if n in outs:
                 continue
-            takes = next((u for u in same[n] if u not in outs and u not in keep
+            # a sibling never writes over an input: its loop nest writes several buffers
+            alone = len(self.members[self.node[n]]) == 1
+            takes = next((u for u in same[n] if alone and u not in outs and u not in keep
                           and u not in taken and last[u] == step[n]), None)
             if takes is not None:
                 taken.add(takes)
             intervals.append(Interval(n, nbytes(kernels[n]), kernels[n].dtype.itemsize,
                                       step[n], last[n], takes))
         inplace = {n: p.attrs["name"] for n, p in self.updates.items()
-                   if all(step[j] < step[n] for j in self.param_readers[id(p)] if j != n)}
-        return Plan(tuple(kernels), tuple(order), tuple(intervals), allocate(intervals), outs,
-                    inplace)
+                   if self.siblings_agree[n] and all(step[m] < step[n] for m in
+                                                     self.reader_nodes[id(p)]
+                                                     if m != self.node[n])}
+        return Plan(tuple(kernels), tuple(n for m in order for n in self.members[m]),
+                    tuple(intervals), allocate(intervals), outs, inplace, step)
 
 
 def _param_readers(kernels: list[Value], updates: dict[int, Value]) -> dict[int, list[int]]:
@@ -174,24 +220,20 @@ def _param_readers(kernels: list[Value], updates: dict[int, Value]) -> dict[int,
     return out
 
 
-def _param_updates(func: Func, kernels: list[Value], outs: dict[int, int]) -> dict[int, Value]:
+def _param_updates(func: Func, kernels: list[Value], outs: dict[int, int],
+                   inputs_in_place: list[list[Value]]) -> dict[int, Value]:
     """Result kernels that read a param only at the element they write (``p - lr * g``): they
     may write over the caller's array of that param, if nothing reads it later."""
     returned = {id(storage(r)) for r in func.results}
     out: dict[int, Value] = {}
     for n in outs:
         name = func.result_names[outs[n]] if func.result_names else None
-        legal = [p for p in in_place_inputs(kernels[n]) if p.op == "arg"
+        legal = [p for p in inputs_in_place[n] if p.op == "arg"
                  and id(p) not in returned and p not in out.values()]
         legal.sort(key=lambda p: p.attrs["name"] != name)     # sgd_step names it after p
         if legal:
             out[n] = legal[0]
     return out
-
-
-def _same_index(k: Value, index: dict[int, int]) -> list[int]:
-    """Kernels whose buffer ``k`` may overwrite in place when they die at ``k``."""
-    return [index[id(x)] for x in in_place_inputs(k) if id(x) in index]
 
 
 def in_place_inputs(k: Value) -> list[Value]:
@@ -200,7 +242,7 @@ def in_place_inputs(k: Value) -> list[Value]:
     no other input. A transposed, sliced or broadcast view of it is read at other elements,
     some already overwritten, whether it feeds a matmul operand or the elementwise part."""
     body = k.attrs["body"]
-    pattern = analyze(body.results[0], lambda v: v.op != "arg")
+    pattern = analyze(body.results[k.attrs.get("result", 0)], lambda v: v.op != "arg")
     if isinstance(pattern, str):
         return []
     readers: dict[int, int] = {}                # buffer -> how many distinct inputs read it
@@ -216,17 +258,23 @@ def in_place_inputs(k: Value) -> list[Value]:
 
 def _schedule(kernels: list[Value], reads: list[list[int]], same: list[list[int]],
               outs: dict[int, int], keep: set[int], after: dict[int, set[int]]) -> list[int]:
+    """``schedule_sizes`` of kernels, each its own node."""
+    return schedule_sizes([at_ref(nbytes(k)) for k in kernels], reads, same, set(outs), keep,
+                          after)
+
+
+def schedule_sizes(size: list[int], reads: list[list[int]], same: list[list[int]],
+                   outs: set[int], keep: set[int], after: dict[int, set[int]]) -> list[int]:
     """List scheduling: a ready kernel that frees at least what it allocates goes first (most
     freed first), else the earliest in program order, which keeps recomputation late.
 
     Incremental, so that a schedule costs about the size of the graph: what running a kernel
     would free changes only when the second-to-last reader of one of its inputs runs."""
-    count = len(kernels)
+    count = len(size)
     readers: list[set[int]] = [set() for _ in range(count)]
     for n, rs in enumerate(reads):
         for u in rs:
             readers[u].add(n)
-    size = [at_ref(nbytes(k)) for k in kernels]
     left = [len(r) for r in readers]               # readers of each buffer not yet run
     waiting = [len(set(rs)) for rs in reads]       # inputs of each kernel not yet run
     times = [Counter(rs) for rs in reads]          # how often each kernel lists each input
@@ -309,8 +357,8 @@ def run(func: Func, ctx: PassContext | None = None, options: NoOptions | None = 
         return func
     attrs: dict[int, dict[str, object]] = {}
     kernels = p.kernels
-    for t, n in enumerate(p.order):
-        attrs[id(kernels[n])] = {"step": t}
+    for n in p.order:
+        attrs[id(kernels[n])] = {"step": p.steps[n]}
     for n, r in p.outs.items():
         attrs[id(kernels[n])]["out"] = r
     for n, name in p.inplace.items():
@@ -322,7 +370,7 @@ def run(func: Func, ctx: PassContext | None = None, options: NoOptions | None = 
     for v in func.values():
         ins = tuple(new.get(id(i), i) for i in v.inputs)
         if id(v) in attrs:
-            a = {k: x for k, x in v.attrs.items if k in ("body",)}
+            a = {k: x for k, x in v.attrs.items if k in ("body", "result")}
             new[id(v)] = make("fused", *ins, loc=v.loc, **a, **attrs[id(v)])
         elif any(a is not b for a, b in zip(ins, v.inputs)):
             new[id(v)] = Value(v.op, ins, v.type, v.attrs, v.loc)

@@ -4,7 +4,8 @@ lowering serves f32/f64/i32/i64/bool. Transcendentals are inline polynomials (ru
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import llvmlite.ir as ll
 
@@ -99,13 +100,22 @@ class Emitter:
         b.position_at_end(end)
 
     @contextlib.contextmanager
-    def loop_nest(self, shape: Sequence[ll.Value], name: str = "i") -> Iterator[list[ll.Value]]:
+    def loop_nest(self, shape: Sequence[ll.Value], name: str = "i",
+                  part: tuple[int, ll.Value, ll.Value] | None = None
+                  ) -> Iterator[list[ll.Value]]:
         """Nested loops over ``shape`` (outermost first); yields the index list. Nothing runs
-        when any extent is 0, however large the others."""
+        when any extent is 0, however large the others. ``part = (axis, lo, hi)``: that axis
+        runs from lo to hi only (a task's share of it, runtime/pool.py)."""
         with contextlib.ExitStack() as stack:
             if len(shape) > 1:
-                stack.enter_context(self.unless_empty(shape))
-            idx = [stack.enter_context(self.loop(n, f"{name}{k}.")) for k, n in enumerate(shape)]
+                stack.enter_context(self.unless_empty(
+                    [n for k, n in enumerate(shape) if part is None or k != part[0]]))
+            idx = []
+            for k, n in enumerate(shape):
+                lo = None
+                if part is not None and k == part[0]:
+                    lo, n = part[1], part[2]
+                idx.append(stack.enter_context(self.loop(n, f"{name}{k}.", start=lo)))
             yield idx
 
     @contextlib.contextmanager

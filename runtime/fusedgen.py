@@ -3,18 +3,33 @@ a row kernel loops over the kept axes and, per row, runs one inner loop per redu
 registers) and a last one for a whole-row result (softmax, cross-entropy and their gradients); a
 reduction over leading axes accumulates, then applies its epilogue; a matmul applies its epilogue
 to each output tile (vectors of accumulators) before storing it. Body values become expression
-trees whose leaves are the inputs' views aligned to the iteration space."""
+trees whose leaves are the inputs' views aligned to the iteration space.
+
+A multi-result kernel (horizontal fusion) runs its results' loops as one: a loop kernel loads
+what every result needs at an element, then stores each result there; a row kernel folds
+independent reductions in one inner loop. A result written in place over a param (an
+optimiser's state) is read through the output's own pointer when the two are the same array,
+so every pointer stays ``noalias``."""
 from __future__ import annotations
 
 import llvmlite.ir as ll
 
 from graphc.ir.core import Value
 from graphc.ir.ops import registry
-from graphc.ir.ops.fused import Pattern, analyze
+from graphc.ir.ops.fused import Pattern, analyze, body_patterns
 from graphc.ir.ops.rules import reduce_identity
-from graphc.ir.types import DimLike
+from graphc.ir.types import DimLike, dim_prod
+from graphc.runtime import pool
 from graphc.runtime.emit import reg_type
-from graphc.runtime.kernel import Kernel, combine, emit_map
+from graphc.runtime.kernel import (
+    Kernel,
+    coalesce,
+    combine,
+    emit_map,
+    leaves,
+    map_views,
+    outlinable,
+)
 from graphc.runtime.kernels import emit_reduce
 from graphc.runtime.matmul_kernels import emit_matmul
 from graphc.runtime.plantypes import Acc, Lazy, Operand, Reg, Step, View, broadcast_view
@@ -74,6 +89,9 @@ def reshaped(op: Operand, shape: tuple[DimLike, ...]) -> Operand:
 
 def emit(k: Kernel, s: Step) -> None:
     body = s.value.attrs["body"]
+    if len(body.results) > 1:
+        emit_siblings(k, s)
+        return
     pattern = analyze(body.results[0], lambda x: x.op != "arg")
     assert isinstance(pattern, Pattern), pattern
     trees = Trees(k, {id(p): a for p, a in zip(body.params, s.args)})
@@ -137,3 +155,144 @@ def emit_gemm(k: Kernel, s: Step, pattern: Pattern, trees: Trees) -> None:
         trees.leaves[id(mm)] = Acc(mm.dtype)
         epi = trees.at(pattern.root, pattern.root.shape)
     emit_matmul(k, Step(s.index, mm, registry.MATMUL, s.out, (a, b)), epi)
+
+
+# ---------------------------------------------------------------------------- several results
+
+
+def emit_siblings(k: Kernel, s: Step) -> None:
+    """A body of several results: the step writes ``s.out`` and the views after the inputs in
+    ``s.args`` (all of them), or only its own result (a sibling scheduled alone)."""
+    body = s.value.attrs["body"]
+    pats = body_patterns(body)
+    assert not isinstance(pats, str), pats
+    n_in = len(body.params)
+    outs = [s.out] + [a for a in s.args[n_in:] if isinstance(a, View)]
+    if len(outs) != len(body.results):
+        pats = (pats[s.value.attrs.get("result", 0)],)
+    pairs = _in_place(k, s, outs)
+    if not pairs:
+        _emit_all(k, s, pats, outs)
+        return
+    b = k.b
+    same = None
+    for x, o in pairs:
+        eq = b.icmp_unsigned("==", k.ptrs[x], k.ptrs[o])
+        same = eq if same is None else b.and_(same, eq)
+    saved = dict(k.ptrs)
+    with b.if_else(same, likely=True) as (equal, apart):
+        with equal:                     # each such input is read through its output's pointer
+            k.ptrs.update({x: k.ptrs[o] for x, o in pairs})
+            _emit_all(k, s, pats, outs)
+            k.ptrs = dict(saved)
+        with apart:                     # some are, some are not: pointers that may alias
+            for x, o in pairs:
+                k.ptrs[x] = b.select(b.icmp_unsigned("==", saved[x], saved[o]), saved[o],
+                                     saved[x])
+            _emit_all(k, s, pats, outs)
+            k.ptrs = dict(saved)
+
+
+def _in_place(k: Kernel, s: Step, outs: list[View]) -> list[tuple[int, int]]:
+    """(input buffer, output buffer) for each output after the first that the plan writes over
+    a param the kernel reads (the first: runtime/codegen.py's ``emit_versions``)."""
+    plan = k.cg.plan
+    names = {plan.func.params[plan.buffers[b].index].attrs["name"]: b for b in k.bufs
+             if plan.buffers[b].kind == "param"}
+    pairs = []
+    for o in outs[1:]:
+        bo = plan.buffers[o.buf]
+        name = plan.inplace.get(bo.index) if bo.kind == "result" else None
+        if name in names and names[name] in k.ptrs and o.buf in k.ptrs:
+            pairs.append((names[name], o.buf))
+    return pairs
+
+
+def _emit_all(k: Kernel, s: Step, pats: tuple[Pattern, ...], outs: list[View]) -> None:
+    body = s.value.attrs["body"]
+    trees = Trees(k, {id(p): a for p, a in zip(body.params, s.args)})
+    if pats[0].kind == "loop":
+        emit_maps(k, outs, [trees.at(p.root, p.root.shape) for p in pats])
+    else:
+        emit_row_siblings(k, pats, outs, trees)
+
+
+def emit_maps(k: Kernel, outs: list[View], exprs: list[Operand]) -> None:
+    """outs[j][i] = exprs[j][i] over one shape: every value loaded before any is stored, so an
+    output may be the memory of an input read at the same element."""
+    vs = list(outs) + [v for e in exprs for v in leaves(e)]
+    shape, merged = coalesce(outs[0].shape, vs)
+    table = {id(a): m for a, m in zip(vs, merged)}
+    trees = [map_views(e, table) for e in exprs]
+
+    def body(kk: Kernel, lo: ll.Value | None = None, hi: ll.Value | None = None,
+             _: list | None = None) -> None:
+        part = None if lo is None or hi is None else (0, lo, hi)
+        with kk.em.loop_nest([kk.dim(d) for d in shape], "e", part) as idx:
+            memo: dict[int, ll.Value] = {}
+            values = [kk.load(t, idx, memo) for t in trees]
+            for value, out in zip(values, outs):
+                kk.store(value, table[id(out)], idx)
+    if not shape or not all(map(outlinable, trees)):
+        body(k)
+        return
+    # as emit_map: a big loop split over threads along its first axis (runtime/pool.py)
+    pool.split_loop(k, k.dim(shape[0]), k.dim(dim_prod(tuple(shape[1:]))), body,
+                    align=64 if len(shape) == 1 else 1, name="maps")
+
+
+def emit_row_siblings(k: Kernel, pats: tuple[Pattern, ...], outs: list[View], trees: Trees
+                      ) -> None:
+    """Row kernels over one space: per row, the reductions in as few inner loops as their
+    dependences allow, then each result."""
+    em = k.em
+    space, n = pats[0].space, len(pats[0].space) - pats[0].inner
+    folds = list({id(f): f for p in pats for f in p.reductions}.values())
+    with k.unless_empty(space[:n]), em.loop_nest([k.dim(d) for d in space[:n]], "row") as outer:
+        done: set[int] = set()
+        while len(done) < len(folds):
+            wave = [f for f in folds if id(f) not in done and _ready(f, folds, done)]
+            slots = []
+            for f in wave:
+                opdef = registry.get(f.op)
+                start = em.const(reduce_identity(opdef.identity, f.dtype), reg_type(f.dtype))
+                slot = em.alloca_entry(start.type, f"{f.op}.acc")
+                k.b.store(start, slot)
+                slots.append((f, opdef, slot, start.type, trees.at(f.inputs[0], space)))
+            with em.loop_nest([k.dim(d) for d in space[n:]], "fold.") as inner:
+                memo: dict[int, ll.Value] = {}
+                idx = list(outer) + list(inner)
+                xs = [k.load(x, idx, memo) for *_, x in slots]
+                for (f, opdef, slot, ty, _), x in zip(slots, xs):
+                    k.b.store(combine(k, opdef.combine, k.b.load(slot, typ=ty), x), slot)
+            for f, _, slot, _, _ in slots:
+                trees.leaves[id(f)] = Reg(slot, f.dtype)
+                done.add(id(f))
+        whole = [(p, o) for p, o in zip(pats, outs) if p.root.shape == space]
+        if whole:
+            exprs = [trees.at(p.root, space) for p, _ in whole]
+            with em.loop_nest([k.dim(d) for d in space[n:]], "out.") as inner:
+                idx = list(outer) + list(inner)
+                memo = {}
+                values = [k.load(e, idx, memo) for e in exprs]
+                for value, (_, o) in zip(values, whole):
+                    k.store(value, o, idx)
+        for p, o in zip(pats, outs):
+            if p.root.shape != space:
+                idx = list(outer) + [ll.Constant(ll.IntType(64), 0)] * (p.root.type.rank - n)
+                k.store(k.load(trees.at(p.root, p.root.shape), idx), o, idx)
+
+
+def _ready(f: Value, folds: list[Value], done: set[int]) -> bool:
+    """Whether every reduction that ``f``'s input needs is already folded."""
+    inside = {id(g) for g in folds}
+    stack, seen = [f.inputs[0]], set()
+    while stack:
+        v = stack.pop()
+        if id(v) in seen or v.op == "arg":
+            continue
+        seen.add(id(v))
+        if id(v) in inside and id(v) not in done:
+            return False
+        stack.extend(v.inputs)
+    return True

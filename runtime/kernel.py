@@ -5,13 +5,15 @@ product, vector loads and stores). Kernel bodies by op kind are runtime/kernels.
 runtime/fusedgen.py; the module and the drivers that call kernels, runtime/codegen.py."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import llvmlite.ir as ll
 
 from graphc.ir.ops import registry
 from graphc.ir.types import DimLike, DType, dim_mul, dim_prod
+from graphc.runtime import pool
 from graphc.runtime.emit import (
     I1,
     I32,
@@ -75,10 +77,10 @@ def shares_output(plan: Plan, bufs: Sequence[int]) -> set[int]:
     same: set[int] = set()
     for b in bufs[1:]:
         x = plan.buffers[b]
-        if o.kind == "slot" and x.kind == "slot" and plan.offsets.get(b) == plan.offsets.get(out):
-            same.add(b)
-        elif o.kind == "result" and x.kind == "param" and \
-                plan.inplace.get(o.index) == plan.func.params[x.index].attrs["name"]:
+        slot = o.kind == "slot" and x.kind == "slot" and \
+            plan.offsets.get(b) == plan.offsets.get(out)
+        if slot or (o.kind == "result" and x.kind == "param" and
+                    plan.inplace.get(o.index) == plan.func.params[x.index].attrs["name"]):
             same.add(b)
     return same | {out} if same else set()
 
@@ -103,32 +105,69 @@ class Kernel:
         self.cg = cg
         self.tag = tag                          # the index its error codes carry
         self.bufs = list(dict.fromkeys(bufs))
+        self.offsets = list(offsets)
         fnty = ll.FunctionType(I32, [PTR] * (1 + len(self.bufs)) + [I64] * len(offsets))
-        self.fn = ll.Function(cg.module, fnty, name)
+        fn = ll.Function(cg.module, fnty, name)
         if not cg.shared.split:             # else the drivers' module calls it
-            self.fn.linkage = "internal"
+            fn.linkage = "internal"
         # never inlined: a kernel shared by the steps of an unrolled loop would grow the driver
         # with the steps again (LLVM's optimiser is superlinear in a function's size), and one
         # inlined even once is optimised twice, alone and then again inside the driver
-        self.fn.attributes.add("noinline")
+        fn.attributes.add("noinline")
         # an in-place pair is read through one pointer (Codegen.emit_versions), except in a
         # debug build, whose checked accesses go through each buffer's own pointer
         shared = shares_output(cg.plan, self.bufs) if cg.debug else set()
-        for b, a in zip(self.bufs, self.fn.args[1:1 + len(self.bufs)]):
+        for b, a in zip(self.bufs, fn.args[1:1 + len(self.bufs)]):
             if b not in shared:
                 a.add_attribute("noalias")
-        self.entry = self.fn.append_basic_block("entry")
-        start = self.fn.append_basic_block("start")
-        self.b = ll.IRBuilder(start)
-        self.em = Emitter(self.b)
         nb = 1 + len(self.bufs)
-        self.ptrs: dict[int, ll.Value] = {b: a for b, a in zip(self.bufs, self.fn.args[1:nb])}
-        self.dims = DimEval(self.entry, self.fn.args[0], cg.plan.symbols,
-                            dict(zip(offsets, self.fn.args[nb:])))
+        self._begin(fn, dict(zip(self.bufs, fn.args[1:nb])), dict(zip(offsets, fn.args[nb:])))
+
+    def _begin(self, fn: ll.Function, ptrs: dict[int, ll.Value], args: dict[str, ll.Value]
+               ) -> None:
+        self.fn = fn
+        self.entry = fn.append_basic_block("entry")
+        self.b = ll.IRBuilder(fn.append_basic_block("start"))
+        self.em = Emitter(self.b)
+        self.ptrs: dict[int, ll.Value] = ptrs
+        self.dims = DimEval(self.entry, fn.args[0], self.cg.plan.symbols, args)
         self.code: ll.Value | None = None      # an error code a kernel body may set
         self.acc: ll.Value | None = None       # the matmul result an epilogue reads (Acc)
         self._oob: ll.Value | None = None      # debug build: an access fell outside its buffer
         self._sink: ll.Value | None = None     # debug build: where such an access goes instead
+        self.scratch: dict[int, ll.Value] = {}  # byte sizes of scratch buffers (ids < 0)
+
+    def outline(self, name: str, extra: Sequence[ll.Type]) -> tuple[Kernel, list[ll.Value]]:
+        """A kernel ``i32 (ptr dims, ptr.., i64 offsets.., extra.., i64 lo, i64 hi)`` that sees
+        this one's buffers and dims (each distinct pointer once, ``noalias`` where it is here),
+        and the arguments that call it from here, to which the caller appends the ``extra``
+        values, lo and hi: a loop body moved out so that worker threads can run parts of it
+        (runtime/pool.py). A scratch buffer of the body's own (an id < 0) is the body's to
+        set up, from a pointer among the extra arguments."""
+        distinct: list[ll.Value] = []
+        for p in self.ptrs.values():
+            if not any(p is q for q in distinct):
+                distinct.append(p)
+        offs = [self.dims.cache[o] for o in self.offsets]
+        fnty = ll.FunctionType(I32, [PTR] * (1 + len(distinct)) + [I64] * len(offs)
+                               + list(extra) + [I64, I64])
+        module = self.cg.module
+        fn = ll.Function(module, fnty, module.get_unique_name(f"{self.fn.name}.{name}"))
+        # its own symbol, never inlined: no caller's constants specialise it, so every thread
+        # count runs the very same code over a part (bitwise the same results)
+        fn.attributes.add("noinline")
+        for p, a in zip(distinct, fn.args[1:]):
+            if isinstance(p, ll.Argument) and "noalias" in p.attributes:
+                a.add_attribute("noalias")
+        sub = Kernel.__new__(Kernel)
+        sub.cg, sub.tag, sub.bufs, sub.offsets = self.cg, self.tag, self.bufs, self.offsets
+        at = {id(p): fn.args[1 + j] for j, p in enumerate(distinct)}
+        nd = 1 + len(distinct)
+        sub._begin(fn, {b: at[id(p)] for b, p in self.ptrs.items()},
+                   dict(zip(self.offsets, fn.args[nd:nd + len(offs)])))
+        assert all(isinstance(v, ll.Constant) for v in self.scratch.values())
+        sub.scratch = dict(self.scratch)
+        return sub, [self.fn.args[0]] + distinct + offs
 
     def dim(self, d: DimLike) -> ll.Value:
         return self.dims.get(d)
@@ -170,6 +209,8 @@ class Kernel:
 
     def extent(self, buf: int) -> ll.Value:
         """``buf``'s size in bytes, as the plan sizes it."""
+        if buf < 0:
+            return self.scratch[buf]
         bf = self.cg.plan.buffers[buf]
         if bf.kind == "const":
             value = bf.value.attrs["value"]
@@ -186,19 +227,25 @@ class Kernel:
         zero = ll.Constant(I64, 0)
         ok = b.and_(b.and_(b.icmp_signed(">=", index, zero), b.icmp_signed(">=", room, zero)),
                     b.icmp_signed("<=", index, b.sdiv(room, ll.Constant(I64, esize))))
-        if self._oob is None:
-            self._oob = em.alloca_entry(I1, "oob")
-            self._sink = em.alloca_entry(ll.ArrayType(ll.IntType(8), SINK_BYTES), "oob.sink")
-            self._sink.align = 64
-            eb = ll.IRBuilder(self.entry)
-            eb.store(ll.Constant(I1, 0), self._oob)
-        first = b.and_(em.not_(ok), em.not_(b.load(self._oob, typ=I1)))
+        oob = self.oob_slot()
+        first = b.and_(em.not_(ok), em.not_(b.load(oob, typ=I1)))
         with b.if_then(first, likely=False):
             b.store(ll.Constant(I1, 1), self._oob)
             self.detail(index, ll.Constant(I64, buf), self.extent(buf), ll.Constant(I64, size))
         p = b.gep(self.ptr(buf), [b.select(ok, index, zero)], source_etype=elem)
         sink = self._sink if self._sink.type == p.type else b.bitcast(self._sink, p.type)
         return b.select(ok, p, sink)
+
+    def oob_slot(self) -> ll.Value:
+        """Debug build: the flag that an access fell outside its buffer (the kernel then
+        returns ERR_DEBUG_BOUNDS), made on first use."""
+        if self._oob is None:
+            self._oob = self.em.alloca_entry(I1, "oob")
+            self._sink = self.em.alloca_entry(ll.ArrayType(ll.IntType(8), SINK_BYTES),
+                                              "oob.sink")
+            self._sink.align = 64
+            ll.IRBuilder(self.entry).store(ll.Constant(I1, 0), self._oob)
+        return self._oob
 
     def flag(self, slot: ll.Value, bad: ll.Value, *words: ll.Value) -> None:
         """OR ``bad`` into the i1 ``slot``; the first time it is set, describe it (``detail``)."""
@@ -304,13 +351,55 @@ def leaves(op: Operand) -> list[View]:
 
 
 def emit_map(k: Kernel, out: View, expr: Operand) -> None:
-    """out[i] = expr[i] over out's shape (expr's views aligned to it), axes coalesced."""
+    """out[i] = expr[i] over out's shape (expr's views aligned to it), axes coalesced; a big
+    one split over threads along its first axis (runtime/pool.py)."""
     vs = [out] + leaves(expr)
     shape, merged = coalesce(out.shape, vs)
     table = {id(a): m for a, m in zip(vs, merged)}
     expr2 = map_views(expr, table)
-    with k.em.loop_nest([k.dim(d) for d in shape], "e") as idx:
-        k.store(k.load(expr2, idx), table[id(out)], idx)
+
+    def body(kk: Kernel, idx: list[ll.Value]) -> None:
+        kk.store(kk.load(expr2, idx), table[id(out)], idx)
+    if not shape or not outlinable(expr):
+        with k.em.loop_nest([k.dim(d) for d in shape], "e") as idx:
+            body(k, idx)
+        return
+    split_nest(k, shape, body, name="map")
+
+
+def split_nest(k: Kernel, shape: Sequence[DimLike], body: Callable[[Kernel, list], None], *,
+               inner: DimLike = 1, always: bool = False, name: str = "rows") -> None:
+    """``body(kk, idx)`` for every index of ``shape``, the indices independent of each other
+    (each touches ``inner`` elements more), emitted with kernel ``kk``: in a build with
+    threads, a big nest is split along axis 0 into tasks of the worker pool (``pool.split_loop``,
+    which says what ``always`` does). A 1-D nest is split in whole vectors, the same ones as
+    one loop over it has. For loop kernels and row kernels: a row kernel's rows are the
+    nest and its per-row loops (``inner`` elements) are the body, with ``always`` (its
+    reductions are vectorised, so each build must run the same code)."""
+    rank = len(shape)
+    shape = tuple(shape) if shape else (1,)          # no axes: one row (a full reduction)
+
+    def part(kk: Kernel, lo: ll.Value, hi: ll.Value, _: list) -> None:
+        with kk.em.loop_nest([kk.dim(d) for d in shape], name, (0, lo, hi)) as idx:
+            body(kk, idx[:rank])
+    pool.split_loop(k, k.dim(shape[0]), k.dim(dim_mul(dim_prod(shape[1:]), inner)),
+                    part, align=64 if rank == 1 and inner == 1 else 1, always=always,
+                    name=name)
+
+
+def outlinable(op: Operand) -> bool:
+    """Whether ``op`` reads nothing from its kernel's own stack (a row kernel's per-row
+    ``Reg`` or a matmul's ``Acc``), so a function of its own can compute it."""
+    seen: set[int] = set()
+    stack = [op]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, (Reg, Acc)):
+            return False
+        if isinstance(x, Lazy) and id(x) not in seen:
+            seen.add(id(x))
+            stack.extend(x.args)
+    return True
 
 
 def emit_copy(k: Kernel, out: View, src: Operand, shape: Sequence[DimLike]) -> None:

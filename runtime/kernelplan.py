@@ -4,13 +4,16 @@ and at its arena offset (or writing the caller's array, for a result); a plain o
 kernel (a pipeline without the fusion pass, or a kernel opt-bisect cut) is one step of its own;
 layout ops the fusion pass left outside kernels are views and constants are globals. A kernel
 this backend has no lowering for is a compiler error here: the fusion pass never forms one
-(``ir.ops.fused.analyze`` is the contract both sides read)."""
+(``ir.ops.fused.analyze`` is the contract both sides read). The siblings of a multi-result
+kernel that the memory plan put in one step are one step: it writes the first sibling's buffer
+(``out``) and, after its inputs in ``args``, the others'; its value's body holds the results
+written, in that order."""
 from __future__ import annotations
 
-from graphc.ir.core import Func, Value
+from graphc.ir.core import Func, Value, make
 from graphc.ir.errors import GraphError
 from graphc.ir.ops import registry
-from graphc.ir.ops.fused import FUSED, analyze
+from graphc.ir.ops.fused import FUSED, Body, body_patterns, is_sibling, kernel_of
 from graphc.ir.slots import poly_max
 from graphc.ir.types import DimLike, DType
 from graphc.runtime import arena, views
@@ -49,6 +52,7 @@ def plan_func(func: Func) -> Plan:
     offsets: dict[int, DimLike] = {}
     steps: list[tuple[int, Step]] = []
     planned = ordered = True                # every kernel has its memory plan / its step
+    groups: dict[tuple, list[Step]] = {}    # siblings' steps, to merge once all are planned
     for v in func.values():
         if id(v) in plan.operands:
             continue
@@ -65,6 +69,8 @@ def plan_func(func: Func) -> Plan:
             step = Step(0, value, kind, contiguous(buf, v.dtype, v.shape), args)
             plan.operands[id(v)] = step.out
             steps.append((v.attrs.get("step", len(steps)), step))
+            if is_sibling(v) and "step" in v.attrs:
+                groups.setdefault((v.attrs["step"],) + kernel_of(v), []).append(step)
         else:
             planned = ordered = False
             plan.buffers.append(Buffer("slot", v.dtype, v.type.size, 0, v))
@@ -73,6 +79,7 @@ def plan_func(func: Func) -> Plan:
             plan.operands[id(v)] = step.out
             steps.append((len(steps), step))
     if ordered:
+        steps = _merge_siblings(steps, groups)
         steps.sort(key=lambda s: s[0])
     for n, (_, step) in enumerate(steps):
         step.index = n
@@ -83,6 +90,31 @@ def plan_func(func: Func) -> Plan:
                     if v.op == FUSED and "inplace" in v.attrs}
     arena.lay_out(plan, offsets if planned else None)
     return plan
+
+
+def _merge_siblings(steps: list[tuple[int, Step]], groups: dict[tuple, list[Step]]
+                    ) -> list[tuple[int, Step]]:
+    """One step per set of siblings scheduled together: it writes all their buffers."""
+    into: dict[int, Step] = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        first = group[0].value
+        body = first.attrs["body"]
+        results = tuple(body.results[s.value.attrs.get("result", 0)] for s in group)
+        written = Body(body.name, body.params, results)
+        value = make(FUSED, *first.inputs, body=written, loc=first.loc)
+        merged = Step(0, value, FUSED, group[0].out,
+                      group[0].args + tuple(s.out for s in group[1:]))
+        for s in group:
+            into[id(s)] = merged
+    out, seen = [], set()
+    for t, s in steps:
+        m = into.get(id(s), s)
+        if id(m) not in seen:
+            seen.add(id(m))
+            out.append((t, m))
+    return out
 
 
 def finish_results(plan: Plan) -> None:
@@ -140,7 +172,8 @@ def _kernel_step(plan: Plan, v: Value) -> tuple[str, Value, tuple[Operand, ...]]
     """(step kind, the value it computes, its operands): a kernel by its pattern, or one that
     ``analyze`` calls "single" (an op lowered on its own) by that op's own lowering."""
     body = v.attrs["body"]
-    pattern = analyze(body.results[0], lambda x: x.op != "arg")
+    pats = body_patterns(body)
+    pattern = pats if isinstance(pats, str) else pats[v.attrs.get("result", 0)]
     if isinstance(pattern, str):
         raise GraphError(f"the backend cannot lower kernel {body.name}: {pattern} (the fusion "
                          f"pass never forms such a kernel; this IR was made elsewhere)", v.loc)

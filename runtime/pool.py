@@ -12,7 +12,11 @@ GIL for the call), so nothing outside the pip wheels is needed: no OpenMP, no co
 The caller runs tasks too and waits only for tasks a worker has claimed, so a pool with no
 workers (after ``fork``, or while another thread's loop holds it) still finishes every loop,
 on the caller alone. Which thread runs a task never changes what it computes: results are
-bitwise the same at any thread count."""
+bitwise the same at any thread count.
+
+Generated code reaches it two ways: the GEMM library's tasks (runtime/gemm.py), and
+``split_loop`` below, which outlines the body of a kernel's outer loop into a function of its
+own and runs parts of the loop as tasks (loop kernels, reductions, row kernels)."""
 from __future__ import annotations
 
 import atexit
@@ -21,12 +25,16 @@ import os
 import platform
 import re
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import llvmlite.ir as ll
 
 PARALLEL_FOR = "graphc_parallel_for"
 _WORKER = "graphc_pool_worker"
 _STOP = "graphc_pool_stop"
 _RESET = "graphc_pool_reset"
+_COUNTS = "graphc_pool_counts"
 
 # futex(2) numbers by machine; elsewhere an idle worker naps with usleep instead
 _FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}
@@ -35,10 +43,11 @@ SPIN_CYCLES = 3_000_000      # about a millisecond of waiting for work before a 
 
 # The state (field numbers as the IR uses them; padding keeps the fields written most often
 # on cache lines of their own): 0 word (gen << 32 | next task), 2 fn, 3 ctx, 4 ntasks,
-# 5 done, 7 limit, 8 joined, 9 lock, 13 seq (the futex word), 15 sleepers, 16 stop
+# 5 done, 7 limit, 8 joined, 9 lock, 13 seq (the futex word), 15 sleepers, 16 stop, 18 loops
+# asked for and 19 their tasks (counts that tests read; apart from what idle workers poll)
 _IR = r"""
 %state = type { i64, [7 x i64], ptr, ptr, i64, i64, [4 x i64], i64, i64, i64, [5 x i64], i64,
-                i64, i32, i32, i64, i64 }
+                i64, i32, i32, i64, i64, [7 x i64], i64, i64 }
 @graphc.pool = internal global %state zeroinitializer, align 64
 
 declare i64 @syscall(i64, ...)
@@ -91,7 +100,11 @@ entry:
   %few = icmp sle i64 %n, 1
   %alone = icmp sle i64 %limit, 1
   %serial0 = or i1 %few, %alone
-  br i1 %serial0, label %serial, label %trylock
+  br i1 %serial0, label %serial, label %count
+count:
+  %c0 = atomicrmw add ptr {F18}, i64 1 monotonic
+  %c1 = atomicrmw add ptr {F19}, i64 %n monotonic
+  br label %trylock
 trylock:
   %lockp = call ptr @field(i32 9)
   %pair = cmpxchg ptr %lockp, i64 0, i64 1 seq_cst seq_cst
@@ -235,6 +248,15 @@ define void @graphc_pool_stop() {
   ret void
 }
 
+define void @graphc_pool_counts(ptr %out) {
+  %r = load atomic i64, ptr {F18} monotonic, align 8
+  %t = load atomic i64, ptr {F19} monotonic, align 8
+  store i64 %r, ptr %out
+  %p = getelementptr i64, ptr %out, i64 1
+  store i64 %t, ptr %p
+  ret void
+}
+
 ; after fork: the child has no workers and no loop in flight
 define void @graphc_pool_reset() {
   store %state zeroinitializer, ptr @graphc.pool, align 64
@@ -289,7 +311,7 @@ class _Pool:
                     if store is not None:
                         store.put(key, obj)
                 obj = bytes(obj)
-                self.loaded = jit.link(obj, [PARALLEL_FOR, _WORKER, _STOP, _RESET])
+                self.loaded = jit.link(obj, [PARALLEL_FOR, _WORKER, _STOP, _RESET, _COUNTS])
                 atexit.register(self.stop)
             if self.pid != os.getpid():          # a forked child: the workers stayed behind
                 ctypes.CFUNCTYPE(None)(self.loaded.addresses[_RESET])()
@@ -307,6 +329,16 @@ class _Pool:
             ctypes.CFUNCTYPE(None)(self.loaded.addresses[_STOP])()
             for t in self.workers:
                 t.join(timeout=1.0)
+
+    def counts(self) -> tuple[int, int]:
+        """(parallel loops asked of the pool with 2 or more tasks and threads, their tasks) in
+        this process so far: what tests read to see that a build splits its loops."""
+        if self.loaded is None:
+            return 0, 0
+        out = (ctypes.c_int64 * 2)()
+        ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self.loaded.addresses[_COUNTS])(
+            ctypes.addressof(out))
+        return int(out[0]), int(out[1])
 
     @property
     def size(self) -> int:
@@ -328,3 +360,121 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+# -- loops of generated kernels on the pool -----------------------------------------------------
+PARALLEL_WORK = 1 << 15     # elements a loop needs before its parts go to the pool
+TASK_WORK = 1 << 14         # elements of one task (a part is a multiple of ``align`` iterations)
+_I64, _I32, _PTR = ll.IntType(64), ll.IntType(32), ll.PointerType()
+
+
+def parallel_for(module: ll.Module) -> ll.Function:
+    """``graphc_parallel_for``'s declaration in ``module``."""
+    fn = module.globals.get(PARALLEL_FOR)
+    if fn is None:
+        fn = ll.Function(module, ll.FunctionType(ll.VoidType(), [_PTR, _PTR, _I64, _I64]),
+                         PARALLEL_FOR)
+    return fn
+
+
+Body = Callable[[Any, ll.Value, ll.Value, list], None]
+
+
+def split_loop(k: Any, n: ll.Value, per_item: ll.Value, body: Body, *, align: int = 1,
+               always: bool = False, chunk: ll.Value | None = None,
+               extra: Sequence[ll.Value] = (), name: str = "part") -> None:
+    """``for i in range(n)`` at kernel ``k``'s position, its iterations independent of each
+    other: ``body(kk, lo, hi, xs)`` emits iterations lo..hi-1 with kernel ``kk`` (``xs``:
+    ``extra`` as kk sees them); ``per_item``: the elements one iteration touches.
+
+    Built for more than one thread (and not debug), the body is outlined (``Kernel.outline``)
+    and a loop of PARALLEL_WORK elements or more runs as tasks of the pool, each over a part
+    of ``chunk`` iterations (default: about TASK_WORK elements, a multiple of ``align``); a
+    smaller one calls it once over the whole range. ``always``: outlined in every build, so
+    that a body whose numbers depend on how LLVM compiles it (a vectorised reduction) is the
+    same code at every thread count. With ``chunk`` given, the parts are those in every build
+    (a reduction into one partial per part): each is its own call, in order, where nothing
+    runs in parallel. Which thread runs a part never changes what it computes."""
+    b = k.b
+    threads = k.cg.threads if not k.cg.debug else 1
+    if threads <= 1 and not always and chunk is None:
+        body(k, ll.Constant(_I64, 0), n, list(extra))
+        return
+    # (a typed pointer, as an alloca is, goes as a plain ``ptr``)
+    sub, args = k.outline(name, [_PTR if isinstance(x.type, ll.PointerType) else x.type
+                                 for x in extra])
+    lo, hi = sub.fn.args[-2:]
+    body(sub, lo, hi, list(sub.fn.args[-2 - len(extra):-2]))
+    assert sub.code is None, "a loop split over threads has no error of its own to return"
+    sub.finish()
+    args = args + list(extra)
+    parts = chunk is not None
+    if chunk is None:
+        one = ll.Constant(_I64, 1)
+        want = _ceil_div(b, ll.Constant(_I64, TASK_WORK), _max(b, per_item, one))
+        chunk = b.mul(_ceil_div(b, want, ll.Constant(_I64, align)), ll.Constant(_I64, align))
+    ntasks = _ceil_div(b, n, chunk)
+
+    def run(lo: ll.Value, hi: ll.Value) -> None:
+        code = b.call(sub.fn, args + [lo, hi])
+        if k.cg.debug:
+            # its only error is a debug build's bad access (the loop bodies have none of
+            # their own), which is k's own then (Kernel.finish)
+            oob = k.oob_slot()
+            b.store(b.or_(b.load(oob, typ=ll.IntType(1)),
+                          b.icmp_signed("!=", code, ll.Constant(_I32, 0))), oob)
+
+    def serial() -> None:
+        if not parts:
+            run(ll.Constant(_I64, 0), n)
+            return
+        with k.em.loop(ntasks, "part") as t:
+            start = b.mul(t, chunk)
+            run(start, _min(b, b.add(start, chunk), n))
+    if threads <= 1:
+        serial()
+        return
+    fields = [_PTR if isinstance(a.type, ll.PointerType) else a.type for a in args] + \
+        [_I64, _I64]
+    task = _task(k.cg.module, sub.fn, fields)
+    work = b.mul(n, per_item)
+    big = b.and_(b.icmp_signed(">=", work, ll.Constant(_I64, PARALLEL_WORK)),
+                 b.icmp_signed(">", ntasks, ll.Constant(_I64, 1)))
+    with b.if_else(big) as (split, alone):
+        with split:
+            ctx = k.em.alloca_entry(ll.LiteralStructType(fields), "part.ctx")
+            for i, a in enumerate(args + [n, chunk]):
+                b.store(a, b.gep(ctx, [ll.Constant(_I32, 0), ll.Constant(_I32, i)]))
+            b.call(parallel_for(k.cg.module), [task, ctx, ntasks, ll.Constant(_I64, threads)])
+        with alone:
+            serial()
+
+
+def _task(module: ll.Module, fn: ll.Function, fields: list[ll.Type]) -> ll.Function:
+    """``void task(ptr ctx, i64 t)``: ``fn`` over part t, its arguments read from ``ctx`` (a
+    struct of ``fields``: fn's leading arguments, then the extent n and the part size)."""
+    task = ll.Function(module, ll.FunctionType(ll.VoidType(), [_PTR, _I64]),
+                       module.get_unique_name(f"{fn.name}.task"))
+    task.linkage = "internal"
+    ctx, t = task.args
+    b = ll.IRBuilder(task.append_basic_block("entry"))
+    st = ll.LiteralStructType(fields)
+    vals = [b.load(b.gep(ctx, [ll.Constant(_I32, 0), ll.Constant(_I32, i)], source_etype=st),
+                   typ=ty) for i, ty in enumerate(fields)]
+    n, chunk = vals[-2:]
+    lo = b.mul(t, chunk)
+    b.call(fn, vals[:-2] + [lo, _min(b, b.add(lo, chunk), n)])
+    b.ret_void()
+    return task
+
+
+def _ceil_div(b: ll.IRBuilder, x: ll.Value, d: ll.Value) -> ll.Value:
+    return b.sdiv(b.add(x, b.sub(d, ll.Constant(_I64, 1))), d)
+
+
+def _min(b: ll.IRBuilder, x: ll.Value, y: ll.Value) -> ll.Value:
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _max(b: ll.IRBuilder, x: ll.Value, y: ll.Value) -> ll.Value:
+    return b.select(b.icmp_signed(">", x, y), x, y)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -84,8 +85,8 @@ def torch_step(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
     p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     xt = torch.tensor(x).permute(0, 3, 1, 2).contiguous()         # PyTorch is NCHW
     yt = torch.tensor(y)
-    w1 = lambda: p["w1"].permute(3, 2, 0, 1)                       # noqa: E731  (HWIO->OIHW)
-    w2 = lambda: p["w2"].permute(3, 2, 0, 1)                       # noqa: E731
+    w1 = lambda: p["w1"].permute(3, 2, 0, 1)                       # HWIO -> OIHW
+    w2 = lambda: p["w2"].permute(3, 2, 0, 1)
 
     def call() -> None:
         h = F.relu(F.conv2d(xt, w1(), p["c1"], padding=1))

@@ -2,13 +2,20 @@
 inputs; the interpreter runs the body, the backend lowers it as one loop nest (or one GEMM with its
 epilogue applied to each output tile), and the memory plan records where its result lives.
 
+A body may have several results (horizontal fusion: sibling kernels over one iteration space
+that read the same inputs). The IR has one result per value, so each result is a ``fused``
+value of its own, ``result=k`` naming which: siblings with the same inputs and body are one
+kernel, which the memory plan schedules as one step and the backend runs as one loop nest
+writing every sibling's buffer. The interpreter runs each sibling on its own (the oracle).
+
 ``analyze`` says which kernel shape a region of values has (or why it has none): the fusion pass
 asks it before growing a kernel and the backend asks it before lowering one, so the rules of what
 fuses live in one place."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +52,8 @@ def body_symbols(body: Func) -> set[str]:
 def free_symbols(body: Func, types: tuple[TensorType, ...] = ()) -> tuple[str, ...]:
     """Symbols the body uses that no input or result shape binds as a whole dim: the op records
     them (``syms``) so the body can run on its own."""
-    bound = {_plain(d) for t in types + tuple(p.type for p in body.params) + (
-        body.results[0].type,) for d in t.shape}
+    bound = {_plain(d) for t in types + tuple(p.type for p in body.params) + tuple(
+        r.type for r in body.results) for d in t.shape}
     return tuple(sorted(body_symbols(body) - bound))
 
 
@@ -80,21 +87,25 @@ def _key_of(f: Func) -> str:
     return f._key() if isinstance(f, Body) else print_func(f)
 
 
-def _fused_type(*types: TensorType, body: Any, **_: Any) -> TensorType:
-    if not isinstance(body, Func) or len(body.results) != 1:
-        raise GraphTypeError("fused: body must be a function with one result")
+def _fused_type(*types: TensorType, body: Any, result: int = 0, **_: Any) -> TensorType:
+    if not isinstance(body, Func) or not body.results:
+        raise GraphTypeError("fused: body must be a function with a result")
+    if not isinstance(result, int) or not 0 <= result < len(body.results):
+        raise GraphTypeError(f"fused: result={result!r}, but the body has "
+                             f"{len(body.results)} results")
     if len(types) != len(body.params):
         raise GraphTypeError(f"fused: the body takes {len(body.params)} inputs, got {len(types)}")
     for i, (t, p) in enumerate(zip(types, body.params)):
         if t != p.type:
             raise GraphTypeError(f"fused: input {i} is {t} but the body's "
                                  f"%{p.attrs['name']} is {p.type}")
-    return body.results[0].type
+    return body.results[result].type
 
 
 def _canon(types: tuple[TensorType, ...], attrs: dict[str, Any]) -> dict[str, Any]:
-    """Unset plan attributes are left out; ``syms`` is derived from the body."""
-    out = {k: v for k, v in attrs.items() if v is not None}
+    """Unset plan attributes (and ``result=0``) are left out; ``syms`` is derived from the
+    body."""
+    out = {k: v for k, v in attrs.items() if v is not None and not (k == "result" and v == 0)}
     body = out.get("body")
     if isinstance(body, Func) and not isinstance(body, Body):
         out["body"] = Body(body.name, body.params, body.results, body.result_names)
@@ -107,29 +118,32 @@ def _canon(types: tuple[TensorType, ...], attrs: dict[str, Any]) -> dict[str, An
 
 
 def _fused_ref(*arrays: np.ndarray, body: Func, out_shape: tuple[int, ...],
-               out_dtype: np.dtype[Any], syms: tuple[int, ...] = (), **_: Any) -> np.ndarray:
+               out_dtype: np.dtype[Any], syms: tuple[int, ...] = (), result: int = 0,
+               **_: Any) -> np.ndarray:
     from graphc.ir import interp
     env = dict(zip(free_symbols(body), syms))
     for ty, shape in [(p.type, a.shape) for p, a in zip(body.params, arrays)] + [
-            (body.results[0].type, out_shape)]:
+            (body.results[result].type, out_shape)]:
         for d, n in zip(ty.shape, shape):
             name = _plain(d)
             if name is not None:
                 env[name] = n
-    return interp.run(body, list(arrays), env)[0]
+    # only what the chosen result needs: a sibling computes its own result, not the others'
+    one = Func(body.name, body.params, (body.results[result],))
+    return interp.run(one, list(arrays), env)[0]
 
 
-def inline(body: Func, xs: tuple[Value, ...] | list[Value]) -> Value:
+def inline(body: Func, xs: tuple[Value, ...] | list[Value], result: int = 0) -> Value:
     """The body's result computed from ``xs`` instead of its params (kernel -> plain ops)."""
     new: dict[int, Value] = {id(p): x for p, x in zip(body.params, xs)}
     for v in body.values():
         if id(v) not in new:
             new[id(v)] = rebuild(v, tuple(new[id(i)] for i in v.inputs))
-    return new[id(body.results[0])]
+    return new[id(body.results[result])]
 
 
 def _expand(v: Value) -> Value:
-    return inline(v.attrs["body"], v.inputs)
+    return inline(v.attrs["body"], v.inputs, v.attrs.get("result", 0))
 
 
 def _sample_body(name: str, types: tuple[str, ...], build: Callable[..., Value]) -> Func:
@@ -157,10 +171,12 @@ def _samples() -> tuple[Any, ...]:
 
 
 defop(FUSED, FUSED, ("*xs",),
-      attrs=(("body", REQUIRED), ("syms", None)) + tuple((a, None) for a in PLAN_ATTRS),
+      attrs=(("body", REQUIRED), ("result", None), ("syms", None))
+      + tuple((a, None) for a in PLAN_ATTRS),
       canon=_canon, infer=_fused_type, ref=_fused_ref, expand=_expand, wants_out=True,
       samples=_samples(),
-      doc="one kernel: `body` computed from the inputs; `syms` lists dims only the body binds")
+      doc="one kernel: `body` computed from the inputs (its result number `result`); `syms` "
+          "lists dims only the body binds")
 
 # ---------------------------------------------------------------------------- kernel shapes
 
@@ -380,3 +396,65 @@ def _reads_elsewhere(u: Value, x: Value, pattern: Pattern) -> bool:
     if role(u) == "fold" and pattern.kind == "row":
         return root.shape != pattern.space     # folds read row o while row o is computed
     return get(u.op).kind != ELEMENTWISE or u.shape != root.shape or x.shape != u.shape
+
+# ---------------------------------------------------------------------------- siblings
+
+
+def body_patterns(body: Func) -> tuple[Pattern, ...] | str:
+    """The kernel shape of each result of a body, or why it has none. Several results
+    (horizontal fusion) must agree on ``sibling_key``: one loop nest runs them all."""
+    pats = []
+    for r in body.results:
+        p = analyze(r, lambda v: v.op != "arg")
+        if isinstance(p, str):
+            return p
+        pats.append(p)
+    if len(pats) > 1 and (sibling_key(pats[0]) is None
+                          or any(sibling_key(p) != sibling_key(pats[0]) for p in pats)):
+        return "the results of one kernel must be loops over one shape or rows of one space"
+    return tuple(pats)
+
+
+def sibling_key(p: Pattern) -> tuple[Any, ...] | None:
+    """What kernels fused horizontally share: loop kernels their shape, row kernels their space
+    and folded axes; None for kernel kinds that never share a loop nest (a GEMM's tiles, a
+    reduction over leading axes accumulating in its output)."""
+    if p.kind == "loop":
+        return ("loop", p.root.shape)
+    if p.kind == "row":
+        return ("row", p.space, p.inner)
+    return None
+
+
+def is_sibling(v: Value) -> bool:
+    """A kernel that writes one result of a multi-result body (its siblings write the others)."""
+    return v.op == FUSED and len(v.attrs["body"].results) > 1
+
+
+def kernel_of(v: Value) -> tuple[Any, ...]:
+    """Equal for the siblings of one kernel: the same body (by text) over the same inputs."""
+    return (v.attrs["body"], tuple(map(id, v.inputs)))
+
+
+def merge_bodies(name: str, bodies: list[Func], inputs: list[tuple[Value, ...]],
+                 make_param: Callable[[Value, int], Value]) -> tuple[Func, tuple[Value, ...]]:
+    """One body with the results of ``bodies`` (each over its ``inputs``), over the union of
+    the inputs; a value two bodies compute alike (same op, inputs, attrs, type) is computed
+    once. Returns it and its inputs, in order."""
+    union = list(dict.fromkeys(x for xs in inputs for x in xs))
+    args = {id(x): make_param(x, k) for k, x in enumerate(union)}
+    seen: dict[tuple[Any, ...], Value] = {}
+    results = []
+    for body, xs in zip(bodies, inputs):
+        env: dict[int, Value] = {id(p): args[id(x)] for p, x in zip(body.params, xs)}
+        for v in body.values():
+            if id(v) in env:
+                continue
+            ins = tuple(env[id(i)] for i in v.inputs)
+            key = (v.op, tuple(map(id, ins)), v.attrs, v.type)
+            if key not in seen:
+                seen[key] = rebuild(v, ins)
+            env[id(v)] = seen[key]
+        results.append(env[id(body.results[0])])
+    merged = Func(name, tuple(args[id(x)] for x in union), tuple(results))
+    return Body(merged.name, merged.params, merged.results), tuple(union)
