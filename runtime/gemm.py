@@ -21,7 +21,7 @@ import llvmlite.ir as ll
 
 from graphc.ir.types import DType
 from graphc.runtime.emit import I1, I64, PTR, Emitter, reg_type
-from graphc.runtime.pool import PARALLEL_FOR
+from graphc.runtime.pool import parallel_for
 
 
 @functools.cache
@@ -456,14 +456,6 @@ def pack_task(module: ll.Module, dtype: DType, lanes: int) -> ll.Function:
                                           _at(b, src, b.mul(j0, csb), et), rsb, csb,
                                           _at(b, dst, b.mul(t, b.mul(kc, nr)), et), nr])
     b.ret_void()
-    return fn
-
-
-def parallel_for(module: ll.Module) -> ll.Function:
-    fn = module.globals.get(PARALLEL_FOR)
-    if fn is None:
-        fn = ll.Function(module, ll.FunctionType(ll.VoidType(), [PTR, PTR, I64, I64]),
-                         PARALLEL_FOR)
     return fn
 
 
