@@ -4,6 +4,7 @@ A @ B.T with few rows, and the register-tiled loops a debug build runs."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import llvmlite.ir as ll
 
@@ -55,18 +56,8 @@ def emit_matmul(k: Kernel, s: Step, epi: Operand | None = None) -> None:
             return
         # B unit-stride along k (a transposed weight, as backward multiplies by Wᵀ): a few
         # rows are dot products over B's contiguous rows, cheaper than packing all of B
-        b = k.b
-        with b.if_else(b.icmp_signed("<=", k.dim(m), ll.Constant(I64, DOT_ROWS))) as (
-                few, many):
-            with few:
-                _matmul_loops(k, s, a, bv, c, batch, epi, True, False)
-                few_end = b.block
-            with many:
-                _matmul_packed(k, s, a, bv, c, batch, epi)
-                code, many_end = k.code, b.block
-        k.code = b.phi(I32, name="mm.code")
-        k.code.add_incoming(ll.Constant(I32, 0), few_end)
-        k.code.add_incoming(code, many_end)
+        _small_or_packed(k, s, a, bv, c, batch, epi, m, DOT_ROWS,
+                         lambda: _matmul_loops(k, s, a, bv, c, batch, epi, True, False))
         return
     _matmul_loops(k, s, a, bv, c, batch, epi, dot, tiled)
 
@@ -153,17 +144,26 @@ def _matmul_packed_or_thin(k: Kernel, s: Step, a: View, bv: View, c: View,
     if isinstance(kk, int):
         _matmul_thin(k, s, a, bv, c, batch, epi)
         return
+    _small_or_packed(k, s, a, bv, c, batch, epi, kk, SMALL_K,
+                     lambda: _matmul_thin(k, s, a, bv, c, batch, epi))
+
+
+def _small_or_packed(k: Kernel, s: Step, a: View, bv: View, c: View,
+                     batch: tuple[DimLike, ...], epi: Operand | None, dim: DimLike, limit: int,
+                     small: Callable[[], None]) -> None:
+    """``small()`` (loops that cannot fail) when ``dim`` <= ``limit`` at run time, else the
+    packed GEMM; the kernel's code is the packed path's (an allocation failure) or 0."""
     b = k.b
-    with b.if_else(b.icmp_signed("<=", k.dim(kk), ll.Constant(I64, SMALL_K))) as (thin, wide):
-        with thin:
-            _matmul_thin(k, s, a, bv, c, batch, epi)
-            thin_end = b.block
-        with wide:
+    with b.if_else(b.icmp_signed("<=", k.dim(dim), ll.Constant(I64, limit))) as (few, many):
+        with few:
+            small()
+            few_end = b.block
+        with many:
             _matmul_packed(k, s, a, bv, c, batch, epi)
-            code, wide_end = k.code, b.block
+            code, many_end = k.code, b.block
     k.code = b.phi(I32, name="mm.code")
-    k.code.add_incoming(ll.Constant(I32, 0), thin_end)
-    k.code.add_incoming(code, wide_end)
+    k.code.add_incoming(ll.Constant(I32, 0), few_end)
+    k.code.add_incoming(code, many_end)
 
 
 def _matmul_thin(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[DimLike, ...],
