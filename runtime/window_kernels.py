@@ -1,7 +1,7 @@
-"""Kernels of the convolution and pooling primitives (ir/ops/conv.py): im2col, its transpose
-col2im (a gather, so each element is written once, in a fixed order), their transformed forms
-(Winograd's tiles: planes of linear combinations of a window's taps; col2im's adds an image's
-windows in row-major order), and the max over tiling windows with its gradient.
+"""Kernels of the convolution and pooling primitives (ir/ops/conv.py, ir/ops/pool.py): im2col,
+its transpose col2im (a gather, so each element is written once, in a fixed order), their
+transformed forms (Winograd's tiles: planes of linear combinations of a window's taps; col2im's
+adds an image's windows in row-major order), and the max over tiling windows with its gradient.
 
 Every kernel's work is a loop over the batch whose iterations touch disjoint parts of the
 result, so it runs as parts on the worker pool (runtime/pool.py) when the build has threads:

@@ -1,4 +1,4 @@
-"""Convolution and pooling, channels last as ``jax.lax`` defines them (NHWC input, HWIO kernel).
+"""Convolution, channels last as ``jax.lax`` defines them (NHWC input, HWIO kernel).
 
 Composites, not primitives: a convolution is ``im2col`` (every kernel tap's window of the
 padded input side by side on the channel axis), then one ``matmul`` against the kernel seen as a
@@ -11,12 +11,8 @@ with 16 or more channels in and out takes Winograd's F(2x2, 3x3) or F(4x4, 3x3) 
 (``_winograd``): the same two primitives with a ``transform`` that writes linear combinations
 of each window's taps as planes ([R, N, OH, OW, C], each plane one GEMM's operand), one
 batched GEMM per plane, 16 products per 2x2 outputs (36 per 4x4) where im2col's takes 36
-(144): its forward and both gradients' GEMMs do 2.25x (4x) less work. Pooling is the same windows
-stacked on a new axis and the ``max`` / ``sum`` reductions (ties in a max window share the
-gradient, as the reduction's rule says); a window that tiles the input is a ``reshape``
-instead, and a max over tiles the primitive ``window_max``, whose gradient ``window_max_grad``
-counts each window's ties and divides once per window (the reduction's rule divides at every
-input element)."""
+(144): its forward and both gradients' GEMMs do 2.25x (4x) less work. Pooling is in pool.py,
+the window geometry both share in window.py."""
 from __future__ import annotations
 
 from typing import Any
@@ -26,75 +22,9 @@ import numpy as np
 from graphc.ir.core import Value, const, make
 from graphc.ir.errors import GraphTypeError
 from graphc.ir.ops.registry import COMPOSITE, MOVEMENT, PRESERVES_FINITE, REQUIRED, defop
-from graphc.ir.ops.rules import FLOAT, N, as_dim, as_int, call, fail, require, sample
-from graphc.ir.types import DimLike, DType, TensorType, dim_str
-
-# ---------------------------------------------------------------------------- attributes
-
-
-def _pair(name: str, what: str, v: Any, n: int) -> tuple[int, ...]:
-    items = list(v) if isinstance(v, (list, tuple)) else [v] * n
-    if len(items) != n:
-        raise GraphTypeError(f"{name}: {what} needs 1 or {n} integers, got {v!r}")
-    out = tuple(as_int(name, what, i) for i in items)
-    if any(i < 1 for i in out):
-        raise GraphTypeError(f"{name}: {what} must be positive, got {v!r}")
-    return out
-
-
-def _out_len(name: str, d: DimLike, lo: int, hi: int, span: int, stride: int) -> DimLike:
-    """floor((d + lo + hi - span) / stride) + 1 windows; symbolic only with stride 1."""
-    room = d + lo + hi - span
-    if isinstance(room, int):
-        if room < 0:
-            raise GraphTypeError(f"{name}: a window of {span} does not fit in {d} "
-                                 f"(padded by {lo}+{hi})")
-        return room // stride + 1
-    if stride != 1:
-        raise GraphTypeError(f"{name}: a stride of {stride} over the symbolic dim "
-                             f"{dim_str(d)} gives a length that is no polynomial; use stride 1 "
-                             f"or a static size")
-    return room + 1
-
-
-def _pads(name: str, padding: Any, dims: tuple[DimLike, ...], spans: tuple[int, ...],
-          strides: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
-    """``"valid"``, ``"same"`` (output ceil(d / stride), the odd pad on the high side, as JAX),
-    an int for every side, or one ``[lo, hi]`` per spatial axis."""
-    n = len(dims)
-    if isinstance(padding, str):
-        if padding == "valid":
-            return ((0, 0),) * n
-        if padding != "same":
-            raise GraphTypeError(f"{name}: padding must be \"valid\", \"same\", an integer or "
-                                 f"[lo, hi] per axis, got {padding!r}")
-        out = []
-        for d, span, s in zip(dims, spans, strides):
-            if s == 1:
-                total = span - 1
-            elif isinstance(d, int):
-                total = max((-(-d // s) - 1) * s + span - d, 0)
-            else:
-                raise GraphTypeError(f"{name}: padding \"same\" with stride {s} needs a static "
-                                     f"size, got {dim_str(d)}")
-            out.append((total // 2, total - total // 2))
-        return tuple(out)
-    if isinstance(padding, (list, tuple)) and len(padding) == n and all(
-            isinstance(p, (list, tuple)) for p in padding):
-        pairs = tuple(tuple(p) for p in padding)
-    elif n == 1 and isinstance(padding, (list, tuple)) and len(padding) == 2:
-        pairs = (tuple(padding),)
-    else:
-        pairs = ((padding, padding),) * n
-    out = []
-    for p in pairs:
-        if len(p) != 2:
-            raise GraphTypeError(f"{name}: padding needs [lo, hi] per axis, got {padding!r}")
-        lo, hi = (as_int(name, "padding", v) for v in p)
-        if lo < 0 or hi < 0:
-            raise GraphTypeError(f"{name}: negative padding {padding!r}")
-        out.append((lo, hi))
-    return tuple(out)
+from graphc.ir.ops.rules import FLOAT, N, as_dim, as_int, fail, require, sample
+from graphc.ir.ops.window import out_len, padding_pairs, pair
+from graphc.ir.types import DimLike, TensorType, dim_str
 
 
 def _canon_conv(name: str, rank: int, types: tuple[TensorType, ...], attrs: dict[str, Any]
@@ -113,52 +43,20 @@ def _canon_conv(name: str, rank: int, types: tuple[TensorType, ...], attrs: dict
         raise fail(name, types, f"with groups={groups}, x's {cin} channels must be "
                    f"{groups} x the kernel's {cg} inputs, and {cout} outputs divide by "
                    f"{groups}")
-    stride = _pair(name, "stride", attrs["stride"], rank)
-    dilation = _pair(name, "dilation", attrs["dilation"], rank)
+    stride = pair(name, "stride", attrs["stride"], rank)
+    dilation = pair(name, "dilation", attrs["dilation"], rank)
     spans = tuple((k - 1) * d + 1 for k, d in zip(w.shape[:rank], dilation))
-    pads = _pads(name, attrs["padding"], x.shape[1:-1], spans, stride)
+    pads = padding_pairs(name, attrs["padding"], x.shape[1:-1], spans, stride)
     for d, (lo, hi), span, s in zip(x.shape[1:-1], pads, spans, stride):
-        _out_len(name, d, lo, hi, span, s)
+        out_len(name, d, lo, hi, span, s)
     return {"stride": stride, "padding": pads, "dilation": dilation, "groups": groups}
-
-# ---------------------------------------------------------------------------- windows
-
-
-def pad_value(x: Value, pads: tuple[tuple[DimLike, DimLike], ...], value: Any) -> Value:
-    """``pad`` with ``value`` (not 0) around: where(pad(True), pad(x), value)."""
-    if all(lo == 0 and hi == 0 for lo, hi in pads):
-        return x
-    lo, hi = tuple(p[0] for p in pads), tuple(p[1] for p in pads)
-    padded = make("pad", x, lo=lo, hi=hi)
-    if value == 0:
-        return padded
-    inside = make("pad", const(True, DType.bool, x.shape), lo=lo, hi=hi)
-    return call("where", inside, padded, value)
-
-
-def windows(x: Value, kernel: tuple[int, int], stride: tuple[int, ...],
-            dilation: tuple[int, ...], out_hw: tuple[DimLike, DimLike]) -> list[Value]:
-    """One ``[N,OH,OW,C]`` slice of an (already padded) ``[N,H,W,C]`` per kernel tap, row-major
-    over (kh, kw): tap (i, j) of output (oh, ow) is x[:, oh*sh + i*dh, ow*sw + j*dw, :]."""
-    taps = []
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            start, stop = [0], [x.shape[0]]
-            for t, s, d, o in zip((i, j), stride, dilation, out_hw):
-                a = t * d
-                start.append(a)
-                stop.append(a if isinstance(o, int) and o == 0 else a + (o - 1) * s + 1)
-            taps.append(make("slice", x, start=tuple(start) + (0,),
-                             stop=tuple(stop) + (x.shape[3],), step=(1,) + stride + (1,)))
-    return taps
-
 
 def _conv2d(x: Value, w: Value, *, stride: tuple, padding: tuple, dilation: tuple,
             groups: int) -> Value:
     kh, kw, cg, cout = w.shape
     n = x.shape[0]
     spans = tuple((k - 1) * d + 1 for k, d in zip((kh, kw), dilation))
-    out_hw = tuple(_out_len("conv2d", d, lo, hi, span, s) for d, (lo, hi), span, s in
+    out_hw = tuple(out_len("conv2d", d, lo, hi, span, s) for d, (lo, hi), span, s in
                    zip(x.shape[1:3], padding, spans, stride))
     m = _winograd_tile(w, stride, dilation, groups, out_hw)
     if m:
@@ -283,7 +181,7 @@ def _canon_cols(name: str, types: tuple[TensorType, ...], attrs: dict[str, Any]
     if x.rank != (5 if planes else 4):
         raise fail(name, types, "needs [R,N,H,W,C] (R transformed taps)" if planes else
                    "needs [N,H,W,C]")
-    out = {k: _pair(name, k, attrs[k], 2) for k in ("window", "stride", "dilation")}
+    out = {k: pair(name, k, attrs[k], 2) for k in ("window", "stride", "dilation")}
     for k in ("lo", "hi"):
         out[k] = tuple(as_int(name, k, v) for v in (
             attrs[k] if isinstance(attrs[k], (list, tuple)) else [attrs[k]] * 2))
@@ -309,7 +207,7 @@ def _canon_cols(name: str, types: tuple[TensorType, ...], attrs: dict[str, Any]
 
 def _col_hw(name: str, hw: tuple[DimLike, ...], *, window: tuple, stride: tuple,
             dilation: tuple, lo: tuple, hi: tuple) -> tuple[DimLike, ...]:
-    return tuple(_out_len(name, d, a, b, (k - 1) * dl + 1, s) for d, a, b, k, dl, s in
+    return tuple(out_len(name, d, a, b, (k - 1) * dl + 1, s) for d, a, b, k, dl, s in
                  zip(hw, lo, hi, window, dilation, stride))
 
 
@@ -445,148 +343,3 @@ defop("conv1d", COMPOSITE, ("x", "w"), attrs=CONV_ATTRS,
                sample("f64[N,7,4]", "f64[3,2,4]", stride=2, padding="same", dilation=1, groups=2,
                       sizes=(0, 1, 2)),
                sample("f32[2,N,2]", "f32[2,2,2]", padding=(1, 2), dilation=2, sizes=(0, 1, 2))))
-
-# ---------------------------------------------------------------------------- pooling
-
-
-def _canon_pool(name: str, types: tuple[TensorType, ...], attrs: dict[str, Any]
-                ) -> dict[str, Any]:
-    x = types[0]
-    require(name, FLOAT, x)
-    if x.rank != 4:
-        raise fail(name, types, "needs x [N,H,W,C]")
-    window = _pair(name, "window", attrs["window"], 2)
-    stride = window if attrs["stride"] is None else _pair(name, "stride", attrs["stride"], 2)
-    pads = _pads(name, attrs["padding"], x.shape[1:3], window, stride)
-    for d, (lo, hi), k, s in zip(x.shape[1:3], pads, window, stride):
-        _out_len(name, d, lo, hi, k, s)
-    return {"window": window, "stride": stride, "padding": pads}
-
-
-def _pooled(name: str, how: str, x: Value, window: tuple, stride: tuple, padding: tuple
-            ) -> Value:
-    """Sum or max over each window: a reshape when the windows tile x, else stacked taps."""
-    out_hw = tuple(_out_len(name, d, lo, hi, k, s) for d, (lo, hi), k, s in
-                   zip(x.shape[1:3], padding, window, stride))
-    tiles = stride == window and all(p == (0, 0) for p in padding) and \
-        all(isinstance(o, int) for o in out_hw)
-    if tiles:
-        (oh, ow), (kh, kw) = out_hw, window
-        n, h, w, c = x.shape
-        if (h, w) != (oh * kh, ow * kw):
-            x = make("slice", x, start=(0, 0, 0, 0), stop=(n, oh * kh, ow * kw, c))
-        if how == "max":
-            return make("window_max", x, window=window)
-        x = make("reshape", x, shape=(n, oh, kh, ow, kw, c))
-        return make(how, x, axis=(2, 4))
-    fill = -np.inf if how == "max" else 0
-    xp = pad_value(x, ((0, 0),) + padding + ((0, 0),), fill)
-    taps = windows(xp, window, stride, (1, 1), out_hw)
-    if len(taps) == 1:
-        return taps[0]
-    stacked = make("concat", *(make("expand_dims", t, axis=3) for t in taps), axis=3)
-    return make(how, stacked, axis=3)
-
-
-def pool_ref(how: str, x: np.ndarray, *, window: tuple, stride: tuple, padding: tuple
-             ) -> np.ndarray:
-    fill = -np.inf if how == "max" else 0
-    xp = np.pad(x, ((0, 0),) + tuple(padding) + ((0, 0),), constant_values=fill)
-    outs = tuple((xp.shape[1 + a] - window[a]) // stride[a] + 1 for a in range(2))
-    out = np.full((x.shape[0],) + outs + (x.shape[3],), fill, x.dtype)
-    for i, j in np.ndindex(*outs):
-        win = xp[:, i * stride[0]:i * stride[0] + window[0],
-                 j * stride[1]:j * stride[1] + window[1]]
-        out[:, i, j] = win.max(axis=(1, 2), initial=-np.inf) if how == "max" else \
-            win.sum(axis=(1, 2)) / (window[0] * window[1])
-    return out
-
-
-def _canon_tiles(name: str, types: tuple[TensorType, ...], attrs: dict[str, Any]
-                 ) -> dict[str, Any]:
-    x = types[0]
-    require(name, FLOAT, *types)
-    window = _pair(name, "window", attrs["window"], 2)
-    if x.rank != 4 or any(not isinstance(d, int) or d % k for d, k in zip(x.shape[1:3], window)):
-        raise fail(name, types, f"needs x [N,H,W,C] with H and W static multiples of {window}")
-    return {"window": window}
-
-
-def _tiles(x: np.ndarray, window: tuple) -> np.ndarray:
-    n, h, w, c = x.shape
-    return x.reshape(n, h // window[0], window[0], w // window[1], window[1], c)
-
-
-def _tiled_shape(x: TensorType, window: tuple) -> tuple[DimLike, ...]:
-    n, h, w, c = x.shape
-    return (n, h // window[0], w // window[1], c)
-
-
-def _window_max_grad_type(x: TensorType, out: TensorType, g: TensorType, *, window: tuple
-                          ) -> TensorType:
-    if out.shape != _tiled_shape(x, window) or g.shape != out.shape:
-        raise fail("window_max_grad", (x, out, g), "out and g must be x's window maxima")
-    return x
-
-
-def _window_max_grad_ref(x: np.ndarray, out: np.ndarray, g: np.ndarray, *, window: tuple
-                         ) -> np.ndarray:
-    hit = (_tiles(x, window) == out[:, :, None, :, None]).astype(x.dtype)
-    gx = g[:, :, None, :, None] * hit / hit.sum(axis=(2, 4), keepdims=True)
-    return gx.reshape(x.shape)
-
-
-def _window_max_grad_vjp(ct: Value, gx: Value, x: Value, out: Value, g: Value, *,
-                         window: tuple) -> list[Value | None]:
-    """Linear in g, its transpose: each window sums its cotangents' shares; the shares are
-    constant between ties (no gradient for x or out)."""
-    n, oh, ow, c = out.shape
-    tiles = (n, oh, window[0], ow, window[1], c)
-    hit = make("cast", make("eq", make("reshape", x, shape=tiles),
-                            make("reshape", out, shape=(n, oh, 1, ow, 1, c))), dtype=x.dtype)
-    share = make("sum", hit, axis=(2, 4), keepdims=True)
-    return [None, None, make("sum", make("reshape", ct, shape=tiles) * hit / share,
-                             axis=(2, 4))]
-
-
-defop("window_max", MOVEMENT, ("x",), attrs=(("window", REQUIRED),),
-      canon=lambda types, a: _canon_tiles("window_max", types, a),
-      infer=lambda x, *, window: x.with_shape(_tiled_shape(x, window)),
-      ref=lambda x, *, window: _tiles(x, window).max(axis=(2, 4), initial=-np.inf),
-      vjp=lambda g, out, x, *, window: [make("window_max_grad", x, out, g, window=window)],
-      dsl=False,                                    # max_pool2d over windows that tile x
-      samples=(sample("f32[N,4,6,2]", window=2, sizes=(0, 1, 2)),
-               sample("f64[N,6,3,3]", window=(3, 1), sizes=(0, 1, 2))),
-      traits=(PRESERVES_FINITE,))
-defop("window_max_grad", MOVEMENT, ("x", "out", "g"), attrs=(("window", REQUIRED),),
-      canon=lambda types, a: _canon_tiles("window_max_grad", types, a),
-      infer=_window_max_grad_type, ref=_window_max_grad_ref,
-      vjp=_window_max_grad_vjp, dsl=False,            # window_max's gradient
-      # out must be x's window maxima: x drawn so that every window's max is 1, twice (f32)
-      # or thrice (f64); out all 1s. The gradient is linear in g and flat in x and out but
-      # jumps at ties, which finite differences cannot follow: tests/runtime/test_col2im.py
-      samples=(sample("f32[N,4,6,2]", "f32[N,2,3,2]", "f32[N,2,3,2]", window=2, grad=False,
-                      sizes=(0, 1, 2), domain=((0.0, 1.0, 1.0, 0.5), (1.0,) * 3, None)),
-               sample("f64[N,6,3,3]", "f64[N,2,3,3]", "f64[N,2,3,3]", window=(3, 1),
-                      grad=False, sizes=(0, 1, 2), domain=((1.0,) * 3, (1.0,) * 3, None))))
-
-
-POOL_ATTRS = (("window", 2), ("stride", None), ("padding", "valid"))
-POOL_SAMPLES = (sample("f32[N,4,6,2]", sizes=(0, 1, 2)),
-                sample("f64[N,5,5,2]", window=3, stride=2, padding="same", sizes=(0, 1, 2)),
-                sample("f32[N,5,4,3]", window=(2, 3), stride=1, sizes=(0, 1, 2)),
-                sample("f64[N,5,7,1]", window=2, padding=((1, 0), (0, 1)), sizes=(0, 1, 2)),
-                sample("f32[2,3,N,2]", window=(3, 1), stride=1, sizes=(0, 1, 2)))
-
-defop("max_pool2d", COMPOSITE, ("x",), attrs=POOL_ATTRS,
-      canon=lambda types, a: _canon_pool("max_pool2d", types, a),
-      decompose=lambda x, *, window, stride, padding: _pooled("max_pool2d", "max", x, window,
-                                                              stride, padding),
-      ref=lambda x, **a: pool_ref("max", x, **a),
-      samples=POOL_SAMPLES)  # ties: tests/ops/test_conv.py
-defop("avg_pool2d", COMPOSITE, ("x",), attrs=POOL_ATTRS,
-      canon=lambda types, a: _canon_pool("avg_pool2d", types, a),
-      decompose=lambda x, *, window, stride, padding: _pooled(
-          "avg_pool2d", "sum", x, window, stride, padding) / (window[0] * window[1]),
-      ref=lambda x, **a: pool_ref("sum", x, **a), samples=POOL_SAMPLES)
-

@@ -9,9 +9,9 @@ import numpy as np
 
 from graphc.ir.core import Value, make
 from graphc.ir.errors import GraphTypeError
-from graphc.ir.ops.conv import pad_value
 from graphc.ir.ops.registry import COMPOSITE, MOVEMENT, PRESERVES_FINITE, REQUIRED, defop
 from graphc.ir.ops.rules import N, as_dim, as_float, norm_axes, sample
+from graphc.ir.ops.window import pad_value
 from graphc.ir.types import DType, TensorType
 
 defop("flip", MOVEMENT, ("x",), attrs=(("axis", None),),

@@ -10,7 +10,8 @@ import pytest
 
 from graphc.ir.core import make
 from graphc.ir.errors import GraphTypeError
-from graphc.ir.ops.conv import conv_ref, pool_ref
+from graphc.ir.ops.conv import conv_ref
+from graphc.ir.ops.pool import pool_ref
 from graphc.ir.types import Dim, DType, TensorType
 from tests.ops.harness import args_of, evaluate, gradient
 
