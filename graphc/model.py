@@ -13,7 +13,7 @@ import numpy as np
 import graphc.passes
 from graphc import distributed, modelcache, optim, train
 from graphc import init as initializers
-from graphc.errors import attach_snippet, public_methods
+from graphc.errors import attach_snippet, public, public_methods
 from graphc.ir import interp, shapecheck
 from graphc.ir.args import Binder
 from graphc.ir.core import Func, make
@@ -332,22 +332,26 @@ class Model:
     # the addresses of the native methods' tables (0: the Python path)
     _native_state = 0           # __call__
     _native_vg_state = 0        # value_and_grad
+    _native_sgd_state = 0       # sgd_step
+    _native_train_state = 0     # train_step (its results: _train_outs)
 
     def _native_signatures(self) -> None:
-        """The tables through which ``__call__`` and ``value_and_grad`` run natively
-        (runtime/fastmethod.py); the methods are made the first time a native model is."""
+        """The tables through which ``__call__``, ``value_and_grad``, ``sgd_step`` and
+        ``train_step`` (its ``_train_outs``) run natively (runtime/fastmethod.py); the methods
+        are made the first time a native model is."""
         from graphc.runtime import call, fastmethod
         if "methods" not in _NATIVE_CALL:
             # "name(signature)\n--\n\n" first: what inspect.signature reads of a builtin
-            made = [fastmethod.native_method(Model, attr, py, f"{name}($self, /, **arrays)\n--\n\n"
-                                           f"{py.__doc__ or ''}", name)
-                    for name, attr, py in (("__call__", "_native_state", _PY_CALL),
-                                           ("value_and_grad", "_native_vg_state", _PY_VG))]
+            made = [fastmethod.native_method(Model, attr, py, f"{name}{sig}\n--\n\n"
+                                             f"{py.__doc__ or ''}", name, _failed(table))
+                    for name, attr, py, sig, table in _NATIVE_METHODS]
             _NATIVE_CALL["methods"] = made
             if None not in made:
-                Model.__call__, Model.value_and_grad = made     # type: ignore[method-assign]
+                for (name, *_), method in zip(_NATIVE_METHODS, made):
+                    setattr(Model, name, method)
         if None in _NATIVE_CALL["methods"]:
             return
+        self._native_steps()
         names = list(self._binders["forward"].signature)
         e = self._native.entries["forward"]
         self._signatures = call.Signatures(e.plan, e.address, self._native.arena, names,
@@ -359,6 +363,37 @@ class Model:
                 e.plan, e.address, self._native.arena, names,
                 list(self.outputs) + list(self.grad_wrt), split=len(self.outputs))
             self._native_vg_state = self._vg_signatures.address
+
+    def _native_steps(self) -> None:
+        """The tables of sgd_step and train_step: the arrays are every param but the learning
+        rate (a float); the graph's params come from the params dict, the optimiser's state
+        from the state dict, the inputs by keyword; each update goes into the caller's array."""
+        from graphc.runtime import call
+        e = self._native.entries.get("sgd_step")
+        if e is not None:
+            func = self.optimized["sgd_step"]
+            names = [p.attrs["name"] for p in func.params[:-1]]
+            self._sgd_signatures = call.Signatures(
+                e.plan, e.address, self._native.arena, names, list(func.result_names),
+                split=call.Signatures.ALONE, dicts=1,
+                sources=[0 if n in self.params or n in ("params", "lr") else -1
+                         for n in names],       # an input named lr cannot be a keyword
+                targets=[-1] + [names.index(n) for n in func.result_names[1:]])
+            self._native_sgd_state = self._sgd_signatures.address
+        e = self._native.entries.get("train_step")
+        if e is not None and self._train is not None and self.data_parallel is None:
+            func = self.optimized["train_step"]
+            names = [p.attrs["name"] for p in func.params[:-1]]
+            state = {train.state_arg(k): k for k, _ in self._train.state}
+            updated = {n for n, _ in self._train.updated}
+            self._train_signatures = call.Signatures(
+                e.plan, e.address, self._native.arena, names, list(func.result_names),
+                split=call.Signatures.ALL, dicts=2,
+                sources=[0 if n in self.params or n in ("params", "state", "lr") else
+                         1 if n in state else -1 for n in names],
+                keys=[state.get(n, n) for n in names],
+                targets=[names.index(n) if n in updated else -1 for n in func.result_names])
+            self._native_train_state = self._train_signatures.address
 
     def __call__(self, **arrays: Any) -> dict[str, np.ndarray]:
         """The outputs of the graph for these inputs and params (by name)."""
@@ -409,6 +444,11 @@ class Model:
         for i, name in enumerate(updated):
             if args[name] is not params[name]:
                 params[name][...] = outs[i + 1]
+        if self._native_sgd_state and len(direct) == len(updated):
+            given = {**params, **inputs}    # later calls like this one skip Python
+            if all(args[n] is given.get(n) for n in self._sgd_signatures.names):
+                self._sgd_signatures.install([args[n] for n in self._sgd_signatures.names],
+                                             prepared[1])
         return outs[0]
 
     def train_step(self, params: dict[str, np.ndarray], state: dict[str, np.ndarray],
@@ -421,6 +461,16 @@ class Model:
         self._entry("train_step")
         if self.data_parallel is not None:
             return distributed.train_step(self, self.data_parallel, params, state, lr, inputs)
+        assert self._train is not None
+        # a native method (where there is one): a call like an earlier one skips Python
+        outs = self._train_outs(params, state, self.optimizer.lr if lr is None else lr,
+                                **inputs)
+        return train.stats(self._train, outs)
+
+    def _train_outs(self, params: dict[str, np.ndarray], state: dict[str, np.ndarray],
+                    lr: Any, **inputs: Any) -> tuple[np.ndarray, ...]:
+        """train_step's results: the Python path, which checks everything (the native
+        method falls back to it)."""
         spec = self._train
         assert spec is not None
         given, targets = train.arguments(spec, self.optimizer, params, state, lr, inputs)
@@ -432,7 +482,13 @@ class Model:
         for i, (name, _) in enumerate(spec.updated):
             if args[name] is not targets[name]:
                 targets[name][...] = outs[first + i]
-        return train.stats(spec, outs)
+        if self._native_train_state and len(direct) == len(spec.updated):
+            table = self._train_signatures    # later calls like this one skip Python
+            where = (inputs, params, state)
+            if all(args[n] is where[s + 1].get(k) for n, s, k in
+                   zip(table.names, table.sources, table.keys)):
+                table.install([args[n] for n in table.names], prepared[1])
+        return tuple(outs)
 
     def init_state(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The optimiser's state for ``params`` before the first step: zeros for every slot
@@ -556,8 +612,27 @@ class Model:
 
 
 # what the native methods fall back to (all the checks, every error)
-_PY_CALL, _PY_VG = Model.__call__, Model.value_and_grad
+_PY_CALL, _PY_VG, _PY_SGD = Model.__call__, Model.value_and_grad, Model.sgd_step
+_PY_TRAIN = Model._train_outs
+_NATIVE_METHODS = (     # name, table address attribute, fallback, signature, table
+    ("__call__", "_native_state", _PY_CALL, "($self, /, **arrays)", "_signatures"),
+    ("value_and_grad", "_native_vg_state", _PY_VG, "($self, /, **arrays)", "_vg_signatures"),
+    ("sgd_step", "_native_sgd_state", _PY_SGD, "($self, params, lr, **inputs)",
+     "_sgd_signatures"),
+    ("_train_outs", "_native_train_state", _PY_TRAIN, "($self, params, state, lr, **inputs)",
+     "_train_signatures"))
 _NATIVE_CALL: dict[str, Any] = {}
+
+
+def _failed(table: str) -> Any:
+    """What a native method calls when a call that wrote into its arguments failed (it is
+    not run again): raise the error, described by ``model.<table>``."""
+    @public
+    def failed(model: Model, what: bytes) -> None:
+        e = getattr(model, table).failure(what)
+        raise attach_snippet(e, model.graph.source) if e.loc and \
+            e.loc.file == model.graph.filename else e
+    return failed
 
 
 def _rebuild(source: str, filename: str, name: str, options: dict[str, Any],

@@ -353,6 +353,9 @@ def arguments(spec: TrainSpec, opt: Optimizer, params: Mapping[str, Any],
     given[LR] = float(lr)
     for name, ty in spec.updated:
         t = targets[name]
+        if t is None and name in inputs:
+            raise GraphCallError(f"train_step updates params['{name}'] in place, so it must be "
+                                 f"passed in params, not as a keyword argument")
         if t is None:                  # missing: the binder names it
             continue
         if not isinstance(t, np.ndarray) or not t.flags.writeable or \

@@ -3,21 +3,31 @@ symbolic dims, allocate fresh outputs, take this thread's arena (grown if this b
 more), pack one pointer block and make one native call with the GIL released; error codes from
 the native side become GraphCallError / NumericsError (runtime/errcodes.py). ``Signatures`` is
 the table of the native method (runtime/fastmethod.py) that skips all of this for a call whose
-arrays have the dtypes and shapes of an earlier one."""
+arrays have the dtypes and shapes of an earlier one (``__call__``, ``value_and_grad``,
+``sgd_step`` and train_step's results)."""
 from __future__ import annotations
 
 import ctypes
 import threading
 import weakref
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from graphc.ir.args import Binder
-from graphc.ir.errors import GraphCallError
+from graphc.ir.errors import GraphCallError, GraphError
+from graphc.ir.types import DType, TensorType
 from graphc.runtime import fastcall
 from graphc.runtime.arena import Arena, arena_bytes
 from graphc.runtime.errcodes import DETAIL_WORDS, error_for
+from graphc.runtime.fastmethod import (
+    HEADER,
+    NPY_ALIGNED,
+    NPY_C_CONTIGUOUS,
+    NPY_WRITEABLE,
+    RECORD,
+)
 from graphc.runtime.plantypes import Plan
 
 ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)   # CFUNCTYPE drops the GIL
@@ -201,42 +211,75 @@ def direct(plan: Plan, r: int, target: np.ndarray, arrays: list[np.ndarray],
 
 class Signatures:
     """The native method's table for one entry point (runtime/fastmethod.py ``_METHOD`` reads
-    it): the interned names of params and results, then ``SLOTS`` signatures, each what a call
-    with arrays of exactly these dtypes and shapes needs (dims, arena bytes, np.empty's
-    arguments per result). Filled by ``install`` after a call that went through the Python path;
-    a slot is invalidated before it is rewritten, all with the GIL held."""
+    it): a header, the interned names of params and results, which param's array receives each
+    result (-1: a fresh array), where each param comes from and its dict key, then ``SLOTS``
+    signatures, each what a call with arrays of exactly these dtypes and shapes needs (dims,
+    arena bytes, each array's wanted flags and bytes, np.empty's arguments per result). Filled
+    by ``install`` after a call that went through the Python path; a slot is invalidated before
+    it is rewritten, all with the GIL held."""
 
     SLOTS = 4
     MAX_RANK, MAX_ARRAYS, MAX_SYMBOLS = 8, 64, 64
     BIG = 1 << 16        # calls touching more bytes than this release the GIL
+    ALONE, ALL = -1, -2  # ``split``: the method returns result 0 alone, a tuple of all
 
     def __init__(self, plan: Plan, address: int, arena: Arena, names: list[str],
-                 results: list[str], split: int = 0) -> None:
-        """``split`` > 0: the method returns two dicts, of the first ``split`` results and of
-        the rest (value_and_grad); else one dict of them all."""
+                 results: list[str], split: int = 0, dicts: int = 0,
+                 sources: list[int] | None = None, keys: list[str] | None = None,
+                 targets: list[int] | None = None) -> None:
+        """``names``: the params that take arrays, in order. With ``dicts`` (1 or 2), one f64
+        param follows them: the method takes ``dicts`` dicts of arrays, then that param as a
+        float, then keywords (sgd_step, train_step), and param ``j`` comes from keyword
+        ``names[j]`` (``sources[j]`` -1) or from dict ``sources[j]`` under ``keys[j]``. ``split``
+        > 0: the method returns two dicts, of the first ``split`` results and of the rest
+        (value_and_grad); ``ALONE``: result 0 alone; ``ALL``: a tuple of every result; else one
+        dict of them all. ``targets[r]``: the param whose array receives result ``r`` (the
+        updates of sgd_step and train_step), -1 for a fresh array; a failing call that writes
+        into its arguments is never run again: ``failure(what)`` is its error."""
         import sys
         self.plan, self.arena = plan, arena
         self.names = [sys.intern(n) for n in names]
         self.results = [sys.intern(n) for n in results]
         p, r, nsym = len(names), len(results), len(plan.symbols)
+        self.targets = list(targets or [-1] * r)
+        self.sources = list(sources or [-1] * p)
+        self.keys = [sys.intern(k) for k in (keys or names)]
+        params = plan.func.params
         self.usable = p <= self.MAX_ARRAYS and 0 < r <= self.MAX_ARRAYS and \
-            nsym <= self.MAX_SYMBOLS and len(set(self.names)) == p and 0 <= split <= r
-        self.stride = 3 + nsym + 10 * p + r
-        self.base = 11 + p + r
+            nsym <= self.MAX_SYMBOLS and len(set(self.names)) == p and \
+            (0 <= split <= r or split in (self.ALONE, self.ALL)) and len(self.targets) == r \
+            and all(-1 <= t < p for t in self.targets) and 0 <= dicts <= 2 and \
+            len(params) == p + bool(dicts) and len(self.sources) == len(self.keys) == p and \
+            all(-1 <= s < dicts for s in self.sources) and \
+            (not dicts or params[-1].type == TensorType(DType.f64, ()))
+        self.stride = 3 + nsym + RECORD * p + r
+        self.base = HEADER + 3 * p + 2 * r
         self.words = (ctypes.c_int64 * (self.base + self.SLOTS * self.stride))()
-        self.flags = _all_direct(r)
+        # which results the code writes straight into their arrays (1), which it stages in the
+        # arena and copies at the end (0: a param the plan may not overwrite while it runs)
+        self.direct = [t < 0 or plan.inplace.get(k) == self.names[t]
+                       for k, t in enumerate(self.targets)]
+        self.mask = sum(1 << k for k, d in enumerate(self.direct) if d)
+        self.flags = _all_direct(r) if all(self.direct) else \
+            (ctypes.c_uint8 * r)(*map(int, self.direct))
+        writes = any(t >= 0 for t in self.targets)
         self.keep: list[Any] = [None] * self.SLOTS       # what each slot's words point at
         self.next = 0
         self._lock = threading.Lock()
         w = self.words
-        w[0:11] = [p, r, nsym, self.SLOTS, self.stride, address, id(arena.key),
-                   ctypes.addressof(self.flags), Arena.SHRINK_AFTER, Arena.SHRINK_RATIO, split]
-        w[11:self.base] = [id(n) for n in self.names + self.results]
+        w[0:HEADER] = [p, r, nsym, self.SLOTS, self.stride, address, id(arena.key),
+                       ctypes.addressof(self.flags), Arena.SHRINK_AFTER, Arena.SHRINK_RATIO,
+                       split, dicts, int(writes)]
+        at = HEADER + p + r
+        w[HEADER:at] = [id(n) for n in self.names + self.results]
+        w[at:at + r] = self.targets
+        w[at + r:at + r + p] = self.sources
+        w[at + r + p:self.base] = [id(k) for k in self.keys]
         self.address = ctypes.addressof(self.words) if self.usable else 0
 
     def install(self, arrays: list[np.ndarray], env: Mapping[str, int]) -> None:
-        """Remember the signature of a call that ran on ``arrays`` (params in order, as the
-        caller passed them) bound to ``env``, if the native path can take it."""
+        """Remember the signature of a call that ran on ``arrays`` (the array params in order,
+        as the caller passed them) bound to ``env``, if the native path can take it."""
         if not self.usable:
             return
         key = [(id(a.dtype), a.shape) if type(a) is np.ndarray else None for a in arrays]
@@ -244,6 +287,8 @@ class Signatures:
             return                                      # the usual case: known already
         if any(type(a) is not np.ndarray or a.ndim > self.MAX_RANK or not a.size or
                not a.flags.c_contiguous or not a.flags.aligned for a in arrays):
+            return
+        if any(not arrays[t].flags.writeable for t in self.targets if t >= 0):
             return
         shapes = result_shapes(self.plan, env)
         if any(not np.prod(s, dtype=np.int64) for s in shapes):
@@ -256,14 +301,17 @@ class Signatures:
                  shapes: list[tuple[int, ...]]) -> None:
         plan = self.plan
         dims = [env[s] for s in plan.symbols]
-        nbytes = arena_bytes(plan, env, (1 << len(shapes)) - 1)
+        nbytes = arena_bytes(plan, env, self.mask)
         touched = nbytes + sum(a.nbytes for a in arrays) + sum(
             int(np.prod(s, dtype=np.int64)) * r.dtype.np.itemsize
             for s, r in zip(shapes, plan.func.results))
         empties = [(tuple(s), r.dtype.np) for s, r in zip(shapes, plan.func.results)]
         words = [1, int(touched > self.BIG), nbytes, *dims]
-        for a in arrays:
-            words += [id(a.dtype), a.ndim, *a.shape, *[0] * (self.MAX_RANK - a.ndim)]
+        written = {t for t in self.targets if t >= 0}
+        for j, a in enumerate(arrays):
+            want = NPY_C_CONTIGUOUS | NPY_ALIGNED | (NPY_WRITEABLE if j in written else 0)
+            words += [id(a.dtype), a.ndim, *a.shape, *[0] * (self.MAX_RANK - a.ndim), want,
+                      a.nbytes]
         words += [id(e) for e in empties]
         k, self.next = self.next, (self.next + 1) % self.SLOTS
         at = self.base + k * self.stride
@@ -271,3 +319,10 @@ class Signatures:
         self.keep[k] = (key, empties, [a.dtype for a in arrays])
         self.words[at + 1:at + self.stride] = words[1:]
         self.words[at] = 1
+
+    def failure(self, what: bytes) -> GraphError:
+        """The error of a native call that failed, from what the method says of it (i64
+        words: the code, the slot, the dims, the kernel's details)."""
+        w, nsym = np.frombuffer(what, np.int64).tolist(), len(self.plan.symbols)
+        env = dict(zip(self.plan.symbols, w[2:2 + nsym]))
+        return error_for(self.plan, w[0], env, w[2 + nsym:2 + nsym + DETAIL_WORDS])

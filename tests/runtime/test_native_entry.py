@@ -203,6 +203,8 @@ def test_the_bound_method_and_many_keywords(net: graphc.Model) -> None:
 
 def test_a_run_time_error_is_raised_by_the_python_path() -> None:
     m = graphc.compile_source(LOSS, filename="loss.graph", num_threads=1)
+    if not m._native_state:
+        pytest.skip("the native method is off on this interpreter")
     z = np.zeros((2, 3), np.float32)
     ok = m(z=z, labels=np.array([0, 2]))["loss"]
     np.testing.assert_allclose(ok, np.log(3), rtol=1e-6)
@@ -323,6 +325,8 @@ GRAD = """graph q {
 
 def test_value_and_grad_runs_natively_too() -> None:
     m = graphc.compile_source(GRAD, num_threads=1)
+    if not m._native_state:
+        pytest.skip("the native method is off on this interpreter")
     assert m._native_vg_state
     rng = np.random.default_rng(3)
     a = {"x": rng.standard_normal((4, 3)).astype(np.float32),
