@@ -210,7 +210,7 @@ def direct(plan: Plan, r: int, target: np.ndarray, arrays: list[np.ndarray],
 
 
 class Signatures:
-    """The native method's table for one entry point (runtime/fastmethod.py ``_METHOD`` reads
+    """The native method's table for one entry point (runtime/method.ll reads
     it): a header, the interned names of params and results, which param's array receives each
     result (-1: a fresh array), where each param comes from and its dict key, then ``SLOTS``
     signatures, each what a call with arrays of exactly these dtypes and shapes needs (dims,
