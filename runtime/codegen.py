@@ -4,7 +4,8 @@ exported driver that checks slice bounds, takes a workspace, runs every step in 
 the results: one native call per entry point (runtime/driver.py: a call per step, or, for an
 unrolled loop's many repeated kernels, a constant table of the steps that one loop walks).
 ``build_model`` puts the kernels of all entry points in one module, so forward, backward and the
-step compile a kernel they share once.
+step compile a kernel they share once; ``Shared.parts`` hands it to LLVM as one module per
+pipeline its functions need (``pipeline_of``).
 
 Driver ABI: ``i32 graphc_entry(ptr args)`` (``graphc_entry.<name>`` in a model's module),
 ``args`` = [param ptrs.., output ptrs.., dims ptr, direct flags ptr, workspace ptr]; byte k
@@ -21,10 +22,11 @@ import llvmlite.ir as ll
 from graphc.ir.ops import registry
 from graphc.ir.ops.fused import FUSED
 from graphc.ir.types import DimLike, DType, dim_prod
-from graphc.runtime import dedup, fusedgen, kernels, matmul_kernels
+from graphc.runtime import dedup, fusedgen, gemmlib, kernels, matmul_kernels
 from graphc.runtime.driver import emit_driver
 from graphc.runtime.emit import I1, I32, mem_type
 from graphc.runtime.errcodes import ERR_ARG_NUMERICS, ERR_NUMERICS
+from graphc.runtime.jit import GLUE, Pipeline
 from graphc.runtime.kernel import (  # noqa: F401  (ENTRY, Kernel, DimEval: the public names)
     ENTRY,
     Call,
@@ -70,6 +72,12 @@ class Shared:
         self.drivers = ll.Module(name=f"{name}.drivers") if split else self.module
         self.kernels: dict[Any, ll.Function] = {}
         self.consts: dict[tuple, ll.GlobalVariable] = {}
+
+    def parts(self, opt_level: int) -> list[tuple[str, Pipeline]]:
+        """The kernels' module as one text per pipeline (``split_by_pipeline``), then the
+        drivers' (-O0: they only call kernels)."""
+        out = split_by_pipeline(self.module, opt_level)
+        return out + [(str(self.drivers), 0)] if self.split else out
 
     def callee(self, fn: ll.Function) -> ll.Function:
         """``fn`` as the drivers' module sees it (a declaration there when split)."""
@@ -256,3 +264,81 @@ def build_model(plans: dict[str, Plan], check_numerics: bool = False, debug: boo
         Codegen(plan, check_numerics, debug, details, threads, shared, entry_symbol(name)).build()
     return shared
 
+
+# -- a pipeline per function ------------------------------------------------------------------
+# Most kernels are scalar loops that LLVM's loop vectoriser makes fast: they get the model's
+# -O<n>. A kernel around the GEMM library (a matmul and its epilogue) is glue: its loops run
+# once per block of the product, or are vectors the code generator wrote itself (the
+# epilogue, the thin product). They took ~60% of an MLP's -O2 time, for code that measured no
+# faster than GLUE's (runtime/jit.py), which they get (issue 12), as do the parts outlined
+# from them (an epilogue on the pool). One that also holds a reassociable fold (``reassoc``,
+# there only for the vectoriser: the dot products of a few rows against a transposed B) keeps
+# -O<n>.
+_LIBRARY = '@"' + gemmlib.PREFIX.decode()       # a call of the GEMM library in IR text
+_FOLD = " reassoc "
+
+
+def pipeline_of(text: str, opt_level: int) -> Pipeline:
+    """The pipeline of a function, given its LLVM IR text."""
+    if opt_level > 0 and _LIBRARY in text and _FOLD not in text:
+        return GLUE
+    return opt_level
+
+
+def split_by_pipeline(module: ll.Module, opt_level: int) -> list[tuple[str, Pipeline]]:
+    """``module`` as one module text per pipeline its functions get (``pipeline_of``; a part
+    outlined from a GLUE kernel is GLUE too, unless it folds), -O<n> first. Each text has all
+    of the module's globals and metadata (either pipeline drops an unused internal constant)
+    and declares the functions other texts define; an internal function (a pool task) is
+    defined in each text whose functions use it."""
+    bodies: dict[str, str] = {}
+    internal: set[str] = set()
+    others: list[str] = []
+    for g in module.globals.values():
+        if isinstance(g, ll.Function) and g.blocks:
+            bodies[g.name] = str(g)
+            if g.linkage == "internal":
+                internal.add(g.name)
+        else:
+            others.append(str(g))
+    where: dict[str, set[Pipeline]] = {}
+    for name, text in bodies.items():
+        if name not in internal:
+            # a part outlined from a kernel (``Kernel.outline``: its name, a dot, the part's)
+            # is glue as that kernel is, unless it folds for the vectoriser
+            parent = name.rpartition(".")[0]
+            while parent and parent not in where:
+                parent = parent.rpartition(".")[0]
+            glue = parent and where[parent] == {GLUE} and opt_level > 0 and _FOLD not in text
+            where[name] = {GLUE} if glue else {pipeline_of(text, opt_level)}
+    for name in internal:
+        ref = f'@"{name}"'
+        where[name] = {p for n, t in bodies.items() if n not in internal and ref in t
+                       for p in where[n]} or {opt_level}
+    kinds = sorted(set().union(*where.values()) if where else {opt_level},
+                   key=lambda p: (isinstance(p, str), str(p)))
+    head = [f'; ModuleID = "{module.name}"', f'target triple = "{module.triple}"',
+            f'target datalayout = "{module.data_layout}"', ""] + others
+    meta = module._get_metadata_lines()
+    out = []
+    for kind in kinds:
+        lines = list(head)
+        for name, text in bodies.items():
+            if kind in where[name]:
+                lines.append(text)
+            elif name not in internal:
+                lines.append(_declaration(module.globals[name]))
+        out.append(("\n".join(lines + meta), kind))
+    return out
+
+
+def _declaration(fn: ll.Function) -> str:
+    """``fn``'s prototype as a declaration (its body is in another module)."""
+    blocks = fn.blocks
+    fn.blocks = []
+    try:
+        buf: list[str] = []
+        fn.descr_prototype(buf)
+        return "".join(buf)
+    finally:
+        fn.blocks = blocks

@@ -170,6 +170,7 @@ def emit_siblings(k: Kernel, s: Step) -> None:
     outs = [s.out] + [a for a in s.args[n_in:] if isinstance(a, View)]
     if len(outs) != len(body.results):
         pats = (pats[s.value.attrs.get("result", 0)],)
+    k.written.update(o.buf for o in outs)
     pairs = _in_place(k, s, outs)
     if not pairs:
         _emit_all(k, s, pats, outs)

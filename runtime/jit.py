@@ -40,6 +40,12 @@ class _LazyLLVM:
 
 
 llvm: Any = _LazyLLVM()
+GLUE = "glue"       # the pipeline of code around library calls (``optimize``)
+Pipeline = int | str    # an -O level, or GLUE
+# GLUE's passes: scalar cleanup only (no loop passes, no vectoriser), ~8x cheaper than -O2 on
+# a matmul kernel; the target machine still selects instructions at -O2
+GLUE_PASSES = ("sroa", "instruction_combine", "simplify_cfg", "sccp", "dead_code_elimination",
+               "global_dead_code_eliminate")
 _LOCK = threading.RLock()
 _STATE: dict[str, Any] = {}
 _NAMES = itertools.count()
@@ -109,31 +115,39 @@ def _cpu_fingerprint() -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def optimize(text: str, opt_level: int, stats: CompileStats | None = None
+def optimize(text: str, opt_level: Pipeline, stats: CompileStats | None = None
              ) -> tuple[llvm.ModuleRef, llvm.TargetMachine]:
-    """Parse and verify LLVM IR text, then run the O<opt_level> pipeline on it. The module gets
-    an LLVM context of its own, freed with it: the global context keeps every constant and
-    metadata node ever made (~17 KB per compile), and two threads must not share a context."""
+    """Parse and verify LLVM IR text, then run the O<opt_level> pipeline (or GLUE's passes) on
+    it. The module gets an LLVM context of its own, freed with it: the global context keeps
+    every constant and metadata node ever made (~17 KB per compile), and two threads must not
+    share a context."""
     with _LOCK:
         _init()
     stats = stats if stats is not None else CompileStats()
+    glue = opt_level == GLUE
+    level = 2 if glue else int(opt_level)
     with stats.phase("llvm parse"):
-        tm = target_machine(opt_level)
+        tm = target_machine(level)
         mod = llvm.parse_assembly(text, context=llvm.create_context())   # it keeps it alive
         mod.triple = tm.triple
         mod.data_layout = str(tm.target_data)
         mod.verify()
-    if opt_level > 0:
+    if level > 0:
         start = time.perf_counter()
-        pto = llvm.create_pipeline_tuning_options(speed_level=min(opt_level, 3))
+        pto = llvm.create_pipeline_tuning_options(speed_level=min(level, 3))
         pto.loop_vectorization = pto.slp_vectorization = True
         # loop unrolling costs about a third of LLVM's time. It is what the GEMM library's
         # macro-kernels need (without it the MLP ran 25% slower), and that library is
         # compiled at O3; a model's kernels, whose loops the code generator vectorises itself,
         # measured no faster with it at -O2 (issue 12), so only -O3 unrolls them
-        pto.loop_unrolling = opt_level >= 3
+        pto.loop_unrolling = level >= 3
         pb = llvm.create_pass_builder(tm, pto)
-        mpm = pb.getModulePassManager()
+        if glue:
+            mpm = llvm.create_new_module_pass_manager()
+            for name in GLUE_PASSES:
+                getattr(mpm, f"add_{name}_pass")()
+        else:
+            mpm = pb.getModulePassManager()
         try:
             mpm.run(mod, pb)
         finally:
@@ -163,7 +177,7 @@ def _release(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:
     tm.close()
 
 
-def compile_object(text: str, opt_level: int, stats: CompileStats | None = None) -> bytes:
+def compile_object(text: str, opt_level: Pipeline, stats: CompileStats | None = None) -> bytes:
     mod, tm = optimize(text, opt_level, stats)
     try:
         start = time.perf_counter()
@@ -175,9 +189,9 @@ def compile_object(text: str, opt_level: int, stats: CompileStats | None = None)
         _release(mod, tm)
 
 
-def compile_objects(parts: list[tuple[str, int]], stats: CompileStats | None = None
+def compile_objects(parts: list[tuple[str, Pipeline]], stats: CompileStats | None = None
                     ) -> bytes:
-    """Compile modules (LLVM IR text, opt level) into one blob for ``link``. One after the
+    """Compile modules (LLVM IR text, opt level or GLUE) into one blob for ``link``. One after the
     other: llvmlite serialises every call into LLVM behind one lock, so threads gain nothing."""
     return pack([compile_object(text, opt, stats) for text, opt in parts])
 

@@ -136,6 +136,8 @@ class Kernel:
         self._oob: ll.Value | None = None      # debug build: an access fell outside its buffer
         self._sink: ll.Value | None = None     # debug build: where such an access goes instead
         self.scratch: dict[int, ll.Value] = {}  # byte sizes of scratch buffers (ids < 0)
+        self.written: set[int] = set(self.bufs[:1])   # buffers the body stores to
+        self._still: dict[tuple[int, int], tuple[Operand, ll.Value | None]] = {}
 
     def outline(self, name: str, extra: Sequence[ll.Type]) -> tuple[Kernel, list[ll.Value]]:
         """A kernel ``i32 (ptr dims, ptr.., i64 offsets.., extra.., i64 lo, i64 hi)`` that sees
@@ -167,6 +169,7 @@ class Kernel:
                    dict(zip(self.offsets, fn.args[nd:nd + len(offs)])))
         assert all(isinstance(v, ll.Constant) for v in self.scratch.values())
         sub.scratch = dict(self.scratch)
+        sub.written = set(self.written)
         return sub, [self.fn.args[0]] + distinct + offs
 
     def dim(self, d: DimLike) -> ll.Value:
@@ -270,9 +273,65 @@ class Kernel:
             p = self.b.gep(self.fn.args[0], [ll.Constant(I64, base + j)], source_etype=I64)
             self.b.store(self.b.sext(w, I64) if w.type.width < 64 else w, p)
 
+    def invariant(self, op: Operand, lanes: int = 0) -> ll.Value | None:
+        """``op`` (splat to ``lanes`` when > 0) computed once, in the entry block, when no
+        index moves it: it reads only views with every stride 0 (a learning rate, a scale)
+        of buffers the kernel never writes, through CHEAP float ops. Loops then need no
+        optimisation pass to hoist it (a GLUE kernel runs none, runtime/codegen.py). None for
+        anything else, and in a debug build (its checked accesses belong in the loop)."""
+        if self.cg.debug or not isinstance(op, (View, Lazy)):
+            return None
+        key = (id(op), lanes)
+        if key not in self._still:          # (op kept with its value: its id stays its own)
+            value = self._invariant(op)
+            if value is not None and lanes:
+                value = splat_at(ll.IRBuilder(self.entry), value, lanes)
+            self._still[key] = (op, value)
+        return self._still[key][1]
+
+    def _invariant(self, op: Operand) -> ll.Value | None:
+        if isinstance(op, View):
+            if any(s != 0 for s in op.strides) or not self._read_only(op.buf):
+                return None
+            # (a dim or a const first: each is appended to the entry block as it is made)
+            base, offset = self.ptr(op.buf), self.dim(op.offset)
+            with self.b.goto_block(self.entry):
+                at = self.b.gep(base, [offset], inbounds=True, source_etype=mem_type(op.dtype))
+                return self.em.load_at(at, op.dtype)
+        assert isinstance(op, Lazy)
+        v = op.value
+        if not v.dtype.is_float or not (v.op == "dim" or registry.has(v.op, registry.CHEAP)):
+            return None
+        xs = [self.dim(v.attrs["value"])] if v.op == "dim" else \
+            [self.invariant(a) for a in op.args]
+        if any(x is None for x in xs):
+            return None
+        with self.b.goto_block(self.entry):
+            out = self.em.cast(xs[0], v.dtype) if v.op == "dim" else \
+                lower_elementwise(self.em, v, xs)
+            assert self.b.block is self.entry, "a CHEAP op's lowering is straight-line code"
+        return out
+
+    def _read_only(self, buf: int) -> bool:
+        """Whether the body never stores to ``buf`` and reads it through the function's own
+        argument (or a constant), so a load of it may move to the entry block."""
+        if buf < 0 or buf in self.written or buf in shares_output(self.cg.plan, self.bufs):
+            return False
+        b = self.cg.plan.buffers[buf]
+        if b.kind == "param" and self.cg.plan.func.params[b.index].attrs["name"] in \
+                self.cg.plan.inplace.values():
+            return False
+        p = self.ptr(buf)
+        return isinstance(p, (ll.Argument, ll.GlobalVariable)) and \
+            (b.kind == "const" or (isinstance(b.size, int) and b.size > 0))
+
     def load(self, op: Operand, idx: Sequence[ll.Value],
              memo: dict[int, ll.Value] | None = None) -> ll.Value:
-        """``op`` at ``idx``; a subtree shared within ``op`` is emitted once (``memo``)."""
+        """``op`` at ``idx``; a subtree shared within ``op`` is emitted once (``memo``), one
+        that no index moves once per kernel (``invariant``)."""
+        still = self.invariant(op)
+        if still is not None:
+            return still
         if isinstance(op, View):
             return self.load_at(op.buf, self.index(op, idx), op.dtype)
         if isinstance(op, Reg):
@@ -382,6 +441,11 @@ def split_nest(k: Kernel, shape: Sequence[DimLike], body: Callable[[Kernel, list
     def part(kk: Kernel, lo: ll.Value, hi: ll.Value, _: list) -> None:
         with kk.em.loop_nest([kk.dim(d) for d in shape], name, (0, lo, hi)) as idx:
             body(kk, idx[:rank])
+    work = dim_mul(dim_prod(shape), inner)
+    if not always and isinstance(work, int) and work < pool.PARALLEL_WORK:
+        # too small for the pool whatever the build: the loop in place, no function of its own
+        part(k, ll.Constant(I64, 0), k.dim(shape[0]), [])
+        return
     pool.split_loop(k, k.dim(shape[0]), k.dim(dim_mul(dim_prod(shape[1:]), inner)),
                     part, align=64 if rank == 1 and inner == 1 else 1, always=always,
                     name=name)
@@ -425,6 +489,9 @@ def vload(k: Kernel, op: Operand, idx: Sequence[ll.Value], lanes: int,
     if isinstance(op, Acc):
         assert k.acc is not None
         return k.acc
+    still = k.invariant(op, lanes)
+    if still is not None:
+        return still
     if isinstance(op, Lazy):
         memo = {} if memo is None else memo
         if id(op) not in memo:
@@ -460,10 +527,14 @@ def vstore(k: Kernel, value: ll.Value, out: View, idx: Sequence[ll.Value]) -> No
 
 
 def splat(k: Kernel, x: ll.Value, lanes: int) -> ll.Value:
+    return splat_at(k.b, x, lanes)
+
+
+def splat_at(b: ll.IRBuilder, x: ll.Value, lanes: int) -> ll.Value:
     vt = ll.VectorType(x.type, lanes)
-    one = k.b.insert_element(ll.Constant(vt, ll.Undefined), x, ll.Constant(I32, 0))
-    return k.b.shuffle_vector(one, ll.Constant(vt, ll.Undefined),
-                              ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
+    one = b.insert_element(ll.Constant(vt, ll.Undefined), x, ll.Constant(I32, 0))
+    return b.shuffle_vector(one, ll.Constant(vt, ll.Undefined),
+                            ll.Constant(ll.VectorType(I32, lanes), [0] * lanes))
 
 
 RFLAGS = ("reassoc", "contract")   # lets the vectoriser reorder float sums

@@ -78,21 +78,30 @@ def emit_reduce(k: Kernel, s: Step, how: str, identity: float) -> None:
     def whole() -> None:
         a = kept[0] if kept else None
         n = k.dim(xshape[a]) if a is not None else ll.Constant(I64, 1)
-        per = k.dim(dim_prod(tuple(d for i, d in enumerate(xshape) if i != a)))
-        if a == len(xshape) - 1:
-            # kept axes only last (a leading reduction): parts of columns, each row's part
-            # read and added to its results in memory, measured slower on 2 threads than
-            # the one loop (2048 x 256: 72 against 46 us), so it runs whole (no work to split)
-            per = ll.Constant(I64, 0)
 
         def body(kk: Kernel, lo: ll.Value, hi: ll.Value, _: list) -> None:
             _accumulate(kk, x, xshape, axes, dst, start, how,
                         (a, lo, hi) if a is not None else None)
-        # a part of the last axis is whole vectors
-        pool.split_loop(k, n, per, body, align=64 if a == len(xshape) - 1 else 1,
-                        always=True, name="reduce")
+        if a == len(xshape) - 1:
+            # kept axes only last (a leading reduction): parts of columns, each row's part
+            # read and added to its results in memory, measured slower on 2 threads than
+            # the one loop (2048 x 256: 72 against 46 us), so it runs whole, in place: its
+            # sums run along the reduced axes in memory, one element at a time (no register
+            # sum to reassociate), the same numbers however LLVM compiles the loop, so it
+            # needs no function of its own (``always``)
+            body(k, ll.Constant(I64, 0), n, [])
+            return
+        per = k.dim(dim_prod(tuple(d for i, d in enumerate(xshape) if i != a)))
+        pool.split_loop(k, n, per, body, always=True, name="reduce")
     if 0 not in axes or (isinstance(nkeep, int) and nkeep > MAX_KEPT):
         whole()
+        return
+    if isinstance(nkeep, int):
+        # few results, as many as the shape says: the parts alone, one below PARALLEL_WORK
+        # elements (the numbers of ``whole``: one part adds its rows in order, and the
+        # identity combined with a single partial is that partial), so no second function
+        _partials(k, x, xshape, axes, start, how, dt,
+                  lambda j, v: k.store_at(v, s.out.buf, j, dt), small=True)
         return
     few = b.and_(b.icmp_signed(">=", total, ll.Constant(I64, pool.PARALLEL_WORK)),
                  b.icmp_signed("<=", k.dim(nkeep), ll.Constant(I64, MAX_KEPT)))

@@ -193,7 +193,8 @@ def _compile_module(funcs: Mapping[str, Func], opt_level: int, cache: bool,
         # cache entry holds that object; its own driver is what a later hit looks up.
         with st.phase("llvm ir"):
             shared = build_model(missing, check_numerics, debug, details=True, threads=threads)
-            parts = [(str(shared.module), opt_level), (str(shared.drivers), 0)]
+            parts = shared.parts(opt_level)
+        st.count("glue functions", sum(t.count("\ndefine ") for t, p in parts if p == jit.GLUE))
         st.count("kernels", sum(len(p.steps) for p in missing.values()))
         st.count("kernel functions", len(shared.kernels) if not debug else
                  sum(len(p.steps) for p in missing.values()))
