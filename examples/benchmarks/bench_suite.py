@@ -259,7 +259,7 @@ def spawn(what: str, threads: int, batch: int = 0, blas_env: bool = True) -> dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="B=32 and 256 only, fewer sizes")
+    ap.add_argument("--quick", action="store_true", help="B=1, 32 and 256 only, fewer sizes")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -269,7 +269,7 @@ def main() -> None:
         args.what = args.worker
         worker(args)
         return
-    batches = (32, 256) if args.quick else (1, 32, 256, 2048)
+    batches = (1, 32, 256) if args.quick else (1, 32, 256, 2048)
     env_note = (f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}, "
                 f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', 'unset')}")
     results: dict[str, Any] = {"env": env_note, "mlp": {}, "gemm": {}, "call": {}}
