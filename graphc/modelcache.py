@@ -68,7 +68,7 @@ def load(store: Any, k: str) -> tuple[Any, ...] | None:
     try:
         sys.setrecursionlimit(max(limit, DEPTH + 200))
         got = pickle.loads(blob)
-    except Exception:               # another version's entry, a damaged file: a miss
+    except Exception:  # noqa: BLE001 - another version's entry, a damaged file: a miss
         return None
     finally:
         sys.setrecursionlimit(limit)

@@ -170,6 +170,16 @@ def current_loc() -> Loc | None:
     return _LOC.get()
 
 
+def enter_loc(loc: Loc | None) -> contextvars.Token[Loc | None]:
+    """``at(loc)``'s entry without the ``with`` (a pass's inner loop enters one per value):
+    pass the token to ``exit_loc``."""
+    return _LOC.set(loc)
+
+
+def exit_loc(token: contextvars.Token[Loc | None]) -> None:
+    _LOC.reset(token)
+
+
 def make(op: str, *inputs: Value, loc: Loc | None = None, **attrs: Any) -> Value:
     """Build a value of registry op ``op``: checks arity and keywords, normalises attrs (``canon``),
     runs its shape rule. A COMPOSITE op returns what its ``decompose`` builds from primitives."""

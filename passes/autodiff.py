@@ -5,7 +5,7 @@ forward op they differentiate, marked ``grad_of`` it: a NaN made there names the
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 from graphc.ir.core import Func, Value, at, const, make, rebuild, toposort, transform
 from graphc.ir.errors import GraphWarning, Loc, warn
@@ -40,9 +40,9 @@ def _depends_on(order: list[Value], xs: Sequence[Value]) -> set[int]:
     """Ids of float values whose value changes with some x: only they carry cotangents."""
     live = {id(x) for x in xs}
     for v in order:
-        if v.dtype.is_float and any(id(i) in live for i in v.inputs):
-            if registry.get(v.op).differentiable:
-                live.add(id(v))
+        if v.dtype.is_float and any(id(i) in live for i in v.inputs) and \
+                registry.get(v.op).differentiable:
+            live.add(id(v))
     return live
 
 
@@ -107,7 +107,7 @@ def run(func: Func, ctx: PassContext | None = None, options: NoOptions | None = 
         if v.op != "grad":
             built[id(v)] = rebuild(v, ins)
             return built[id(v)]
-        y, x = v.inputs
+        y = v.inputs[0]
         if id(y) not in sweeps:
             # every x of this y that is already rebuilt; later ones cannot be in y's cone
             xs = [built[id(w)] for w in wanted[id(y)] if id(w) in built]

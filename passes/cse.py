@@ -33,6 +33,8 @@ def key(v: Value) -> tuple[Any, ...]:
 
 def exact(a: Any) -> Any:
     """A hashable key that tells apart what ``==`` conflates: 0.0 / -0.0, 1 / 1.0 / True."""
+    if type(a) is tuple:            # most attrs: a tuple of (name, value) pairs, often empty
+        return tuple([exact(x) for x in a]) if a else a
     if isinstance(a, float):
         return ("f", a.hex())
     if isinstance(a, tuple):

@@ -11,6 +11,12 @@ cycle; a value that would need one kernel to be both before and after another is
 ``explain`` says so, one line per rejected candidate, as it does for every other rejection. A
 function that already holds kernels is left as it is.
 
+An unrolled loop should cost its distinct kernels, not its steps. A kernel reads at most
+``MAX_INPUTS`` values, so a sum over every step (a weight's gradient) is a chain of pieces that
+are alike (the backend compiles them once, runtime/dedup.py); and kernels alike in structure
+(the same kernel of each step) share one body object, so whatever a later pass, the planner or
+the cache key asks of a body is worked out once per distinct kernel.
+
 Then kernels are fused horizontally: loop kernels over one shape (or row kernels over one space)
 that read a common operand of that shape, and neither of which depends on the other, become one
 kernel with a body of several results (``ir.ops.fused``: each result a sibling ``fused`` value),
@@ -22,23 +28,26 @@ backend runs exactly these kernels and plans none of its own.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import partial
 
 from graphc.ir.core import Func, Value, make, rebuild
-from graphc.ir.errors import GraphCallError
+from graphc.ir.errors import GraphCallError, Loc
 from graphc.ir.ops import registry
 from graphc.ir.ops.fused import (
     Pattern,
     analyze,
+    exact_attrs,
     joined,
     merge_bodies,
     refused,
     region,
+    result_pattern,
     role,
     sibling_key,
 )
+from graphc.ir.types import TensorType
 from graphc.passes.rewrite import Counter, PassContext, has_grad, rewrite
 
 RECOMPUTE = ("cheap", "elementwise", "none")
@@ -61,6 +70,17 @@ MAX_CANDIDATES = 4
 # at most this many results in one kernel: each is a value of its own that carries the whole
 # body, so passes and checks that visit bodies do work that grows with results times body
 MAX_SIBLINGS = 4
+# at most this many inputs (values read from outside) in one kernel: a sum over an unrolled
+# loop's steps (a weight's gradient, a loss over every step) would read T buffers in one kernel
+# whose code grows with T; capped, the sum becomes a chain of kernels of MAX_INPUTS inputs each,
+# alike in all but their buffers, which the backend compiles once (runtime/dedup.py)
+MAX_INPUTS = 16
+
+
+def _reads_after(reads: frozenset[int], v: Value) -> frozenset[int]:
+    """A kernel's inputs once ``v``, one of them (or its root), joins: ``v``'s inputs replace
+    it (none of them is a member yet: members join users first; constants are inside)."""
+    return (reads - {id(v)}) | {id(i) for i in v.inputs if i.op != "const"}
 
 
 def _reduces(v: Value) -> bool:
@@ -74,6 +94,15 @@ class _Kernel:
     members: dict[int, Value] = field(default_factory=dict)
     kind: str = "single"            # what ``analyze`` says of the members, kept as they grow
     anchor: Value | None = None     # and its anchor (the matmul, the leading fold)
+    reads: frozenset[int] = frozenset()     # ids of the values it reads from outside
+    # a piece of a kernel that MAX_INPUTS cut (its root was refused for it): the pieces of a
+    # long sum stay loops, alike from piece to piece and small; a matmul (or reductions) would
+    # make each a GEMM with the sum as its epilogue (or a row kernel of many folds), large code
+    piece: bool = False
+
+    @staticmethod
+    def of(v: Value, piece: bool = False) -> _Kernel:
+        return _Kernel(v, {id(v): v}, reads=_reads_after(frozenset(), v), piece=piece)
 
     def inside(self, v: Value) -> bool:
         return id(v) in self.members or v.op == "const"
@@ -132,10 +161,7 @@ def partition(func: Func, recompute: str = "cheap", notes: bool = True,
     p = _Partitioner(func, values, recompute, notes, counter, policy == "single")
     for v in reversed(values):
         p.decide(v)
-    roots = {}
-    for k in p.kernels:
-        pattern = analyze(k.root, k.inside)
-        roots[id(k.root)] = pattern.kind if isinstance(pattern, Pattern) else "single"
+    roots = {id(k.root): k.kind for k in p.kernels}
     out = p.build()
     if policy == "fuse" and horizontal:
         out = siblings(out, counter)
@@ -176,7 +202,10 @@ class _Partitioner:
         self.kernels: list[_Kernel] = []
         self.home: dict[int, list[int]] = {}     # value -> kernels that compute it
         self.notes: list[str] = []
-        self.grown: dict[int, tuple[str, Value | None]] = {}   # why_not's verdicts, to commit
+        # why_not's verdicts (kind, anchor, inputs) to commit
+        self.grown: dict[int, tuple[str, Value | None, frozenset[int]]] = {}
+        self.piece = False                       # why_not refused ``decide``'s value for MAX_INPUTS
+        self.bodies: dict[Hashable, Value] = {}  # kernels by their body's structure
         self.bit: dict[int, int] = {}
         self.above: dict[int, int] = {}          # value -> bitset of the values it depends on
 
@@ -194,6 +223,7 @@ class _Partitioner:
     def decide(self, v: Value) -> None:
         if v.op in ("arg", "const"):
             return
+        self.piece = False
         kernels: list[int] = []
         boundary = id(v) in self.results
         for u in self.users[id(v)]:
@@ -209,15 +239,16 @@ class _Partitioner:
             why = self.why_not(v, kernels)
             if why is None:
                 for k in kernels:
-                    self.kernels[k].members[id(v)] = v
-                    self.kernels[k].kind, self.kernels[k].anchor = self.grown[k]
+                    kern = self.kernels[k]
+                    kern.members[id(v)] = v
+                    kern.kind, kern.anchor, kern.reads = self.grown[k]
                 self.home[id(v)] = kernels
                 return
             if role(v) != "single" and why:
                 self.notes.append(why)
         if is_view(v):
             return                                   # stays a view of its input
-        kern = _Kernel(v, {id(v): v})
+        kern = _Kernel.of(v, self.piece)
         pattern = analyze(v, kern.inside)
         if isinstance(pattern, Pattern):
             kern.kind, kern.anchor = pattern.kind, pattern.anchor
@@ -225,10 +256,11 @@ class _Partitioner:
         self.home[id(v)] = [len(self.kernels) - 1]
 
     def why_not(self, v: Value, kernels: list[int]) -> str | None:
-        """None if ``v`` can join every kernel in ``kernels``, else why not ("" = say nothing)."""
+        """None if ``v`` can join every kernel in ``kernels``, else why not ("" = say nothing:
+        without ``notes`` nothing is said, as the sentences cost more than the decisions)."""
         if len(kernels) > MAX_COPIES and self.duplicable(v):
-            return (f"fusion: {_what(v)} is materialized: {len(kernels)} kernels use it, more "
-                    f"than the {MAX_COPIES} that may each recompute it")
+            return self.kept(v, None, f"{len(kernels)} kernels use it, more than the "
+                                      f"{MAX_COPIES} that may each recompute it")
         if len(kernels) > 1 and not self.duplicable(v):
             if not self.explain:
                 return ""
@@ -236,28 +268,45 @@ class _Partitioner:
             for k in kernels:
                 x = self.reader_of(v, self.kernels[k])
                 if x is not None:
-                    return (f"fusion: {_what(v)} stays out of the kernel of "
-                            f"{_what(self.kernels[k].root)}: that kernel also reads "
-                            f"{_what(x)}, which needs it, so fusing would form a cycle")
-            return (f"fusion: {_what(v)} is materialized: {len(kernels)} kernels use it and "
-                    f"recomputing '{v.op}' in each would duplicate expensive work")
+                    return self.kept(v, self.kernels[k], f"that kernel also reads {_what(x)}, "
+                                                         f"which needs it, so fusing would form "
+                                                         f"a cycle")
+            return self.kept(v, None, f"{len(kernels)} kernels use it and recomputing "
+                                      f"'{v.op}' in each would duplicate expensive work")
         self.grown = {}
         for k in kernels:
             kern = self.kernels[k]
             if role(kern.root) == "single":
                 return ""
             if len(kern.members) >= MAX_MEMBERS:
-                return (f"fusion: {_what(v)} stays out of the kernel of {_what(kern.root)}: "
-                        f"that kernel already holds {MAX_MEMBERS} ops, the most one kernel may")
+                return self.kept(v, kern, f"that kernel already holds {MAX_MEMBERS} ops, the "
+                                          f"most one kernel may")
             if _reduces(v) and sum(map(_reduces, kern.members.values())) >= MAX_REDUCTIONS:
-                return (f"fusion: {_what(v)} stays out of the kernel of {_what(kern.root)}: "
-                        f"that kernel already holds {MAX_REDUCTIONS} reductions, the most one "
-                        f"kernel may")
+                return self.kept(v, kern, f"that kernel already holds {MAX_REDUCTIONS} "
+                                          f"reductions, the most one kernel may")
+            reads = _reads_after(kern.reads, v)
+            if len(reads) > max(MAX_INPUTS, len(kern.reads)):
+                self.piece = True
+                return self.kept(v, kern, f"that kernel would read {len(reads)} inputs, more "
+                                          f"than the {MAX_INPUTS} one kernel may")
+            if kern.piece and role(v) != "loop":
+                return self.kept(v, kern, f"that kernel is a piece of a kernel of more than "
+                                          f"{MAX_INPUTS} inputs: a loop, it takes no matmul "
+                                          f"or reduction")
             got = self.grow(kern, v)
             if isinstance(got, str):
-                return f"fusion: {_what(v)} stays out of the kernel of {_what(kern.root)}: {got}"
-            self.grown[k] = got
+                return self.kept(v, kern, got)
+            self.grown[k] = got + (reads,)
         return None
+
+    def kept(self, v: Value, kern: _Kernel | None, why: str) -> str:
+        """The note on ``v`` kept out of ``kern`` (None: materialized) because ``why``; "" when
+        notes are off."""
+        if not self.explain:
+            return ""
+        if kern is None:
+            return f"fusion: {_what(v)} is materialized: {why}"
+        return f"fusion: {_what(v)} stays out of the kernel of {_what(kern.root)}: {why}"
 
     def grow(self, kern: _Kernel, v: Value) -> tuple[str, Value | None] | str:
         """The kind and anchor of ``kern`` with ``v`` in it, or why ``v`` cannot join; the
@@ -300,7 +349,7 @@ class _Partitioner:
                     self.func.result_names)
 
     def kernel(self, kern: _Kernel, new: dict[int, Value]) -> Value:
-        fused = _make_kernel(kern.root, kern.inside, new)
+        fused = _make_kernel(kern.root, kern.inside, new, kern.kind, self.bodies)
         if self.single or _allowed(self.counter, kern.root, fused):
             return fused
         # opt-bisect cut this kernel: each of its ops becomes a kernel of its own (as at -O0;
@@ -316,13 +365,19 @@ class _Partitioner:
         return new[id(kern.root)]
 
 
-def _make_kernel(root: Value, inside: Callable[[Value], bool], new: dict[int, Value]) -> Value:
+def _make_kernel(root: Value, inside: Callable[[Value], bool], new: dict[int, Value],
+                 kind: str | None = None, bodies: dict[Hashable, Value] | None = None) -> Value:
     """The ``fused`` op computing ``root`` from the region ``inside`` marks, reading the values
-    outside it from ``new``."""
+    outside it from ``new``; ``kind``: its kernel shape, if known (else analyzed here).
+    ``bodies``: the kernels made so far, by their bodies' structure; a kernel alike to an
+    earlier one (an unrolled loop's, one per step) gets that one's body object, so every later
+    question about a body (its kernel shape, symbols, in-place inputs, text, code) is answered
+    once per distinct kernel, not once per step."""
     ms = region(root, inside)
-    pattern = analyze(root, inside)
-    assert isinstance(pattern, Pattern), pattern
-    env: dict[int, Value] = {}
+    if kind is None:
+        pattern = analyze(root, inside)
+        assert isinstance(pattern, Pattern), pattern
+        kind = pattern.kind
     names: set[str] = set()
     inputs = list(dict.fromkeys(i for m in ms for i in m.inputs if not inside(i)))
     if registry.has(root.op, registry.ACCUMULATES) and not inside(root.inputs[0]):
@@ -330,12 +385,47 @@ def _make_kernel(root: Value, inside: Callable[[Value], bool], new: dict[int, Va
         # earlier terms before it starts this one: one micro-batch at a time
         inputs.remove(root.inputs[0])
         inputs.insert(0, root.inputs[0])
-    for k, i in enumerate(inputs):
-        env[id(i)] = make("arg", name=_param_name(i, k, names), dtype=i.dtype, shape=i.shape)
+    params = [(_param_name(i, k, names), i.type) for k, i in enumerate(inputs)]
+    key = None
+    if bodies is not None:
+        key = _structure(kind, params, inputs, ms)
+        like = bodies.get(key)
+        if like is not None:        # what make would build again: the same attrs and type
+            return Value("fused", tuple(new[id(i)] for i in inputs), like.type, like.attrs,
+                         root.loc)
+    env: dict[int, Value] = {}
+    for (name, ty), i in zip(params, inputs):
+        env[id(i)] = make("arg", name=name, dtype=ty.dtype, shape=ty.shape)
     for m in ms:
         env[id(m)] = rebuild(m, tuple(env[id(i)] for i in m.inputs))
-    body = Func(f"{pattern.kind}.{root.op}", tuple(env[id(i)] for i in inputs), (env[id(root)],))
-    return make("fused", *(new[id(i)] for i in inputs), body=body, loc=root.loc)
+    body = Func(f"{kind}.{root.op}", tuple(env[id(i)] for i in inputs), (env[id(root)],))
+    fused = make("fused", *(new[id(i)] for i in inputs), body=body, loc=root.loc)
+    if bodies is not None:
+        bodies[key] = fused
+    return fused
+
+
+def _structure(kind: str, params: list[tuple[str, TensorType]], inputs: list[Value],
+               ms: list[Value]) -> Hashable:
+    """What a kernel's body prints as (so two kernels with equal keys have equal bodies): its
+    params' names and types, then each value's op, inputs (a member by position, an input by
+    its number), attrs (exactly: -0.0 is not 0.0), type and loc (with autodiff's mark)."""
+    at = {id(i): -1 - k for k, i in enumerate(inputs)}
+    rows = []
+    for n, m in enumerate(ms):
+        rows.append((m.op, tuple(at[id(i)] for i in m.inputs), exact_attrs(m.attrs.items), m.type,
+                     m.loc, _marks(m.loc)))
+        at[id(m)] = n
+    return kind, tuple(params), tuple(rows)
+
+
+def _marks(loc: Loc | None) -> tuple[str | None, ...]:
+    """The autodiff marks along a loc's chain (a Loc compares without them)."""
+    out = []
+    while loc is not None:
+        out.append(loc.grad_of)
+        loc = loc.via
+    return tuple(out)
 
 
 def _alone(v: Value, x: Value) -> bool:
@@ -406,6 +496,8 @@ def siblings(func: Func, counter: Counter | None = None) -> Func:
                 sizes = [_size(kernels[m]) for m in groups[g] + [n]]
                 if len(sizes) <= MAX_SIBLINGS and sum(a for a, _ in sizes) <= MAX_MEMBERS and \
                         sum(r for _, r in sizes) <= MAX_REDUCTIONS and \
+                        len({id(i) for m in groups[g] + [n] for i in kernels[m].inputs}
+                            ) <= MAX_INPUTS and \
                         _may_join(groups[g], n, kernels, above, index):
                     groups[g].append(n)
                     group_of[n] = g
@@ -423,11 +515,21 @@ def siblings(func: Func, counter: Counter | None = None) -> Func:
     if not multi or not _acyclic(kernels, groups, group_of, index):
         return func
     new: dict[int, Value] = {}
+    merged: dict[Hashable, Func] = {}          # alike groups (an unrolled loop's) share one
     for g in multi:
         members = [kernels[n] for n in g]
-        body, ins = merge_bodies(f"{members[0].attrs['body'].name}.x{len(members)}",
-                                 [m.attrs["body"] for m in members], [m.inputs for m in members],
-                                 _arg_maker())
+        union = list(dict.fromkeys(x for m in members for x in m.inputs))
+        at = {id(x): k for k, x in enumerate(union)}
+        key = (tuple(id(m.attrs["body"]) for m in members),
+               tuple(tuple(at[id(x)] for x in m.inputs) for m in members),
+               tuple(x.attrs["name"] if x.op == "arg" else None for x in union))
+        if key in merged:
+            body, ins = merged[key], tuple(union)
+        else:
+            body, ins = merge_bodies(f"{members[0].attrs['body'].name}.x{len(members)}",
+                                     [m.attrs["body"] for m in members],
+                                     [m.inputs for m in members], _arg_maker())
+            merged[key] = body
         if sum(1 for v in body.values() if v.op != "arg") > MAX_MEMBERS:
             continue
         made = [make("fused", *ins, body=body, result=r, loc=m.loc)
@@ -467,7 +569,7 @@ def _sibling_key(k: Value) -> tuple[object, ...] | None:
     body = k.attrs["body"]
     if len(body.results) != 1 or registry.has(body.results[0].op, registry.ACCUMULATES):
         return None
-    pattern = analyze(body.results[0], lambda v: v.op != "arg")
+    pattern = result_pattern(body)
     if not isinstance(pattern, Pattern):
         return None
     # row kernels share a loop nest only as whole reductions (a gradient's norm and its count

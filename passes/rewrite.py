@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from graphc.ir.core import Func, Value, at
+from graphc.ir.core import Func, Value, enter_loc, exit_loc
 
 Rule = Callable[[Value], Value]
 
@@ -72,10 +72,14 @@ def rewrite(func: Func, fn: Rule, counter: Counter | None = None) -> Func:
     for v in func.values():
         if id(v) in memo:
             continue
-        cur = rebuild(v, tuple(memo[id(i)] for i in v.inputs))
+        ins = tuple([memo[id(i)] for i in v.inputs])
+        cur = v if ins == v.inputs else rebuild(v, ins)    # Values compare by identity
         for _ in range(MAX_REAPPLY):
-            with at(cur.loc):
+            token = enter_loc(cur.loc)
+            try:
                 new = fn(cur)
+            finally:
+                exit_loc(token)
             if new is cur:
                 break
             if new.type != v.type:

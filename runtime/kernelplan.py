@@ -10,12 +10,14 @@ kernel that the memory plan put in one step are one step: it writes the first si
 written, in that order."""
 from __future__ import annotations
 
+import functools
+
 from graphc.ir.core import Func, Value, make
 from graphc.ir.errors import GraphError
 from graphc.ir.ops import registry
 from graphc.ir.ops.fused import FUSED, Body, body_patterns, is_sibling, kernel_of
 from graphc.ir.slots import poly_max
-from graphc.ir.types import DimLike, DType
+from graphc.ir.types import DimLike, DType, TensorType, dim_mul
 from graphc.runtime import arena, views
 from graphc.runtime.plantypes import (
     Buffer,
@@ -142,15 +144,22 @@ def _buffer(plan: Plan, v: Value, slot: int | None, slot_buf: dict[int, int],
     if slot is None:
         plan.buffers.append(Buffer("slot", v.dtype, v.type.size, 0, v))
         return len(plan.buffers) - 1
-    size = v.type.size * v.dtype.itemsize
+    size = _nbytes(v.type)
     if slot in slot_buf:
         b = plan.buffers[slot_buf[slot]]
-        b.size = poly_max([b.size, size])
+        if b.size != size:
+            b.size = poly_max([b.size, size])
         return slot_buf[slot]
     plan.buffers.append(Buffer("slot", DType.bool, size, 0, v))     # bool: one byte an element
     slot_buf[slot] = len(plan.buffers) - 1
     offsets[slot_buf[slot]] = v.attrs["offset"]
     return slot_buf[slot]
+
+
+@functools.lru_cache(maxsize=4096)
+def _nbytes(ty: TensorType) -> DimLike:
+    """A value's bytes (remembered: an unrolled loop's steps repeat a few types)."""
+    return dim_mul(ty.size, ty.dtype.itemsize)
 
 
 def _named(v: Value) -> Value:

@@ -4,6 +4,7 @@ polynomials, so static facts (unit stride, broadcast) are plain ints and everyth
 computed at run time. Plain data and helpers on it: the planning itself is runtime/kernelplan.py."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,13 @@ class Plan:
 
 
 def contiguous_strides(shape: Shape) -> Shape:
+    """Row-major strides of ``shape``."""
+    return _strides(tuple(shape))
+
+
+@functools.lru_cache(maxsize=4096)
+def _strides(shape: Shape) -> Shape:
+    """``contiguous_strides``, remembered: an unrolled loop's steps repeat a few shapes."""
     out: list[DimLike] = []
     acc: DimLike = 1
     for d in reversed(shape):

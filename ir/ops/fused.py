@@ -13,6 +13,7 @@ asks it before growing a kernel and the backend asks it before lowering one, so 
 fuses live in one place."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,13 @@ PLAN_ATTRS = ("inplace", "out", "offset", "slot", "step")
 
 
 def body_symbols(body: Func) -> set[str]:
+    """Every symbol in the types and attrs of ``body``'s values (a kernel body's: once)."""
+    if isinstance(body, Body):
+        return set(_memo(body, "_m_symbols", lambda: frozenset(_symbols(body))))
+    return _symbols(body)
+
+
+def _symbols(body: Func) -> set[str]:
     syms: set[str] = set()
 
     def walk(a: Any) -> None:
@@ -43,10 +51,17 @@ def body_symbols(body: Func) -> set[str]:
             for x in a:
                 walk(x)
     for v in body.values():
-        syms.update(v.type.symbols)
+        syms.update(_type_symbols(v.type))
         for _, a in v.attrs.items:
-            walk(a)
+            if isinstance(a, (Dim, tuple)):
+                walk(a)
     return syms
+
+
+@functools.lru_cache(maxsize=4096)
+def _type_symbols(ty: TensorType) -> tuple[str, ...]:
+    """``ty.symbols``, remembered: an unrolled loop's bodies hold the same few types."""
+    return ty.symbols
 
 
 def free_symbols(body: Func, types: tuple[TensorType, ...] = ()) -> tuple[str, ...]:
@@ -82,6 +97,16 @@ class Body(Func):
         return hash(self._key())
 
 
+def _memo(body: Body, name: str, make: Callable[[], Any]) -> Any:
+    """A fact about ``body`` worked out once: each pass and the planner ask of every kernel
+    (its kernel shape, its in-place inputs, its symbols), and a body never changes."""
+    got = body.__dict__.get(name)
+    if got is None:
+        got = make()
+        object.__setattr__(body, name, got)       # a cache, not state: Func is frozen
+    return got
+
+
 def _key_of(f: Func) -> str:
     from graphc.ir.text import print_func
     return f._key() if isinstance(f, Body) else print_func(f)
@@ -109,11 +134,13 @@ def _canon(types: tuple[TensorType, ...], attrs: dict[str, Any]) -> dict[str, An
     body = out.get("body")
     if isinstance(body, Func) and not isinstance(body, Body):
         out["body"] = Body(body.name, body.params, body.results, body.result_names)
-    if isinstance(out.get("body"), Func) and out["body"].results:
-        free = free_symbols(out["body"], types)
+    body = out.get("body")
+    if isinstance(body, Body) and body.results:
+        # the inputs' types are the params' (``_fused_type`` insists), which bind no more
+        syms = _memo(body, "_m_syms", lambda: tuple(Dim.sym(s) for s in free_symbols(body)))
         out.pop("syms", None)
-        if free:
-            out["syms"] = tuple(Dim.sym(s) for s in free)
+        if syms:
+            out["syms"] = syms
     return out
 
 
@@ -403,9 +430,15 @@ def _reads_elsewhere(u: Value, x: Value, pattern: Pattern) -> bool:
 def body_patterns(body: Func) -> tuple[Pattern, ...] | str:
     """The kernel shape of each result of a body, or why it has none. Several results
     (horizontal fusion) must agree on ``sibling_key``: one loop nest runs them all."""
+    if isinstance(body, Body):
+        return _memo(body, "_m_patterns", lambda: _body_patterns(body))  # type: ignore[no-any-return]
+    return _body_patterns(body)
+
+
+def _body_patterns(body: Func) -> tuple[Pattern, ...] | str:
     pats = []
-    for r in body.results:
-        p = analyze(r, lambda v: v.op != "arg")
+    for k in range(len(body.results)):
+        p = result_pattern(body, k)
         if isinstance(p, str):
             return p
         pats.append(p)
@@ -413,6 +446,34 @@ def body_patterns(body: Func) -> tuple[Pattern, ...] | str:
                           or any(sibling_key(p) != sibling_key(pats[0]) for p in pats)):
         return "the results of one kernel must be loops over one shape or rows of one space"
     return tuple(pats)
+
+
+def result_pattern(body: Func, k: int = 0) -> Pattern | str:
+    """The kernel shape of result ``k`` of a body on its own (a kernel body's: once)."""
+    if isinstance(body, Body):
+        got = _memo(body, "_m_results", lambda: [None] * len(body.results))
+        if got[k] is None:
+            got[k] = analyze(body.results[k], _not_arg)
+        return got[k]  # type: ignore[no-any-return]
+    return analyze(body.results[k], _not_arg)
+
+
+def in_place_params(body: Func, k: int = 0) -> tuple[int, ...]:
+    """``same_index_inputs`` of result ``k`` of a body (none if it has no kernel shape): the
+    params its buffer may take over."""
+    def find() -> tuple[int, ...]:
+        p = result_pattern(body, k)
+        return () if isinstance(p, str) else same_index_inputs(body, p)
+    if isinstance(body, Body):
+        got = _memo(body, "_m_in_place", lambda: [None] * len(body.results))
+        if got[k] is None:
+            got[k] = find()
+        return got[k]  # type: ignore[no-any-return]
+    return find()
+
+
+def _not_arg(v: Value) -> bool:
+    return v.op != "arg"
 
 
 def sibling_key(p: Pattern) -> tuple[Any, ...] | None:
@@ -451,10 +512,19 @@ def merge_bodies(name: str, bodies: list[Func], inputs: list[tuple[Value, ...]],
             if id(v) in env:
                 continue
             ins = tuple(env[id(i)] for i in v.inputs)
-            key = (v.op, tuple(map(id, ins)), v.attrs, v.type)
+            key = (v.op, tuple(map(id, ins)), exact_attrs(v.attrs.items), v.type)
             if key not in seen:
                 seen[key] = rebuild(v, ins)
             env[id(v)] = seen[key]
         results.append(env[id(body.results[0])])
     merged = Func(name, tuple(args[id(x)] for x in union), tuple(results))
     return Body(merged.name, merged.params, merged.results), tuple(union)
+
+
+def exact_attrs(items: tuple[tuple[str, Any], ...]) -> Any:
+    """Attrs as a key that tells apart what prints apart: floats compare 0.0 == -0.0 (and
+    hash alike), so attrs holding a float are keyed by their text."""
+    for _, a in items:
+        if type(a) is float or (type(a) is tuple and any(type(x) is float for x in a)):
+            return repr(items)
+    return items

@@ -1,5 +1,3 @@
-# IR-text cases are kept one op a line, as the dumps print them
-# ruff: noqa: E501
 """Horizontal fusion as IR text in, IR text out (each case also checked on the interpreter,
 which runs each sibling on its own): kernels over one iteration space that read a common operand
 become one kernel with several results, one ``fused`` value per result. Then the memory plan

@@ -111,8 +111,8 @@ def test_fusion_recomputes_a_cheap_value_in_at_most_max_copies_kernels(users: in
     copied = users <= fusion.MAX_COPIES
     assert len(kernels) == users + (not copied)
     assert fusion.explain(func) == ([] if copied else [
-        f"fusion: 'neg' f32[N] at a.graph:1:5 is materialized: {users} kernels use it, more "
-        f"than the {fusion.MAX_COPIES} that may each recompute it"])
+        (f"fusion: 'neg' f32[N] at a.graph:1:5 is materialized: {users} kernels use it, "
+         f"more than the {fusion.MAX_COPIES} that may each recompute it")])
 
 # ---------------------------------------------------------------------------- the oracles
 
