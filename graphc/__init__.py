@@ -82,6 +82,13 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
                    micro_batches=micro_batches, num_threads=num_threads,
                    data_parallel=data_parallel)
     check_options(options)
+    from graphc.ir.core import gc_paused
+    with gc_paused():            # a compile's objects live until it ends: no sweep frees any
+        return _compiled(text, graph, filename, consts, options)
+
+
+def _compiled(text: str, graph: str | None, filename: str, consts: Mapping[str, Any] | None,
+              options: dict[str, Any]) -> Model:
     from graphc.elaborate import elaborate_source
     start = time.perf_counter()
     graphs = elaborate_source(text, filename, consts)

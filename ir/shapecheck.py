@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from graphc.ir.core import Func, Value
 from graphc.ir.errors import GraphCallError, GraphTypeError
 from graphc.ir.ops import registry
-from graphc.ir.types import Dim, DimLike, dim_eval, dim_mul, dim_str
+from graphc.ir.types import Dim, DimLike, TensorType, dim_eval, dim_mul, dim_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +84,20 @@ def limits(func: Func) -> tuple[Fits, ...]:
             for x in d:
                 fits(x, v)
 
+    seen: set[int] = set()           # bodies shared by alike kernels are visited once
+    sizes: dict[TensorType, DimLike] = {}
+
     def visit(f: Func) -> None:
         for v in f.values():
-            fits(dim_mul(v.type.size, v.dtype.itemsize), v, "the byte size")
+            size = sizes.get(v.type)
+            if size is None:
+                size = sizes[v.type] = dim_mul(v.type.size, v.dtype.itemsize)
+            fits(size, v, "the byte size")
             for _, a in v.attrs.items:
                 if isinstance(a, Func):
-                    visit(a)
+                    if id(a) not in seen:
+                        seen.add(id(a))
+                        visit(a)
                 else:
                     fits(a, v)
     visit(func)
@@ -124,8 +132,10 @@ def requirements(func: Func) -> tuple[Requirement, ...]:
             elif v.op == "reshape":
                 need(v.inputs[0].type.size, v.type.size, v)
             for _, a in v.attrs.items:
-                if isinstance(a, Func):
+                if isinstance(a, Func) and id(a) not in seen:
+                    seen.add(id(a))
                     visit(a)
+    seen: set[int] = set()
     visit(func)
     return tuple(out.values())
 

@@ -13,12 +13,18 @@ Targets (issue 12): MLP cold <= 0.5 s, RNN T=100 cold <= 3 s, T=100/T=10 <= 2.5,
 <= 30 ms, import <= 0.3 s. A cache hit is timed twice: as a fresh process's first compile (which
 also pays the lazy imports of the front end and of LLVM's loader) and as a second compile in
 that process. CPU seconds are printed next to wall seconds: on a busy machine they are the
-steadier figure."""
+steadier figure.
+
+The children import graphc byte-compiled, as a pip install leaves it (its .pyc files go to a
+temporary PYTHONPYCACHEPREFIX, even where PYTHONDONTWRITEBYTECODE is set); "mlp3 cold, no
+.pyc" is the same compile where Python must compile graphc's modules from source first, as in
+an editable install run with PYTHONDONTWRITEBYTECODE=1."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,8 +82,25 @@ print(json.dumps({"wall": time.perf_counter() - t0}))
 PRIME = "graph g {\n input a: f32[M, K]\n input b: f32[K, N]\n c = a @ b\n output c\n}\n"
 
 
-def child(code: str, source: str, cache: str, *args: str) -> dict:
-    env = dict(os.environ, GRAPHC_CACHE_DIR=cache)
+# the children's environment: graphc byte-compiled into PYCACHE (main fills it)
+PYCACHE = tempfile.mkdtemp(prefix="graphc-bench-pyc-")
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV["PYTHONPYCACHEPREFIX"] = PYCACHE
+
+
+def byte_compile() -> None:
+    """graphc's modules compiled to .pyc in PYCACHE, as a pip install compiles them."""
+    code = ("import compileall, os, graphc; "
+            "[compileall.compile_dir(os.path.dirname(os.path.realpath(m.__file__)), quiet=1) "
+            "for m in (graphc, graphc.ir, graphc.passes, graphc.runtime)]")
+    subprocess.run([sys.executable, "-c", code], env=ENV, check=True)
+
+
+def child(code: str, source: str, cache: str, *args: str, pyc: bool = True) -> dict:
+    env = dict(ENV if pyc else os.environ, GRAPHC_CACHE_DIR=cache)
+    if not pyc:
+        env.pop("PYTHONPYCACHEPREFIX", None)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     out = subprocess.run([sys.executable, "-c", code, *args], input=source,
                          capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -92,7 +115,7 @@ def import_time() -> float:
     best = float("inf")
     for _ in range(3):
         out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import graphc"],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True, env=ENV)
         line = [ln for ln in out.stderr.splitlines() if ln.rstrip().endswith("| graphc")][-1]
         best = min(best, int(line.split("|")[1]) / 1e6)
     return best
@@ -104,6 +127,7 @@ def main() -> None:
     ap.add_argument("--phases", action="store_true", help="print each cold compile's phases")
     args = ap.parse_args()
     results: dict[str, dict] = {}
+    byte_compile()
     with tempfile.TemporaryDirectory() as cache:     # nothing cached, not even the library
         results["mlp3 first compile on a machine"] = child(CHILD, MLP.read_text(), cache)
     cases = [("mlp3 cold", MLP.read_text()), ("rnn T=10 cold", rnn_source(10)),
@@ -118,6 +142,9 @@ def main() -> None:
                 hit = child(CHILD, source, cache, "--again")
                 results["mlp3 cache hit, fresh process"] = hit
                 results["mlp3 cache hit, warm process"] = {"wall": hit["again"]}
+    with tempfile.TemporaryDirectory() as cache:
+        child(CHILD, PRIME, cache)
+        results["mlp3 cold, no .pyc"] = child(CHILD, MLP.read_text(), cache, pyc=False)
     results["import graphc"] = {"wall": import_time()}
     try:
         import jax  # noqa: F401
@@ -150,6 +177,7 @@ def main() -> None:
                         f"{p} {s * 1e3:.1f}" for p, s in r["passes"].items()))
     results["ratios"] = {"rnn T=100 / T=10 (wall)": ratio, "rnn T=100 / T=10 (cpu)": cpu_ratio}
     Path(args.json).write_text(json.dumps(results, indent=1))
+    shutil.rmtree(PYCACHE, ignore_errors=True)
 
 
 if __name__ == "__main__":
