@@ -17,11 +17,7 @@ are alike (the backend compiles them once, runtime/dedup.py); and kernels alike 
 (the same kernel of each step) share one body object, so whatever a later pass, the planner or
 the cache key asks of a body is worked out once per distinct kernel.
 
-Then kernels are fused horizontally: loop kernels over one shape (or row kernels over one space)
-that read a common operand of that shape, and neither of which depends on the other, become one
-kernel with a body of several results (``ir.ops.fused``: each result a sibling ``fused`` value),
-so that the operand is read once: an optimiser's update of a param and of its state, the norm
-and the non-finite count of one gradient. ``Options.policy="single"`` puts every op
+Then kernels are fused horizontally (siblings.py). ``Options.policy="single"`` puts every op
 in a kernel of its own (-O0), and a kernel opt-bisect cuts becomes one kernel per op: the
 backend runs exactly these kernels and plans none of its own.
 """
@@ -40,15 +36,22 @@ from graphc.ir.ops.fused import (
     analyze,
     exact_attrs,
     joined,
-    merge_bodies,
     refused,
     region,
-    result_pattern,
     role,
-    sibling_key,
 )
 from graphc.ir.types import TensorType
+from graphc.passes.kernelrules import (  # noqa: F401  (MAX_*: the limits, named here too)
+    MAX_INPUTS,
+    MAX_MEMBERS,
+    MAX_REDUCTIONS,
+    allowed,
+    is_view,
+    param_name,
+    reduces,
+)
 from graphc.passes.rewrite import Counter, PassContext, has_grad, rewrite
+from graphc.passes.siblings import siblings
 
 RECOMPUTE = ("cheap", "elementwise", "none")
 # "fuse": grow kernels as the module docstring says; "single": one op per kernel (what -O0 and
@@ -58,34 +61,12 @@ POLICIES = ("fuse", "single")
 # before (``h = tanh(h) * 0.5 + h`` with every tanh kept for backward), unbounded recomputation
 # put every earlier step into each later kernel, n^2 work in all
 MAX_COPIES = 8
-# at most this many ops in one kernel: the backend lowers a body as one expression tree (its
-# depth bounded by this), and LLVM optimises one kernel at a time in time superlinear in its size
-MAX_MEMBERS = 256
-# a row kernel runs one inner loop per reduction: an unrolled loop's T reductions of one value
-# each (an RNN's activity penalty) would make one kernel whose code grows with T
-MAX_REDUCTIONS = 8
-# horizontal fusion tries at most this many groups (the latest) that read an operand: a scalar
-# that thousands of kernels read (a learning rate) would make trying them all n^2 work
-MAX_CANDIDATES = 4
-# at most this many results in one kernel: each is a value of its own that carries the whole
-# body, so passes and checks that visit bodies do work that grows with results times body
-MAX_SIBLINGS = 4
-# at most this many inputs (values read from outside) in one kernel: a sum over an unrolled
-# loop's steps (a weight's gradient, a loss over every step) would read T buffers in one kernel
-# whose code grows with T; capped, the sum becomes a chain of kernels of MAX_INPUTS inputs each,
-# alike in all but their buffers, which the backend compiles once (runtime/dedup.py)
-MAX_INPUTS = 16
 
 
 def _reads_after(reads: frozenset[int], v: Value) -> frozenset[int]:
     """A kernel's inputs once ``v``, one of them (or its root), joins: ``v``'s inputs replace
     it (none of them is a member yet: members join users first; constants are inside)."""
     return (reads - {id(v)}) | {id(i) for i in v.inputs if i.op != "const"}
-
-
-def _reduces(v: Value) -> bool:
-    op = registry.lookup(v.op)
-    return op is not None and op.kind == registry.REDUCE
 
 
 @dataclass
@@ -281,7 +262,7 @@ class _Partitioner:
             if len(kern.members) >= MAX_MEMBERS:
                 return self.kept(v, kern, f"that kernel already holds {MAX_MEMBERS} ops, the "
                                           f"most one kernel may")
-            if _reduces(v) and sum(map(_reduces, kern.members.values())) >= MAX_REDUCTIONS:
+            if reduces(v) and sum(map(reduces, kern.members.values())) >= MAX_REDUCTIONS:
                 return self.kept(v, kern, f"that kernel already holds {MAX_REDUCTIONS} "
                                           f"reductions, the most one kernel may")
             reads = _reads_after(kern.reads, v)
@@ -350,7 +331,7 @@ class _Partitioner:
 
     def kernel(self, kern: _Kernel, new: dict[int, Value]) -> Value:
         fused = _make_kernel(kern.root, kern.inside, new, kern.kind, self.bodies)
-        if self.single or _allowed(self.counter, kern.root, fused):
+        if self.single or allowed(self.counter, kern.root, fused):
             return fused
         # opt-bisect cut this kernel: each of its ops becomes a kernel of its own (as at -O0;
         # the backend runs only kernels), its layout ops views and its constants constants
@@ -385,7 +366,7 @@ def _make_kernel(root: Value, inside: Callable[[Value], bool], new: dict[int, Va
         # earlier terms before it starts this one: one micro-batch at a time
         inputs.remove(root.inputs[0])
         inputs.insert(0, root.inputs[0])
-    params = [(_param_name(i, k, names), i.type) for k, i in enumerate(inputs)]
+    params = [(param_name(i, k, names), i.type) for k, i in enumerate(inputs)]
     key = None
     if bodies is not None:
         key = _structure(kind, params, inputs, ms)
@@ -436,204 +417,5 @@ def _inside_with(kern: _Kernel, v: Value, x: Value) -> bool:
     return kern.inside(x) or x is v
 
 
-def _param_name(v: Value, k: int, used: set[str]) -> str:
-    name = v.attrs["name"] if v.op == "arg" else f"in{k}"
-    while name in used:
-        name += "_"
-    used.add(name)
-    return name
-
-
-def is_view(v: Value) -> bool:
-    """A layout op left outside kernels: a view of its input (a reshape only of contiguous data,
-    else it becomes a copy kernel)."""
-    if v.op in ("transpose", "slice", "broadcast_to"):
-        return True
-    if v.op != "reshape":
-        return False
-    x = v.inputs[0]
-    if x.op == "const":
-        return isinstance(x.attrs["value"], tuple) or all(d == 1 for d in x.shape)
-    return x.op not in ("transpose", "slice", "broadcast_to")
-
-
 def _what(v: Value) -> str:
     return f"'{v.op}' {v.type}" + (f" at {v.loc}" if v.loc is not None else "")
-
-
-def _allowed(counter: Counter | None, old: Value, new: Value) -> bool:
-    """Opt-bisect: each kernel formed counts as one rewrite."""
-    return counter is None or counter.allow(old, new)
-
-
-# ---------------------------------------------------------------------------- horizontal
-
-
-def siblings(func: Func, counter: Counter | None = None) -> Func:
-    """Horizontal fusion of a partitioned function: kernels that ``sibling_key`` says share an
-    iteration space and read a common operand of that shape join one multi-result kernel, if
-    neither depends on the other (and no group would depend on itself through others)."""
-    values = func.values()
-    kernels = [v for v in values if v.op == "fused"]
-    index = {id(k): n for n, k in enumerate(kernels)}
-    above: dict[int, int] = {}                    # value -> bitset of the kernels it needs
-    for v in values:
-        acc = 0
-        for i in v.inputs:
-            acc |= above.get(id(i), 0) | (1 << index[id(i)] if id(i) in index else 0)
-        above[id(v)] = acc
-    groups: list[list[int]] = []
-    group_of: dict[int, int] = {}
-    by_operand: dict[tuple[int, tuple[object, ...]], list[int]] = {}   # (operand, key) -> groups
-    for n, k in enumerate(kernels):
-        key = _sibling_key(k)
-        if key is None:
-            continue
-        space = key[1]
-        operands = [i for i in dict.fromkeys(k.inputs) if i.op != "const" and i.shape == space]
-        for x in operands:
-            for g in by_operand.get((id(x), key), [])[-MAX_CANDIDATES:]:
-                sizes = [_size(kernels[m]) for m in groups[g] + [n]]
-                if len(sizes) <= MAX_SIBLINGS and sum(a for a, _ in sizes) <= MAX_MEMBERS and \
-                        sum(r for _, r in sizes) <= MAX_REDUCTIONS and \
-                        len({id(i) for m in groups[g] + [n] for i in kernels[m].inputs}
-                            ) <= MAX_INPUTS and \
-                        _may_join(groups[g], n, kernels, above, index):
-                    groups[g].append(n)
-                    group_of[n] = g
-                    break
-            if n in group_of:
-                break
-        if n not in group_of:
-            group_of[n] = len(groups)
-            groups.append([n])
-        for x in operands:
-            gs = by_operand.setdefault((id(x), key), [])
-            if group_of[n] not in gs:
-                gs.append(group_of[n])
-    multi = [g for g in groups if len(g) > 1]
-    if not multi or not _acyclic(kernels, groups, group_of, index):
-        return func
-    new: dict[int, Value] = {}
-    merged: dict[Hashable, Func] = {}          # alike groups (an unrolled loop's) share one
-    for g in multi:
-        members = [kernels[n] for n in g]
-        union = list(dict.fromkeys(x for m in members for x in m.inputs))
-        at = {id(x): k for k, x in enumerate(union)}
-        key = (tuple(id(m.attrs["body"]) for m in members),
-               tuple(tuple(at[id(x)] for x in m.inputs) for m in members),
-               tuple(x.attrs["name"] if x.op == "arg" else None for x in union))
-        if key in merged:
-            body, ins = merged[key], tuple(union)
-        else:
-            body, ins = merge_bodies(f"{members[0].attrs['body'].name}.x{len(members)}",
-                                     [m.attrs["body"] for m in members],
-                                     [m.inputs for m in members], _arg_maker())
-            merged[key] = body
-        if sum(1 for v in body.values() if v.op != "arg") > MAX_MEMBERS:
-            continue
-        made = [make("fused", *ins, body=body, result=r, loc=m.loc)
-                for r, m in enumerate(members)]
-        if not _allowed(counter, members[0], made[0]):
-            continue
-        new.update({id(m): x for m, x in zip(members, made)})
-    if not new:
-        return func
-    return _rebuilt(func, new)
-
-
-def _rebuilt(func: Func, new: dict[int, Value]) -> Func:
-    """``func`` with kernels replaced by ``new`` ones (over other inputs, to be rebuilt too)."""
-    done: dict[int, Value] = {}
-    for root in func.params + func.results:
-        stack = [root]
-        while stack:
-            v = stack[-1]
-            if id(v) in done:
-                stack.pop()
-                continue
-            src = new.get(id(v), v)
-            todo = [i for i in src.inputs if id(i) not in done]
-            if todo:
-                stack.extend(todo)
-                continue
-            stack.pop()
-            ins = tuple(done[id(i)] for i in src.inputs)
-            done[id(v)] = make("fused", *ins, loc=src.loc, **src.attrs.as_dict()) \
-                if id(v) in new else rebuild(v, ins)
-    return Func(func.name, tuple(done[id(p)] for p in func.params),
-                tuple(done[id(r)] for r in func.results), func.result_names)
-
-
-def _sibling_key(k: Value) -> tuple[object, ...] | None:
-    body = k.attrs["body"]
-    if len(body.results) != 1 or registry.has(body.results[0].op, registry.ACCUMULATES):
-        return None
-    pattern = result_pattern(body)
-    if not isinstance(pattern, Pattern):
-        return None
-    # row kernels share a loop nest only as whole reductions (a gradient's norm and its count
-    # of non-finite elements): kernels over rows keep their rows as the parallel axis
-    if pattern.kind == "row" and (len(pattern.space) != pattern.inner or
-                                  len(pattern.reductions) >= MAX_REDUCTIONS):
-        return None
-    return sibling_key(pattern)
-
-
-def _size(k: Value) -> tuple[int, int]:
-    """(ops, reductions) of a kernel's body."""
-    vs = [v for v in k.attrs["body"].values() if v.op != "arg"]
-    return len(vs), sum(map(_reduces, vs))
-
-
-def _may_join(group: list[int], n: int, kernels: list[Value], above: dict[int, int],
-              index: dict[int, int]) -> bool:
-    """Whether kernel ``n`` is independent of every member of ``group``."""
-    me = above[id(kernels[n])]
-    return all(not (me >> m) & 1 and not (above[id(kernels[m])] >> n) & 1 for m in group)
-
-
-def _acyclic(kernels: list[Value], groups: list[list[int]], group_of: dict[int, int],
-             index: dict[int, int]) -> bool:
-    """Whether the groups, as nodes, still form a DAG (two groups could need each other)."""
-    def node(n: int) -> int:
-        return group_of.get(n, len(groups) + n)
-    edges: dict[int, set[int]] = {}
-    for n, k in enumerate(kernels):
-        for i in k.inputs:
-            src = _producer(i, index)
-            if src is not None and node(src) != node(n):
-                edges.setdefault(node(src), set()).add(node(n))
-    state: dict[int, int] = {}                 # 1: on the path, 2: finished
-    for start in list(edges):
-        if state.get(start):
-            continue
-        state[start] = 1
-        stack = [(start, iter(edges.get(start, ())))]
-        while stack:
-            at, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                state[at] = 2
-                stack.pop()
-            elif state.get(nxt) == 1:
-                return False
-            elif not state.get(nxt):
-                state[nxt] = 1
-                stack.append((nxt, iter(edges.get(nxt, ()))))
-    return True
-
-
-def _producer(v: Value, index: dict[int, int]) -> int | None:
-    """The kernel whose buffer ``v`` is (through views), if any."""
-    while v.op != "fused" and is_view(v):
-        v = v.inputs[0]
-    return index.get(id(v))
-
-
-def _arg_maker() -> Callable[[Value, int], Value]:
-    names: set[str] = set()
-
-    def arg(x: Value, k: int) -> Value:
-        return make("arg", name=_param_name(x, k, names), dtype=x.dtype, shape=x.shape)
-    return arg

@@ -16,7 +16,7 @@ from graphc.ir.core import Attrs, Func, Value, toposort
 from graphc.ir.ops.fused import PLAN_ATTRS, in_place_params, is_sibling, kernel_of
 from graphc.ir.slots import Interval, Layout, allocate, at_ref, poly_max
 from graphc.ir.types import DimLike, TensorType, dim_add, dim_eval, dim_mul, dim_str
-from graphc.passes.fusion import is_view
+from graphc.passes.kernelrules import is_view
 from graphc.passes.rewrite import NoOptions, PassContext
 
 # ---------------------------------------------------------------------------- the plan
