@@ -6,16 +6,19 @@ contiguous memory), and an ``MR x NR`` register tile of C accumulates with broad
 The inner loops live in shared functions, one per (dtype, tile) in a module (``macro`` and
 ``pack_b`` below), so a model with many matmuls optimises them once; each matmul kernel only
 emits the blocking loops around them and its fused epilogue, which runs on each finished
-``MC x NC`` block of C while the block is still in cache. Small M (a batch of 1 to 16 rows)
-skips packing and reads unit-stride B rows directly: there, packing would cost more than the
-product. Work within a block is split into tasks by column panel; ``pool`` runs them on the
-worker threads when the model has more than one. The task split depends on the shapes only,
-so every thread count gives bitwise the same result."""
+``MC x NC`` block of C while the block is still in cache. Few rows (up to SMALL_M, or
+DIRECT_M when A is unit-stride along k) skip packing and read unit-stride B rows directly:
+there, packing would cost more than the product. On several threads (``pool``), a product
+with more rows than a row block runs all row blocks of a k block as one region's tasks and
+its epilogue after all of it, as tasks too (matmul_kernels); a smaller one splits each
+block's column panels. The task split depends on the shapes only, so every thread count
+gives bitwise the same result."""
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import llvmlite.ir as ll
 
@@ -60,10 +63,33 @@ def blocking(dtype: DType, rows: str = "big") -> Blocking:
     lanes = vector_bytes() // dtype.itemsize
     regs = 32 if vector_bytes() == 64 else 16
     mr, nv = {"big": (8 if regs == 32 else 6, 2), "small": (4, 2), "one": (1, 8)}[rows]
-    return Blocking(lanes=lanes, mr=mr, nv=nv, kc=256, mc=128, nc=16 * lanes * 2)
+    # KC: 320 where L1 holds 48 KiB (the packed B panel 40 KiB; measured faster than 256 on
+    # 2 threads at 784 and 1024 deep, where one k block fewer is one pass over C fewer)
+    kc = 320 if l1d_bytes() >= 48 << 10 else 256
+    return Blocking(lanes=lanes, mr=mr, nv=nv, kc=kc, mc=128, nc=16 * lanes * 2)
+
+
+@functools.cache
+def l1d_bytes() -> int:
+    """The host's L1 data cache (Linux sysfs; 32 KiB where it cannot be read)."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(base)):
+            at = os.path.join(base, index)
+            with open(os.path.join(at, "level")) as f1, open(os.path.join(at, "type")) as f2:
+                if f1.read().strip() != "1" or f2.read().strip() not in ("Data", "Unified"):
+                    continue
+            with open(os.path.join(at, "size")) as f:
+                text = f.read().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+            return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return 32 << 10
 
 
 SMALL_M = 16        # up to this many rows, B is read in place instead of packed (< MC)
+DIRECT_M = 40       # ... and up to this many for an A unit-stride along k (<= MC)
 
 
 @dataclass(frozen=True)
@@ -141,8 +167,8 @@ def _shared(module: ll.Module, name: str, args: Sequence[ll.Type]
 def pack_b(module: ll.Module, dtype: DType, lanes: int) -> ll.Function:
     """``pack_b(kc, nc, B, rsb, csb, dst, nr)``: B[:kc, :nc] into ceil(nc/nr) panels of
     ``kc x nr`` (row k of a panel = nr consecutive columns), columns past nc zero; nr is a
-    multiple of ``lanes``. Unit-stride rows copy as vectors; any other layout goes column by
-    column (contiguous reads for the ``Bᵀ`` that backward needs)."""
+    multiple of ``lanes``. Unit-stride rows copy as vectors, unit-stride columns (the ``Bᵀ``
+    that backward needs) as transposed blocks; any other layout goes column by column."""
     fn, new = _shared(module, f"graphc.gemm.pack_b.{dtype.name}", [I64, I64, PTR, I64, I64, PTR,
                                                                    I64])
     if not new:
@@ -160,23 +186,38 @@ def pack_b(module: ll.Module, dtype: DType, lanes: int) -> ll.Function:
         panel = _at(b, dst, b.mul(jp, b.mul(kc, nr)), et)
         fast = b.and_(b.icmp_signed("==", csb, _c(1)), b.icmp_signed("==", width, nr))
         with b.if_else(fast) as (then, otherwise):
-            with then:
-                with em.loop(kc, "pk") as kx:
-                    row = _at(b, src, b.add(b.mul(kx, rsb), j0), et)
-                    out = _at(b, panel, b.mul(kx, nr), et)
-                    with em.loop(b.sdiv(nr, _c(lanes)), "pv") as v:
-                        at = b.mul(v, _c(lanes))
-                        x = b.load(_at(b, row, at, et), typ=vt, align=dtype.itemsize)
-                        b.store(x, _at(b, out, at, et), align=lanes * dtype.itemsize)
+            with then, em.loop(kc, "pk") as kx:
+                row = _at(b, src, b.add(b.mul(kx, rsb), j0), et)
+                out = _at(b, panel, b.mul(kx, nr), et)
+                with em.loop(b.sdiv(nr, _c(lanes)), "pv") as v:
+                    at = b.mul(v, _c(lanes))
+                    x = b.load(_at(b, row, at, et), typ=vt, align=dtype.itemsize)
+                    b.store(x, _at(b, out, at, et), align=lanes * dtype.itemsize)
             with otherwise:
                 with b.if_then(b.icmp_signed("<", width, nr)):      # an edge panel: zeros
                     nbytes = b.mul(b.mul(kc, nr), _c(dtype.itemsize))
                     em.intrinsic("memset", [panel, ll.Constant(ll.IntType(8), 0), nbytes,
                                             ll.Constant(I1, 0)],
                                  ret=ll.VoidType(), over=[PTR, I64])
-                with em.loop(width, "pj") as j:
+                # Bᵀ (unit stride down the columns), full panels: ``lanes`` x ``lanes``
+                # blocks, each loaded as ``lanes`` column vectors and transposed in registers
+                # (element by element, the stores ``nr`` apart cost 2-3x as much)
+                tr = b.and_(b.icmp_signed("==", rsb, _c(1)), b.icmp_signed("==", width, nr))
+                kfull = b.select(tr, b.mul(b.sdiv(kc, _c(lanes)), _c(lanes)), _c(0))
+                with em.loop(b.sdiv(kfull, _c(lanes)), "tk") as kb:
+                    k0 = b.mul(kb, _c(lanes))
+                    with em.loop(b.sdiv(nr, _c(lanes)), "tg") as g:
+                        c0 = b.mul(g, _c(lanes))
+                        cols = _at(b, src, b.add(b.mul(b.add(j0, c0), csb), k0), et)
+                        vs = [b.load(_at(b, cols, b.mul(_c(j), csb), et), typ=vt,
+                                     align=dtype.itemsize) for j in range(lanes)]
+                        out = _at(b, panel, b.add(b.mul(k0, nr), c0), et)
+                        for r, v in enumerate(_transpose(b, vs)):
+                            b.store(v, _at(b, out, b.mul(_c(r), nr), et),
+                                    align=lanes * dtype.itemsize)
+                with em.loop(width, "pj") as j:      # the rest, element by element
                     col = _at(b, src, b.mul(b.add(j0, j), csb), et)
-                    with em.loop(kc, "pk") as kx:
+                    with em.loop(kc, "pk", start=kfull) as kx:
                         x = b.load(_at(b, col, b.mul(kx, rsb), et), typ=et)
                         b.store(x, _at(b, panel, b.add(b.mul(kx, nr), j), et))
     b.ret_void()
@@ -214,10 +255,9 @@ def pack_a(module: ll.Module, dtype: DType) -> ll.Function:
                         align=dtype.itemsize)
     # the last columns of those rows (kc not a multiple of lanes), as a loop of its own: a
     # constant-length loop here is fully unrolled by O3 into seconds of compile time
-    with em.loop(b.mul(full, _c(lanes)), "ar") as i:
-        with em.loop(kc, "ak", start=kfull) as kx:
-            x = b.load(_at(b, src, b.add(i, b.mul(kx, csa)), et), typ=et)
-            b.store(x, _at(b, dst, b.add(b.mul(i, kc), kx), et))
+    with em.loop(b.mul(full, _c(lanes)), "ar") as i, em.loop(kc, "ak", start=kfull) as kx:
+        x = b.load(_at(b, src, b.add(i, b.mul(kx, csa)), et), typ=et)
+        b.store(x, _at(b, dst, b.add(b.mul(i, kc), kx), et))
     with em.loop(mc, "ai", start=b.mul(full, _c(lanes))) as i:
         row = _at(b, src, b.mul(i, rsa), et)
         out = _at(b, dst, b.mul(i, kc), et)
@@ -304,6 +344,16 @@ def macro(module: ll.Module, dtype: DType, blk: Blocking) -> ll.Function:
             for row in accs:
                 for slot in row:
                     b.store(zeros, slot)
+            # the tile of C on its way to L1 while the k loop runs: C is written (and after
+            # the first k block read) only after it, and a big C has left the caches by then
+            ctile = _at(b, C, b.add(b.mul(i0, ldc), j0), et)
+            i32 = ll.IntType(32)
+            for r in range(mr_):
+                crow = _at(b, ctile, b.mul(_c(r), ldc), et)
+                for off in sorted({0, nr - 1}):
+                    em.intrinsic("prefetch", [_at(b, crow, _c(off), et), ll.Constant(i32, 1),
+                                              ll.Constant(i32, 3), ll.Constant(i32, 1)],
+                                 ret=ll.VoidType(), over=[PTR])
             with em.loop(kc, "k") as kx:
                 bk = _at(b, bp, b.mul(kx, ldbp), et)
                 bvecs = [b.load(_at(b, bk, _c(v * lanes), et), typ=vt, align=dtype.itemsize)
@@ -314,18 +364,21 @@ def macro(module: ll.Module, dtype: DType, blk: Blocking) -> ll.Function:
                     for v in range(nv):
                         acc = b.load(accs[r][v], typ=vt)
                         b.store(em.intrinsic("fma", [x, bvecs[v], acc]), accs[r][v])
-            ctile = _at(b, C, b.add(b.mul(i0, ldc), j0), et)
             full = b.and_(b.icmp_signed("==", nrows, _c(mr_)), b.icmp_signed("==", ncols, _c(nr)))
             with b.if_else(full) as (whole, edge):
-                with whole:
-                    for r in range(mr_):
-                        crow = _at(b, ctile, b.mul(_c(r), ldc), et)
-                        for v in range(nv):
-                            p = _at(b, crow, _c(v * lanes), et)
-                            acc = b.load(accs[r][v], typ=vt)
-                            old = b.load(p, typ=vt, align=dtype.itemsize)
-                            acc = b.select(first, acc, b.fadd(old, acc))
-                            b.store(acc, p, align=dtype.itemsize)
+                # (a branch, not a select: the first k block never reads C)
+                with whole, b.if_else(first) as (set_, add):
+                    for branch, adds in ((set_, False), (add, True)):
+                        with branch:
+                            for r in range(mr_):
+                                crow = _at(b, ctile, b.mul(_c(r), ldc), et)
+                                for v in range(nv):
+                                    p = _at(b, crow, _c(v * lanes), et)
+                                    acc = b.load(accs[r][v], typ=vt)
+                                    if adds:
+                                        old = b.load(p, typ=vt, align=dtype.itemsize)
+                                        acc = b.fadd(old, acc)
+                                    b.store(acc, p, align=dtype.itemsize)
                 with edge:
                     for r in range(mr_):
                         for v in range(nv):
@@ -364,6 +417,7 @@ def packed_bytes(dtype: DType, blk: Blocking) -> int:
     return blk.kc * round_up(blk.nc, blk.nr) * dtype.itemsize
 
 
+TASKS_PER_THREAD = 4       # a region's tasks per thread, at least, for an even split
 PARALLEL_MACS = 1 << 19     # a macro-kernel call worth splitting over threads (~10 us of work)
 
 
@@ -415,27 +469,29 @@ def task(module: ll.Module, dtype: DType, blk: Blocking) -> ll.Function:
 
 
 # the macro-kernel's arguments for every row block at once: (m, nc, kc, A, rsa, csa, Bp, ldbp,
-# panel, C, ldc, first, panels), A and C at row 0
-ROWS_ARGS = MACRO_ARGS[:12] + [I64]
+# panel, C, ldc, first, panels, group), A and C at row 0
+ROWS_ARGS = MACRO_ARGS[:12] + [I64, I64]
 
 
 def rows_task(module: ll.Module, dtype: DType, blk: Blocking) -> ll.Function:
-    """``rows_task(ctx, t)``: column panel ``t % panels`` of row block ``t / panels`` (MC rows)
-    of the product whose arguments ``ctx`` holds (ROWS_ARGS): all of one k block's row blocks
-    in one parallel region, so the threads meet once per k block, not once per row block."""
+    """``rows_task(ctx, t)``: ``group`` column panels (the t % ceil(panels / group)-th run of
+    them) of row block t / ceil(panels / group) (MC rows) of the product whose arguments
+    ``ctx`` holds (ROWS_ARGS): all of one k block's row blocks in one parallel region, so the
+    threads meet once per k block, not once per row block."""
     fn, new = _task(module, f"graphc.gemm.rows_task.{dtype.name}.{blk.mr}x{blk.nr}",
                     ROWS_ARGS)
     if new is None:
         return fn
     b, args, t = new
-    m, panels = args[0], args[12]
-    ic, jr = b.udiv(t, panels), b.urem(t, panels)
+    m, panels, group = args[0], args[12], args[13]
+    runs = b.udiv(b.add(panels, b.sub(group, _c(1))), group)
+    ic, jr = b.udiv(t, runs), b.mul(b.urem(t, runs), group)
     i0 = b.mul(ic, _c(blk.mc))
     et = _et(dtype)
     a = _at(b, args[3], b.mul(i0, args[4]), et)
     c = _at(b, args[9], b.mul(i0, args[10]), et)
     b.call(macro(module, dtype, blk), [_min(b, _c(blk.mc), b.sub(m, i0))] + args[1:3] + [a]
-           + args[4:9] + [c] + args[10:12] + [jr, b.add(jr, _c(1))])
+           + args[4:9] + [c] + args[10:12] + [jr, _min(b, b.add(jr, group), panels)])
     b.ret_void()
     return fn
 
@@ -460,22 +516,28 @@ def pack_task(module: ll.Module, dtype: DType, lanes: int) -> ll.Function:
 
 
 def scratch_elements(b: ll.IRBuilder, dtype: DType, m: ll.Value, k: ll.Value,
-                     n: ll.Value) -> ll.Value:
+                     n: ll.Value, threads: int = 1) -> ll.Value:
     """Elements of the product's scratch: a block when k fits one k block (each block of C is
     then finished by one macro-kernel call and its epilogue runs right after, on the block
-    while it is in cache), else all of C (blocks finish only at the last k block)."""
+    while it is in cache), else all of C (blocks finish only at the last k block). On several
+    threads always all of C: the row blocks of one k block run in one parallel region
+    (``wide``), each writing its own rows of the scratch."""
     big = blocking(dtype)
+    if threads > 1:
+        return b.mul(m, n)
     return b.select(b.icmp_signed("<=", k, _c(big.kc)), _c(big.mc * big.nc), b.mul(m, n))
 
 
 def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
-                 on_block: Callable[..., None], threads: int = 1) -> None:
+                 on_block: Callable[..., None] | None, threads: int = 1) -> None:
     """The blocking loops of one matmul at the builder's position; ``packed`` is a
     ``packed_bytes`` scratch buffer. ``on_block(i0, mc, j0, nc, at, ld)`` emits what runs on
     each finished block of C (the epilogue), whose raw product is at ``at`` (element [i0, j0])
-    with rows ``ld`` apart. With ``threads`` > 1, a macro-kernel call with enough
-    work runs its column panels as tasks of the worker pool; packing and the epilogue stay on
-    the calling thread (both are O(size) against the product's O(size * depth))."""
+    with rows ``ld`` apart; None: the caller runs its epilogue after all of the product (in
+    the scratch, all of C on several threads, else in C). With ``threads`` > 1, a product
+    with many rows runs all row blocks of a k block as tasks of the worker pool, a smaller
+    one splits each block's column panels, and B (and a strided A) are packed on the pool
+    too."""
     b, module = em.b, em.module
     big = blocking(dtype)
     kc_, mc_, nc_ = big.kc, big.mc, big.nc
@@ -519,23 +581,24 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
         with b.if_else(b.icmp_signed(">", m, _c(SMALL_M))) as (large, few):
             with large:
                 call("big", args)
-            with few:
-                with b.if_else(b.icmp_signed("==", m, _c(1))) as (one, some):
-                    with one:
-                        call("one", args)
-                    with some:
-                        call("small", args)
+            with few, b.if_else(b.icmp_signed("==", m, _c(1))) as (one, some):
+                with one:
+                    call("one", args)
+                with some:
+                    call("small", args)
 
     if len(fns) == 1:
         nr: ll.Value = _c(next(t.nr for name, t in tiles.items() if name in fns))
     else:
         nr = b.select(b.icmp_signed("==", m, _c(1)), _c(tiles["one"].nr), _c(big.nr))
-    direct = b.and_(b.icmp_signed("<=", m, _c(SMALL_M)), b.icmp_signed("==", ops.csb, _c(1)))
     pack = pack_b(module, dtype, big.lanes)
     blocks_k = b.select(b.icmp_signed(">", k, _c(0)), _ceil_div(b, k, kc_), _c(1))
+    # k blocks of equal depth (784 = 4 x 196, not 3 x 256 + 16): a shallow last block pays a
+    # whole pass over C (and a region's tasks) for little work
+    kstep = b.sdiv(b.add(k, b.sub(blocks_k, _c(1))), blocks_k)
     et = _et(dtype)
     if ops.scratch is not None:
-        blockwise = b.icmp_signed("==", blocks_k, _c(1))
+        blockwise = b.icmp_signed("==", blocks_k, _c(1 if threads <= 1 else -1))
         ld = b.select(blockwise, _c(nc_), n)
     # an A strided along k, for the big tile, is packed row-major per row block (pack_a): one
     # row block's worth, or on several threads all of a k block's rows (up to PACK_A_ROWS).
@@ -548,6 +611,11 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
         trans = b.and_(b.icmp_signed("!=", ops.csa, _c(1)),
                        b.icmp_signed(">", m, _c(SMALL_M)))
         if threads > 1:
+            # an Aᵀ (unit stride down its rows) is read in place on several threads: its
+            # packing is memory-bound (on 2 threads it took twice the CPU time it takes on
+            # one), while the macro-kernel's own reads overlap its FMAs (784 x 2048 x 256:
+            # 226 GFLOP/s in place, 208 packed on 2 threads; on 1, 107 and 144)
+            trans = b.and_(trans, b.icmp_signed("!=", ops.rsa, _c(1)))
             all_rows = b.icmp_signed("<=", m, _c(PACK_A_ROWS))
         rows_cap = b.select(all_rows, b.mul(_ceil_div(b, m, mc_), _c(mc_)), _c(mc_))
         abytes = b.select(trans, b.mul(rows_cap, _c(kc_ * dtype.itemsize)), _c(64))
@@ -555,18 +623,34 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
         # without the memory, A is read where it is (slower, still right)
         trans = b.and_(trans, b.icmp_unsigned("!=", apacked, ll.Constant(PTR, None)))
 
+    # B read in place (no packing) for few rows: up to SMALL_M always, up to DIRECT_M when A
+    # is unit-stride along k (packing B costs K x N copies for M x K x N products)
+    few = b.icmp_signed("<=", m, _c(SMALL_M))
+    if DIRECT_M > SMALL_M:
+        some = b.and_(b.icmp_signed("<=", m, _c(DIRECT_M)), b.icmp_signed("==", ops.csa, _c(1)))
+        few = b.or_(few, some)
+    direct = b.and_(few, b.icmp_signed("==", ops.csb, _c(1)))
+
     def product_at(i0: ll.Value, j0: ll.Value) -> tuple[ll.Value, ll.Value]:
         """Where the raw product of C[i0, j0] goes, and its row stride."""
         if ops.scratch is None:
             return _at(b, ops.c, b.add(b.mul(i0, ops.ldc), j0), et), ops.ldc
         whole = _at(b, ops.scratch, b.add(b.mul(i0, n), j0), et)
         return b.select(blockwise, ops.scratch, whole), ld
+    # decided once for the product (its first block's work)
+    wide: ll.Value = ll.Constant(ll.IntType(1), 0)
+    if threads > 1:
+        work = b.mul(b.mul(m, _min(b, n, _c(nc_))), kstep)
+        wide = b.and_(b.icmp_signed(">", m, _c(max(SMALL_M, mc_))),
+                      b.icmp_signed(">=", work, _c(PARALLEL_MACS)))
+        if may_pack:
+            wide = b.and_(wide, b.or_(b.not_(trans), all_rows))
     with em.loop(_ceil_div(b, n, nc_), "jc") as jc:
         j0 = b.mul(jc, _c(nc_))
         nc = _min(b, _c(nc_), b.sub(n, j0))
         with em.loop(blocks_k, "pc") as pc:
-            p0 = b.mul(pc, _c(kc_))
-            kc = _min(b, _c(kc_), b.sub(k, p0))
+            p0 = b.mul(pc, kstep)
+            kc = _min(b, kstep, b.sub(k, p0))
             first = b.icmp_signed("==", pc, _c(0)) if not ops.accumulate else \
                 ll.Constant(ll.IntType(1), 0)
             last = b.icmp_signed("==", pc, b.sub(blocks_k, _c(1)))
@@ -592,13 +676,8 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
                 with packing:
                     pack_all([kc, nc, b0, ops.rsb, ops.csb, packed, nr])
             # many row blocks of a big product on several threads: one parallel region for
-            # all of them (the product goes straight to C: a scratch may be one block's)
-            wide = ll.Constant(ll.IntType(1), 0)
-            if threads > 1 and ops.scratch is None:
-                wide = b.and_(b.icmp_signed(">", m, _c(max(SMALL_M, mc_))),
-                              b.icmp_signed(">=", b.mul(b.mul(m, nc), kc), _c(PARALLEL_MACS)))
-                if may_pack:
-                    wide = b.and_(wide, b.or_(b.not_(trans), all_rows))
+            # all of them (a scratch is all of C then)
+            if threads > 1:
                 with b.if_then(wide):
                     blocks_i = _ceil_div(b, m, mc_)
                     a_at, rsa_at, csa_at = a0, ops.rsa, ops.csa
@@ -610,10 +689,17 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
                         rsa_at = b.select(trans, kc, ops.rsa)
                         csa_at = b.select(trans, _c(1), ops.csa)
                     panels = b.sdiv(b.add(nc, b.sub(nr, _c(1))), nr)
+                    # a task is a run of ``group`` panels of one row block: all of them when
+                    # there are row blocks enough for TASKS_PER_THREAD each (one A block per
+                    # task, on one core), fewer when there are not
+                    want = _c(TASKS_PER_THREAD * threads)
+                    runs = _min(b, panels, b.sdiv(b.add(want, b.sub(blocks_i, _c(1))), blocks_i))
+                    group = b.sdiv(b.add(panels, b.sub(runs, _c(1))), runs)
+                    runs = b.sdiv(b.add(panels, b.sub(group, _c(1))), group)
                     _spawn(em, rows_task(module, dtype, big), ROWS_ARGS,
                            [m, nc, kc, a_at, rsa_at, csa_at, packed, nr, b.mul(kc, nr), c0,
-                            ldc, first, panels], b.mul(blocks_i, panels), threads)
-            # row blocks (one when direct: m <= SMALL_M < MC); the epilogue is emitted once
+                            ldc, first, panels, group], b.mul(blocks_i, runs), threads)
+            # row blocks (one when direct: m <= DIRECT_M <= MC); the epilogue is emitted once
             with em.loop(_ceil_div(b, m, mc_), "ic") as ic:
                 i0 = b.mul(ic, _c(mc_))
                 mc = _min(b, _c(mc_), b.sub(m, i0))
@@ -630,8 +716,9 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
                         csa_blk = b.select(trans, _c(1), ops.csa)
                     run([mc, nc, kc, a_blk, rsa_blk, csa_blk, packed, nr, b.mul(kc, nr), at, ldc,
                          first, _c(0), panels])
-                with b.if_then(last):
-                    on_block(i0, mc, j0, nc, at, ldc)
+                if on_block is not None:
+                    with b.if_then(last):
+                        on_block(i0, mc, j0, nc, at, ldc)
     if may_pack:
         with b.if_then(b.icmp_unsigned("!=", apacked, ll.Constant(PTR, None))):
             b.call(libc(module, "free"), [apacked])

@@ -10,7 +10,7 @@ import llvmlite.ir as ll
 
 from graphc.ir.ops import registry
 from graphc.ir.types import DimLike, DType, dim_mul, dim_prod
-from graphc.runtime import gemm
+from graphc.runtime import gemm, pool
 from graphc.runtime.emit import I32, I64, PTR, reg_type
 from graphc.runtime.errcodes import ERR_ALLOC
 from graphc.runtime.kernel import (
@@ -207,7 +207,8 @@ def _matmul_thin(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[Di
 def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[DimLike, ...],
                    epi: Operand | None) -> None:
     """Float C = A @ B through the packed GEMM (runtime/gemm.py), the epilogue applied to
-    each finished block of C. The product goes to a scratch C first when C cannot hold it:
+    each finished block of C (on several threads: after all of the product, over parts of its
+    rows as tasks of the pool). The product goes to a scratch C first when C cannot hold it:
     the epilogue changes the dtype, or C overwrites one of the epilogue's inputs in place
     (the product would clobber that input before the epilogue reads it)."""
     em, b = k.em, k.b
@@ -232,45 +233,63 @@ def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[
     ok = b.icmp_unsigned("!=", packed, null)
     scratch = null
     if separate:
-        size = b.mul(gemm.scratch_elements(b, dt, M, K, N), ll.Constant(I64, dt.itemsize))
+        size = b.mul(gemm.scratch_elements(b, dt, M, K, N, k.cg.threads),
+                     ll.Constant(I64, dt.itemsize))
         size = b.and_(b.add(size, ll.Constant(I64, 127)), ll.Constant(I64, -64))
         scratch = b.call(alloc, [align, size])
         ok = b.and_(ok, b.icmp_unsigned("!=", scratch, null))
     zero = ll.Constant(I64, 0)
     lanes = blk.lanes
     vt = ll.VectorType(et, lanes)
-    with b.if_then(ok, likely=True):
-        with k.unless_empty(c.shape), em.loop_nest([k.dim(d) for d in batch], "mb") as bi:
-            def base(v: View) -> ll.Value:
-                return b.gep(k.ptr(v.buf), [k.index(v, bi + [zero, zero])], source_etype=et)
-            ops = gemm.Operands(a=base(a), rsa=k.dim(a.strides[-2]), csa=k.dim(a.strides[-1]),
-                                b=base(bv), rsb=k.dim(bv.strides[-2]),
-                                csb=k.dim(bv.strides[-1]), c=base(c), ldc=N, m=M, k=K, n=N,
-                                scratch=scratch if separate else None,
-                                accumulate=accumulate)
+    extents = [k.dim(d) for d in batch]
+    with b.if_then(ok, likely=True), k.unless_empty(c.shape), em.loop_nest(extents, "mb") as bi:
+        def base(v: View) -> ll.Value:
+            return b.gep(k.ptr(v.buf), [k.index(v, bi + [zero, zero])], source_etype=et)
+        ops = gemm.Operands(a=base(a), rsa=k.dim(a.strides[-2]), csa=k.dim(a.strides[-1]),
+                            b=base(bv), rsb=k.dim(bv.strides[-2]),
+                            csb=k.dim(bv.strides[-1]), c=base(c), ldc=N, m=M, k=K, n=N,
+                            scratch=scratch if separate else None,
+                            accumulate=accumulate)
 
-            def on_block(i0: ll.Value, mc: ll.Value, j0: ll.Value, nc: ll.Value,
-                         at: ll.Value, ld: ll.Value) -> None:
-                """The epilogue over C[i0:i0+mc, j0:j0+nc], the product read from ``at``."""
-                if epi is None and not separate:
-                    return
-                with em.loop(mc, "ei") as r:
-                    i = b.add(i0, r)
-                    row = b.gep(at, [b.mul(r, ld)], source_etype=et)
-                    nvec = b.sdiv(nc, ll.Constant(I64, lanes))
-                    with em.loop(nvec, "ev") as vj:
-                        dj = b.mul(vj, ll.Constant(I64, lanes))
-                        j = b.add(j0, dj)
-                        acc = b.load(b.gep(row, [dj], source_etype=et), typ=vt,
-                                     align=dt.itemsize)
-                        vstore(k, epilogue(k, epi, acc, bi + [i, j], lanes),
-                                        c, bi + [i, j])
-                    with em.loop(nc, "es", start=b.mul(nvec, ll.Constant(I64, lanes))) as dj:
-                        j = b.add(j0, dj)
-                        acc = b.load(b.gep(row, [dj], source_etype=et), typ=et)
-                        k.store(epilogue(k, epi, acc, bi + [i, j]), c, bi + [i, j])
+        def rows(kr: Kernel, i0: ll.Value, mc: ll.Value, j0: ll.Value, nc: ll.Value,
+                 at: ll.Value, ld: ll.Value, bj: list) -> None:
+            """The epilogue over C[i0:i0+mc, j0:j0+nc] (kernel ``kr``, batch index
+            ``bj``), the product read from ``at`` (its element [i0, j0])."""
+            kb, ke = kr.b, kr.em
+            with ke.loop(mc, "ei") as r:
+                i = kb.add(i0, r)
+                row = kb.gep(at, [kb.mul(r, ld)], source_etype=et)
+                nvec = kb.sdiv(nc, ll.Constant(I64, lanes))
+                with ke.loop(nvec, "ev") as vj:
+                    dj = kb.mul(vj, ll.Constant(I64, lanes))
+                    j = kb.add(j0, dj)
+                    acc = kb.load(kb.gep(row, [dj], source_etype=et), typ=vt,
+                                  align=dt.itemsize)
+                    vstore(kr, epilogue(kr, epi, acc, bj + [i, j], lanes), c, bj + [i, j])
+                with ke.loop(nc, "es", start=kb.mul(nvec, ll.Constant(I64, lanes))) as dj:
+                    j = kb.add(j0, dj)
+                    acc = kb.load(kb.gep(row, [dj], source_etype=et), typ=et)
+                    kr.store(epilogue(kr, epi, acc, bj + [i, j]), c, bj + [i, j])
 
-            gemm.emit_blocked(em, dt, ops, packed, on_block, k.cg.threads)
+        def on_block(i0: ll.Value, mc: ll.Value, j0: ll.Value, nc: ll.Value,
+                     at: ll.Value, ld: ll.Value) -> None:
+            rows(k, i0, mc, j0, nc, at, ld, bi)
+
+        threads = k.cg.threads
+        after = threads > 1 and (epi is not None or separate)
+        gemm.emit_blocked(em, dt, ops, packed, None if after or (
+            epi is None and not separate) else on_block, threads)
+        if after:
+            # on several threads, the epilogue runs after all of the product (in C, or
+            # in a scratch of all of C), parts of its rows as tasks of the pool: one copy
+            # of its code, and no block's epilogue waits on the calling thread alone
+            whole = scratch if separate else ops.c
+
+            def part(kr: Kernel, lo: ll.Value, hi: ll.Value, xs: list) -> None:
+                width = kr.dim(n)
+                at = kr.b.gep(xs[-1], [kr.b.mul(lo, width)], source_etype=et)
+                rows(kr, lo, kr.b.sub(hi, lo), zero, width, at, width, xs[:-1])
+            pool.split_loop(k, M, N, part, extra=list(bi) + [whole], name="epilogue")
     with b.if_then(b.icmp_unsigned("!=", packed, null)):
         b.call(free, [packed])
     if separate:
@@ -348,24 +367,23 @@ def _matmul_rows(k: Kernel, a: View, bv: View, c: View, bi: list, rows: tuple, c
 
     def cell(j: ll.Value) -> ll.Value:
         return b.gep(acc, [ll.Constant(I64, 0), j], inbounds=True)
-    with em.loop(rows[1], "mi", start=rows[0]) as i:
-        with em.loop(blocks, "mb") as blk:
-            j0 = b.add(cols[0], b.mul(blk, ll.Constant(I64, BLOCK)))
-            left = b.sub(cols[1], j0)
-            w = b.select(b.icmp_signed("<", left, ll.Constant(I64, BLOCK)), left,
-                         ll.Constant(I64, BLOCK))
-            with em.loop(w, "mz") as j:
-                b.store(zero, cell(j))
-            with em.loop(K, "mk") as kx:
-                aik = k.load(a, bi + [i, kx])
-                with em.loop(w, "mj") as j:
-                    bkj = k.load(bv, bi + [kx, b.add(j0, j)])
-                    p = b.fmul(aik, bkj, flags=("contract",)) if fl else b.mul(aik, bkj)
-                    cur = b.load(cell(j), typ=et)
-                    b.store(b.fadd(cur, p, flags=("contract",)) if fl else b.add(cur, p), cell(j))
-            with em.loop(w, "ms") as j:
-                at = bi + [i, b.add(j0, j)]
-                k.store(epilogue(k, epi, b.load(cell(j), typ=et), at), c, at)
+    with em.loop(rows[1], "mi", start=rows[0]) as i, em.loop(blocks, "mb") as blk:
+        j0 = b.add(cols[0], b.mul(blk, ll.Constant(I64, BLOCK)))
+        left = b.sub(cols[1], j0)
+        w = b.select(b.icmp_signed("<", left, ll.Constant(I64, BLOCK)), left,
+                     ll.Constant(I64, BLOCK))
+        with em.loop(w, "mz") as j:
+            b.store(zero, cell(j))
+        with em.loop(K, "mk") as kx:
+            aik = k.load(a, bi + [i, kx])
+            with em.loop(w, "mj") as j:
+                bkj = k.load(bv, bi + [kx, b.add(j0, j)])
+                p = b.fmul(aik, bkj, flags=("contract",)) if fl else b.mul(aik, bkj)
+                cur = b.load(cell(j), typ=et)
+                b.store(b.fadd(cur, p, flags=("contract",)) if fl else b.add(cur, p), cell(j))
+        with em.loop(w, "ms") as j:
+            at = bi + [i, b.add(j0, j)]
+            k.store(epilogue(k, epi, b.load(cell(j), typ=et), at), c, at)
 
 
 def _matmul_dot(k: Kernel, a: View, bv: View, c: View, bi: list, M: ll.Value, K: ll.Value,
@@ -374,16 +392,15 @@ def _matmul_dot(k: Kernel, a: View, bv: View, c: View, bi: list, M: ll.Value, K:
     em, b = k.em, k.b
     fl = a.dtype.is_float
     zero = em.const(0, reg_type(a.dtype))
-    with em.loop(M, "mi") as i:
-        with em.loop(Nn, "mj") as j:
-            acc = em.alloca_entry(zero.type, "dot")
-            b.store(zero, acc)
-            with em.loop(K, "mk") as kx:
-                p = em.mul(k.load(a, bi + [i, kx]), k.load(bv, bi + [kx, j]))
-                cur = b.load(acc, typ=zero.type)
-                b.store(b.fadd(cur, p, flags=RFLAGS) if fl else b.add(cur, p), acc)
-            k.store(epilogue(k, epi, b.load(acc, typ=zero.type), bi + [i, j]), c,
-                    bi + [i, j])
+    with em.loop(M, "mi") as i, em.loop(Nn, "mj") as j:
+        acc = em.alloca_entry(zero.type, "dot")
+        b.store(zero, acc)
+        with em.loop(K, "mk") as kx:
+            p = em.mul(k.load(a, bi + [i, kx]), k.load(bv, bi + [kx, j]))
+            cur = b.load(acc, typ=zero.type)
+            b.store(b.fadd(cur, p, flags=RFLAGS) if fl else b.add(cur, p), acc)
+        k.store(epilogue(k, epi, b.load(acc, typ=zero.type), bi + [i, j]), c,
+                bi + [i, j])
 
 
 def _as_matrix(x: Operand, first: bool) -> View:

@@ -39,7 +39,8 @@ _COUNTS = "graphc_pool_counts"
 # futex(2) numbers by machine; elsewhere an idle worker naps with usleep instead
 _FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}
 SPIN_CYCLES = 3_000_000      # about a millisecond of waiting for work before a worker sleeps
-# (the first twentieth spinning hard, the rest yielding the core on each poll)
+# (the first quarter spinning hard, the rest yielding the core on each poll: a region that
+# starts in the quarter is joined within a microsecond, where a yield costs several)
 
 # The state (field numbers as the IR uses them; padding keeps the fields written most often
 # on cache lines of their own): 0 word (gen << 32 | next task), 2 fn, 3 ctx, 4 ntasks,
@@ -285,7 +286,7 @@ def _ir() -> str:
     return (text.replace("{pause_decl}", "declare void @llvm.x86.sse2.pause()" if x86 else "")
             .replace("{pause_call}", "call void @llvm.x86.sse2.pause()" if x86 else "")
             .replace("{wake_call}", wake).replace("{wait_call}", wait)
-            .replace("{spin}", str(SPIN_CYCLES)).replace("{polite}", str(SPIN_CYCLES // 20)))
+            .replace("{spin}", str(SPIN_CYCLES)).replace("{polite}", str(SPIN_CYCLES // 4)))
 
 
 class _Pool:

@@ -15,7 +15,7 @@ from tests.runtime.conftest import tolerance
 
 ROWS = [1, 2, 3, 5, 8, 9, 16, 17, 33, 130]
 COLS = [1, 15, 16, 33, 127, 129, 513, 1030]
-DEPTH = [0, 1, 7, 255, 257, 600]
+DEPTH = [0, 1, 7, 255, 321, 600, 641]      # around the k block (KC = 320), split evenly
 
 LAYOUTS = {
     "nn": ("A: {t}[M, K]", "B: {t}[K, N]", "A @ B"),
@@ -170,7 +170,7 @@ def test_scratch_blocks_and_whole_scratch() -> None:
     model = graphc.compile_source("graph g {\n input A: f64[M, K]\n input B: f64[K, N]\n"
                                   " C = A @ B > 0.25\n output C\n}\n")
     rng = np.random.default_rng(5)
-    for m, k, n in [(300, 5, 1030), (129, 256, 513), (140, 300, 1030), (3, 40, 600)]:
+    for m, k, n in [(300, 5, 1030), (129, 256, 513), (140, 700, 1030), (3, 40, 600)]:
         a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
         prod = a @ b
         got = model(A=a, B=b)["C"]
