@@ -134,11 +134,11 @@ def _matmul_packed_or_thin(k: Kernel, s: Step, a: View, bv: View, c: View,
     """The packed GEMM, or for a K of at most SMALL_K (a weight gradient at batch 1..8, whose
     K is the batch) the thin loops: such a product costs about one pass over C, where packing
     B plus a scratch C for an in-place epilogue passes over C three times (measured faster
-    than the packed path up to K = 12 at 784 x 256, one thread)."""
+    than the packed path up to K = 12 at 784 x 256, one thread). Without an epilogue too: the
+    batch-1 weight gradient x.T @ g of the MLP's value_and_grad ran 2x slower packed (the
+    macro-kernel's set-up per 8x32 tile for a sum of one product)."""
     kk = a.shape[-1]
-    # without an epilogue the packed path costs about the same (B's packing is K x N): only
-    # a product that would need a scratch C or an epilogue pass gets the second code path
-    if epi is None or bv.strides[-1] != 1 or (isinstance(kk, int) and kk > SMALL_K):
+    if bv.strides[-1] != 1 or (isinstance(kk, int) and kk > SMALL_K):
         _matmul_packed(k, s, a, bv, c, batch, epi)
         return
     if isinstance(kk, int):
