@@ -3,28 +3,28 @@ every transposed or strided layout of B costs one copy and nothing after), A is 
 through its two strides (row-major A and the ``Aᵀ`` that backward needs are both walked along
 contiguous memory), and an ``MR x NR`` register tile of C accumulates with broadcast FMAs.
 
-The inner loops live in shared functions, one per (dtype, tile) in a module (``macro`` and
-``pack_b`` below), so a model with many matmuls optimises them once; each matmul kernel only
-emits the blocking loops around them and its fused epilogue, which runs on each finished
-``MC x NC`` block of C while the block is still in cache. Few rows (up to SMALL_M, or
-DIRECT_M when A is unit-stride along k) skip packing and read unit-stride B rows directly:
-there, packing would cost more than the product. On several threads (``pool``), a product
-with more rows than a row block runs all row blocks of a k block as one region's tasks and
-its epilogue after all of it, as tasks too (matmul_kernels); a smaller one splits each
-block's column panels. The task split depends on the shapes only, so every thread count
+The inner loops (``macro``, ``pack_b``, one per dtype and tile) and the blocking loops around
+them (``driver``) are functions of the GEMM library (runtime/gemmlib.py); a matmul kernel
+only calls the driver and passes its fused epilogue as a function pointer, which the driver
+calls on each finished ``MC x NC`` block of C while the block is still in cache. Few rows (up
+to SMALL_M, or DIRECT_M when A is unit-stride along k) skip packing and read unit-stride B
+rows directly: there, packing would cost more than the product. On several threads
+(``pool``), a product with more rows than a row block runs all row blocks of a k block as one
+region's tasks and its epilogue after all of it, as tasks too (``driver``); a smaller one
+splits each block's column panels. The task split depends on the shapes only, so every thread count
 gives bitwise the same result."""
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import llvmlite.ir as ll
 
 from graphc.ir.types import DType
 from graphc.runtime.emit import I1, I64, PTR, Emitter, reg_type
-from graphc.runtime.pool import parallel_for
+from graphc.runtime.pool import PARALLEL_WORK, TASK_WORK, parallel_for
 
 
 @functools.cache
@@ -92,29 +92,6 @@ SMALL_M = 16        # up to this many rows, B is read in place instead of packed
 DIRECT_M = 40       # ... and up to this many for an A unit-stride along k (<= MC)
 
 
-@dataclass(frozen=True)
-class Operands:
-    """One matmul for the blocked loops: element pointers and strides (i64 values, in
-    elements) of A (m x k), B (k x n) and C (m x n, row stride ldc)."""
-    a: ll.Value
-    rsa: ll.Value
-    csa: ll.Value
-    b: ll.Value
-    rsb: ll.Value
-    csb: ll.Value
-    c: ll.Value
-    ldc: ll.Value
-    m: ll.Value
-    k: ll.Value
-    n: ll.Value
-    # where the raw product goes instead of C, when the epilogue cannot run in C (see
-    # scratch_bytes): one MC x NC block when k fits one k block, else all of C
-    scratch: ll.Value | None = None
-    # C already holds an addend and the product is added to it (C += A @ B: an accumulation
-    # written in place, with no scratch and no epilogue pass)
-    accumulate: bool = False
-
-
 def _c(v: int) -> ll.Constant:
     return ll.Constant(I64, v)
 
@@ -138,10 +115,10 @@ def _splat(b: ll.IRBuilder, x: ll.Value, lanes: int) -> ll.Value:
                             ll.Constant(ll.VectorType(ll.IntType(32), lanes), [0] * lanes))
 
 
-# A model's module only declares the shared functions below (macro-kernels, packing, their
-# pool tasks): they are model-independent, so runtime/gemmlib.py compiles them once per host
-# into a library (kept in the disk cache) that every model links against. LLVM optimising
-# them again for every model was a fifth of an MLP's compile time.
+# A model's module only declares the shared functions below (the driver, macro-kernels,
+# packing, their pool tasks): they are model-independent, so runtime/gemmlib.py compiles them
+# once per host into a library (kept in the disk cache) that every model links against. LLVM
+# optimising them again for every model was a fifth of an MLP's compile time.
 LIBRARY = "graphc_gemm_library"      # attribute set on the library's own module
 
 
@@ -445,14 +422,14 @@ def _task(module: ll.Module, name: str, fields: Sequence[ll.Type]
 
 
 def _spawn(em: Emitter, task_fn: ll.Function, fields: Sequence[ll.Type],
-           args: Sequence[ll.Value], ntasks: ll.Value, threads: int) -> None:
+           args: Sequence[ll.Value], ntasks: ll.Value, threads: ll.Value) -> None:
     """graphc_parallel_for(task_fn, ctx, ntasks) with ``args`` stored in a stack ``ctx``."""
     b = em.b
     ctx = em.alloca_entry(ll.LiteralStructType(fields), "task.ctx")
     i32 = ll.IntType(32)
     for i, a in enumerate(args):         # (the alloca is typed: its own type steps the gep)
         b.store(a, b.gep(ctx, [ll.Constant(i32, 0), ll.Constant(i32, i)]))
-    b.call(parallel_for(em.module), [task_fn, ctx, ntasks, _c(threads)])
+    b.call(parallel_for(em.module), [task_fn, ctx, ntasks, threads])
 
 
 def task(module: ll.Module, dtype: DType, blk: Blocking) -> ll.Function:
@@ -528,31 +505,49 @@ def scratch_elements(b: ll.IRBuilder, dtype: DType, m: ll.Value, k: ll.Value,
     return b.select(b.icmp_signed("<=", k, _c(big.kc)), _c(big.mc * big.nc), b.mul(m, n))
 
 
-def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
-                 on_block: Callable[..., None] | None, threads: int = 1) -> None:
-    """The blocking loops of one matmul at the builder's position; ``packed`` is a
-    ``packed_bytes`` scratch buffer. ``on_block(i0, mc, j0, nc, at, ld)`` emits what runs on
-    each finished block of C (the epilogue), whose raw product is at ``at`` (element [i0, j0])
-    with rows ``ld`` apart; None: the caller runs its epilogue after all of the product (in
-    the scratch, all of C on several threads, else in C). With ``threads`` > 1, a product
-    with many rows runs all row blocks of a k block as tasks of the worker pool, a smaller
-    one splits each block's column panels, and B (and a strided A) are packed on the pool
-    too."""
-    b, module = em.b, em.module
+# the driver's arguments: (m, k, n, A, rsa, csa, B, rsb, csb, C, ldc, packed, scratch, threads,
+# flags, epilogue, ctx); see ``driver``
+DRIVER_ARGS = [I64, I64, I64, PTR, I64, I64, PTR, I64, I64, PTR, I64, PTR, PTR, I64, I64, PTR,
+               PTR]
+ACCUMULATE = 1              # flags: C holds an addend, the product is added to it
+# the per-block epilogue a kernel passes: ``void epilogue(ctx, i0, mc, j0, nc, at, ld)``
+EPILOGUE = ll.FunctionType(ll.VoidType(), [PTR, I64, I64, I64, I64, PTR, I64])
+
+
+def driver(module: ll.Module, dtype: DType) -> ll.Function:
+    """``driver(m, k, n, A, rsa, csa, B, rsb, csb, C, ldc, packed, scratch, threads, flags,
+    epilogue, ctx)``: the blocking loops of one matmul C = A @ B (element strides; C's rows
+    ``ldc`` apart), a library function that every matmul kernel calls (its ~450 instructions
+    once per host, not once per kernel: they were most of an MLP's IR and machine-code time).
+    ``packed`` is a ``packed_bytes`` buffer; ``scratch`` (or null) where the raw product goes
+    when the epilogue cannot run in C (``scratch_elements``); ``flags`` & ACCUMULATE: C += A @
+    B. ``epilogue`` (or null) runs on each finished block of C, its raw product at ``at``
+    (element [i0, j0]) with rows ``ld`` apart; null: the caller runs its epilogue after all of
+    the product (in the scratch, all of C on several threads, else in C). With ``threads`` > 1,
+    a product with many rows runs all row blocks of a k block as tasks of the worker pool, a
+    smaller one splits each block's column panels, and B (and a strided A) are packed on the
+    pool too. Every choice is a branch on the arguments: which tile suits m, whether A is
+    packed, the thread count."""
+    fn, new = _shared(module, f"graphc.gemm.driver.{dtype.name}", DRIVER_ARGS)
+    if not new:
+        return fn
+    (m, k, n, A, rsa, csa, B, rsb, csb, C, ldc_, packed, scratch, threads, flags, epi,
+     ctx) = fn.args
+    b = ll.IRBuilder(fn.append_basic_block("entry"))
+    em = Emitter(b)
     big = blocking(dtype)
     kc_, mc_, nc_ = big.kc, big.mc, big.nc
-    m, k, n = ops.m, ops.k, ops.n
     tiles = {name: blocking(dtype, name) for name in ("big", "small", "one")}
     assert all(big.nc % t.nr == 0 for t in tiles.values())
-    fns = {name: macro(module, dtype, t) for name, t in tiles.items()
-           if not isinstance(m, ll.Constant) or name == _tile_for(m.constant)}
+    fns = {name: macro(module, dtype, t) for name, t in tiles.items()}
+    null = ll.Constant(PTR, None)
+    multi = b.icmp_signed(">", threads, _c(1))
+    pack = pack_b(module, dtype, big.lanes)
 
     def call(name: str, args: list[ll.Value]) -> None:
-        if threads <= 1:
-            b.call(fns[name], args)
-            return
         work = b.mul(b.mul(args[0], args[1]), args[2])
-        with b.if_else(b.icmp_signed(">=", work, _c(PARALLEL_MACS))) as (split, alone):
+        split_ = b.and_(multi, b.icmp_signed(">=", work, _c(PARALLEL_MACS)))
+        with b.if_else(split_) as (split, alone):
             with split:
                 _spawn(em, task(module, dtype, tiles[name]), MACRO_ARGS, args,
                        b.sub(args[13], args[12]), threads)
@@ -561,11 +556,9 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
 
     def pack_all(args: list[ll.Value]) -> None:
         """pack_b, its panels split over the threads when B is big enough."""
-        if threads <= 1:
-            b.call(pack, args)
-            return
         size = b.mul(args[0], args[1])
-        with b.if_else(b.icmp_signed(">=", size, _c(PARALLEL_PACK))) as (split, alone):
+        split_ = b.and_(multi, b.icmp_signed(">=", size, _c(PARALLEL_PACK)))
+        with b.if_else(split_) as (split, alone):
             with split:
                 panels = b.sdiv(b.add(args[1], b.sub(args[6], _c(1))), args[6])
                 _spawn(em, pack_task(module, dtype, big.lanes), PACK_ARGS, args, panels,
@@ -574,159 +567,182 @@ def emit_blocked(em: Emitter, dtype: DType, ops: Operands, packed: ll.Value,
                 b.call(pack, args)
 
     def run(args: list[ll.Value]) -> None:
-        """Call the macro-kernel whose tile suits ``m`` rows (a branch when m is symbolic)."""
-        if len(fns) == 1:
-            call(next(iter(fns)), args)
-            return
-        with b.if_else(b.icmp_signed(">", m, _c(SMALL_M))) as (large, few):
+        """Call the macro-kernel whose tile suits ``m`` rows."""
+        with b.if_else(b.icmp_signed(">", m, _c(SMALL_M))) as (large, few_):
             with large:
                 call("big", args)
-            with few, b.if_else(b.icmp_signed("==", m, _c(1))) as (one, some):
+            with few_, b.if_else(b.icmp_signed("==", m, _c(1))) as (one, some_):
                 with one:
                     call("one", args)
-                with some:
+                with some_:
                     call("small", args)
 
-    if len(fns) == 1:
-        nr: ll.Value = _c(next(t.nr for name, t in tiles.items() if name in fns))
-    else:
-        nr = b.select(b.icmp_signed("==", m, _c(1)), _c(tiles["one"].nr), _c(big.nr))
-    pack = pack_b(module, dtype, big.lanes)
+    nr = b.select(b.icmp_signed("==", m, _c(1)), _c(tiles["one"].nr), _c(big.nr))
     blocks_k = b.select(b.icmp_signed(">", k, _c(0)), _ceil_div(b, k, kc_), _c(1))
     # k blocks of equal depth (784 = 4 x 196, not 3 x 256 + 16): a shallow last block pays a
     # whole pass over C (and a region's tasks) for little work
     kstep = b.sdiv(b.add(k, b.sub(blocks_k, _c(1))), blocks_k)
     et = _et(dtype)
-    if ops.scratch is not None:
-        blockwise = b.icmp_signed("==", blocks_k, _c(1 if threads <= 1 else -1))
-        ld = b.select(blockwise, _c(nc_), n)
+    separate = b.icmp_unsigned("!=", scratch, null)
+    blockwise = b.and_(b.icmp_signed("==", blocks_k, _c(1)), b.not_(multi))
+    ld = b.select(blockwise, _c(nc_), n)
+    accumulate = b.icmp_signed("!=", b.and_(flags, _c(ACCUMULATE)), _c(0))
     # an A strided along k, for the big tile, is packed row-major per row block (pack_a): one
     # row block's worth, or on several threads all of a k block's rows (up to PACK_A_ROWS).
-    # No code for it where A is known to be unit-stride along k (x @ W, most products)
-    false = ll.Constant(ll.IntType(1), 0)
-    may_pack = not (isinstance(ops.csa, ll.Constant) and ops.csa.constant == 1)
-    trans = all_rows = false
-    apacked: ll.Value = ll.Constant(PTR, None)
-    if may_pack:
-        trans = b.and_(b.icmp_signed("!=", ops.csa, _c(1)),
-                       b.icmp_signed(">", m, _c(SMALL_M)))
-        if threads > 1:
-            # an Aᵀ (unit stride down its rows) is read in place on several threads: its
-            # packing is memory-bound (on 2 threads it took twice the CPU time it takes on
-            # one), while the macro-kernel's own reads overlap its FMAs (784 x 2048 x 256:
-            # 226 GFLOP/s in place, 208 packed on 2 threads; on 1, 107 and 144)
-            trans = b.and_(trans, b.icmp_signed("!=", ops.rsa, _c(1)))
-            all_rows = b.icmp_signed("<=", m, _c(PACK_A_ROWS))
-        rows_cap = b.select(all_rows, b.mul(_ceil_div(b, m, mc_), _c(mc_)), _c(mc_))
-        abytes = b.select(trans, b.mul(rows_cap, _c(kc_ * dtype.itemsize)), _c(64))
-        apacked = b.call(libc(module, "aligned_alloc"), [_c(64), abytes])
-        # without the memory, A is read where it is (slower, still right)
-        trans = b.and_(trans, b.icmp_unsigned("!=", apacked, ll.Constant(PTR, None)))
+    # On several threads an Aᵀ (unit stride down its rows) is read in place: its packing is
+    # memory-bound (on 2 threads it took twice the CPU time it takes on one), while the
+    # macro-kernel's own reads overlap its FMAs (784 x 2048 x 256: 226 GFLOP/s in place, 208
+    # packed on 2 threads; on 1, 107 and 144)
+    trans = b.and_(b.icmp_signed("!=", csa, _c(1)), b.icmp_signed(">", m, _c(SMALL_M)))
+    trans = b.and_(trans, b.or_(b.not_(multi), b.icmp_signed("!=", rsa, _c(1))))
+    all_rows = b.and_(multi, b.icmp_signed("<=", m, _c(PACK_A_ROWS)))
+    rows_cap = b.select(all_rows, b.mul(_ceil_div(b, m, mc_), _c(mc_)), _c(mc_))
+    slot = em.alloca_entry(PTR, "apacked")
+    b.store(null, slot)
+    with b.if_then(trans):
+        b.store(b.call(libc(module, "aligned_alloc"),
+                       [_c(64), b.mul(rows_cap, _c(kc_ * dtype.itemsize))]), slot)
+    apacked = b.load(slot, typ=PTR)
+    # without the memory, A is read where it is (slower, still right)
+    trans = b.and_(trans, b.icmp_unsigned("!=", apacked, null))
 
     # B read in place (no packing) for few rows: up to SMALL_M always, up to DIRECT_M when A
     # is unit-stride along k (packing B costs K x N copies for M x K x N products)
     few = b.icmp_signed("<=", m, _c(SMALL_M))
     if DIRECT_M > SMALL_M:
-        some = b.and_(b.icmp_signed("<=", m, _c(DIRECT_M)), b.icmp_signed("==", ops.csa, _c(1)))
+        some = b.and_(b.icmp_signed("<=", m, _c(DIRECT_M)), b.icmp_signed("==", csa, _c(1)))
         few = b.or_(few, some)
-    direct = b.and_(few, b.icmp_signed("==", ops.csb, _c(1)))
+    direct = b.and_(few, b.icmp_signed("==", csb, _c(1)))
 
     def product_at(i0: ll.Value, j0: ll.Value) -> tuple[ll.Value, ll.Value]:
         """Where the raw product of C[i0, j0] goes, and its row stride."""
-        if ops.scratch is None:
-            return _at(b, ops.c, b.add(b.mul(i0, ops.ldc), j0), et), ops.ldc
-        whole = _at(b, ops.scratch, b.add(b.mul(i0, n), j0), et)
-        return b.select(blockwise, ops.scratch, whole), ld
+        inc = _at(b, C, b.add(b.mul(i0, ldc_), j0), et)
+        whole = _at(b, scratch, b.add(b.mul(i0, n), j0), et)
+        return (b.select(separate, b.select(blockwise, scratch, whole), inc),
+                b.select(separate, ld, ldc_))
     # decided once for the product (its first block's work)
-    wide: ll.Value = ll.Constant(ll.IntType(1), 0)
-    if threads > 1:
-        work = b.mul(b.mul(m, _min(b, n, _c(nc_))), kstep)
-        wide = b.and_(b.icmp_signed(">", m, _c(max(SMALL_M, mc_))),
-                      b.icmp_signed(">=", work, _c(PARALLEL_MACS)))
-        if may_pack:
-            wide = b.and_(wide, b.or_(b.not_(trans), all_rows))
+    work = b.mul(b.mul(m, _min(b, n, _c(nc_))), kstep)
+    wide = b.and_(multi, b.and_(b.icmp_signed(">", m, _c(max(SMALL_M, mc_))),
+                                b.icmp_signed(">=", work, _c(PARALLEL_MACS))))
+    wide = b.and_(wide, b.or_(b.not_(trans), all_rows))
+    has_epi = b.icmp_unsigned("!=", epi, null)
     with em.loop(_ceil_div(b, n, nc_), "jc") as jc:
         j0 = b.mul(jc, _c(nc_))
         nc = _min(b, _c(nc_), b.sub(n, j0))
         with em.loop(blocks_k, "pc") as pc:
             p0 = b.mul(pc, kstep)
             kc = _min(b, kstep, b.sub(k, p0))
-            first = b.icmp_signed("==", pc, _c(0)) if not ops.accumulate else \
-                ll.Constant(ll.IntType(1), 0)
+            first = b.and_(b.icmp_signed("==", pc, _c(0)), b.not_(accumulate))
             last = b.icmp_signed("==", pc, b.sub(blocks_k, _c(1)))
-            a0 = _at(b, ops.a, b.mul(p0, ops.csa), et)
-            b0 = _at(b, ops.b, b.add(b.mul(p0, ops.rsb), b.mul(j0, ops.csb)), et)
+            a0 = _at(b, A, b.mul(p0, csa), et)
+            b0 = _at(b, B, b.add(b.mul(p0, rsb), b.mul(j0, csb)), et)
             c0, ldc = product_at(_c(0), j0)
             with b.if_else(direct) as (in_place, packing):
                 with in_place:          # few rows: B's full panels read where they are
                     full = b.sdiv(nc, nr)
-                    run([m, nc, kc, a0, ops.rsa, ops.csa, b0, ops.rsb, nr, c0, ldc,
-                         first, _c(0), full])
+                    run([m, nc, kc, a0, rsa, csa, b0, rsb, nr, c0, ldc, first, _c(0), full])
                     rest = b.sub(nc, b.mul(full, nr))
                     with b.if_then(b.icmp_signed(">", rest, _c(0))):
                         # the last columns, packed in the narrow panels of the small tile
                         off = b.mul(full, nr)
                         narrow = _c(tiles["small"].nr)
-                        b.call(pack, [kc, rest, _at(b, b0, off, et), ops.rsb, ops.csb,
-                                      packed, narrow])
-                        b.call(macro(module, dtype, tiles["small"]),
-                               [m, rest, kc, a0, ops.rsa, ops.csa, packed, narrow,
+                        b.call(pack, [kc, rest, _at(b, b0, off, et), rsb, csb, packed, narrow])
+                        b.call(fns["small"],
+                               [m, rest, kc, a0, rsa, csa, packed, narrow,
                                 b.mul(kc, narrow), _at(b, c0, off, et), ldc, first, _c(0),
                                 b.sdiv(b.add(rest, b.sub(narrow, _c(1))), narrow)])
                 with packing:
-                    pack_all([kc, nc, b0, ops.rsb, ops.csb, packed, nr])
+                    pack_all([kc, nc, b0, rsb, csb, packed, nr])
             # many row blocks of a big product on several threads: one parallel region for
             # all of them (a scratch is all of C then)
-            if threads > 1:
-                with b.if_then(wide):
-                    blocks_i = _ceil_div(b, m, mc_)
-                    a_at, rsa_at, csa_at = a0, ops.rsa, ops.csa
-                    if may_pack:
-                        with b.if_then(trans):
-                            _spawn(em, pack_a_task(module, dtype, mc_), PACK_A_ARGS,
-                                   [m, kc, a0, ops.rsa, ops.csa, apacked], blocks_i, threads)
-                        a_at = b.select(trans, apacked, a0)
-                        rsa_at = b.select(trans, kc, ops.rsa)
-                        csa_at = b.select(trans, _c(1), ops.csa)
-                    panels = b.sdiv(b.add(nc, b.sub(nr, _c(1))), nr)
-                    # a task is a run of ``group`` panels of one row block: all of them when
-                    # there are row blocks enough for TASKS_PER_THREAD each (one A block per
-                    # task, on one core), fewer when there are not
-                    want = _c(TASKS_PER_THREAD * threads)
-                    runs = _min(b, panels, b.sdiv(b.add(want, b.sub(blocks_i, _c(1))), blocks_i))
-                    group = b.sdiv(b.add(panels, b.sub(runs, _c(1))), runs)
-                    runs = b.sdiv(b.add(panels, b.sub(group, _c(1))), group)
-                    _spawn(em, rows_task(module, dtype, big), ROWS_ARGS,
-                           [m, nc, kc, a_at, rsa_at, csa_at, packed, nr, b.mul(kc, nr), c0,
-                            ldc, first, panels, group], b.mul(blocks_i, runs), threads)
-            # row blocks (one when direct: m <= DIRECT_M <= MC); the epilogue is emitted once
+            with b.if_then(wide):
+                blocks_i = _ceil_div(b, m, mc_)
+                with b.if_then(trans):
+                    _spawn(em, pack_a_task(module, dtype, mc_), PACK_A_ARGS,
+                           [m, kc, a0, rsa, csa, apacked], blocks_i, threads)
+                a_at = b.select(trans, apacked, a0)
+                rsa_at = b.select(trans, kc, rsa)
+                csa_at = b.select(trans, _c(1), csa)
+                panels = b.sdiv(b.add(nc, b.sub(nr, _c(1))), nr)
+                # a task is a run of ``group`` panels of one row block: all of them when
+                # there are row blocks enough for TASKS_PER_THREAD each (one A block per
+                # task, on one core), fewer when there are not
+                want = b.mul(_c(TASKS_PER_THREAD), threads)
+                runs = _min(b, panels, b.sdiv(b.add(want, b.sub(blocks_i, _c(1))), blocks_i))
+                group = b.sdiv(b.add(panels, b.sub(runs, _c(1))), runs)
+                runs = b.sdiv(b.add(panels, b.sub(group, _c(1))), group)
+                _spawn(em, rows_task(module, dtype, big), ROWS_ARGS,
+                       [m, nc, kc, a_at, rsa_at, csa_at, packed, nr, b.mul(kc, nr), c0,
+                        ldc, first, panels, group], b.mul(blocks_i, runs), threads)
+            # row blocks (one when direct: m <= DIRECT_M <= MC)
             with em.loop(_ceil_div(b, m, mc_), "ic") as ic:
                 i0 = b.mul(ic, _c(mc_))
                 mc = _min(b, _c(mc_), b.sub(m, i0))
                 at, ldc = product_at(i0, j0)
                 with b.if_then(b.not_(b.or_(direct, wide))):
                     panels = b.sdiv(b.add(nc, b.sub(nr, _c(1))), nr)
-                    a_blk, rsa_blk, csa_blk = _at(b, a0, b.mul(i0, ops.rsa), et), ops.rsa, ops.csa
-                    if may_pack:
-                        with b.if_then(trans):
-                            b.call(pack_a(module, dtype), [mc, kc, a_blk, ops.rsa, ops.csa,
-                                                           apacked])
-                        a_blk = b.select(trans, apacked, a_blk)
-                        rsa_blk = b.select(trans, kc, ops.rsa)
-                        csa_blk = b.select(trans, _c(1), ops.csa)
-                    run([mc, nc, kc, a_blk, rsa_blk, csa_blk, packed, nr, b.mul(kc, nr), at, ldc,
-                         first, _c(0), panels])
-                if on_block is not None:
-                    with b.if_then(last):
-                        on_block(i0, mc, j0, nc, at, ldc)
-    if may_pack:
-        with b.if_then(b.icmp_unsigned("!=", apacked, ll.Constant(PTR, None))):
-            b.call(libc(module, "free"), [apacked])
+                    a_blk = _at(b, a0, b.mul(i0, rsa), et)
+                    with b.if_then(trans):
+                        b.call(pack_a(module, dtype), [mc, kc, a_blk, rsa, csa, apacked])
+                    a_blk = b.select(trans, apacked, a_blk)
+                    rsa_blk = b.select(trans, kc, rsa)
+                    csa_blk = b.select(trans, _c(1), csa)
+                    run([mc, nc, kc, a_blk, rsa_blk, csa_blk, packed, nr, b.mul(kc, nr), at,
+                         ldc, first, _c(0), panels])
+                with b.if_then(b.and_(b.and_(has_epi, last), b.not_(multi))):
+                    b.call(_Indirect(epi, EPILOGUE), [ctx, i0, mc, j0, nc, at, ldc])
+    with b.if_then(b.icmp_unsigned("!=", apacked, null)):
+        b.call(libc(module, "free"), [apacked])
+    with b.if_then(b.and_(has_epi, multi)):
+        # on several threads, the epilogue runs after all of the product (in C, or in a
+        # scratch of all of C), parts of its rows as tasks of the pool: no block's epilogue
+        # waits on the calling thread alone
+        whole = b.select(separate, scratch, C)
+        ldw = b.select(separate, n, ldc_)
+        width = b.select(b.icmp_signed(">", n, _c(1)), n, _c(1))
+        chunk = b.sdiv(b.add(_c(TASK_WORK), b.sub(width, _c(1))), width)   # rows per task
+        ntasks = b.sdiv(b.add(m, b.sub(chunk, _c(1))), chunk)
+        split_ = b.and_(b.icmp_signed(">=", b.mul(m, n), _c(PARALLEL_WORK)),
+                        b.icmp_signed(">", ntasks, _c(1)))
+        with b.if_else(split_) as (split, alone):
+            with split:
+                _spawn(em, epilogue_task(module, dtype), EPI_TASK_ARGS,
+                       [epi, ctx, whole, ldw, m, n, chunk], ntasks, threads)
+            with alone:
+                b.call(_Indirect(epi, EPILOGUE), [ctx, _c(0), m, _c(0), n, whole, ldw])
+    b.ret_void()
+    return fn
+
+
+# the epilogue's rows as tasks: (epilogue, ctx, product, its row stride, m, n, rows per task)
+EPI_TASK_ARGS = [PTR, PTR, PTR, I64, I64, I64, I64]
+
+
+def epilogue_task(module: ll.Module, dtype: DType) -> ll.Function:
+    """``epilogue_task(ctx, t)``: the epilogue (gemm.EPILOGUE) over rows t*chunk.. of all of
+    the product, whose arguments ``ctx`` holds (EPI_TASK_ARGS)."""
+    fn, new = _task(module, f"graphc.gemm.epilogue_task.{dtype.name}", EPI_TASK_ARGS)
+    if new is None:
+        return fn
+    b, (epi, ctx, whole, ld, m, n, chunk), t = new
+    lo = b.mul(t, chunk)
+    hi = _min(b, b.add(lo, chunk), m)
+    b.call(_Indirect(epi, EPILOGUE), [ctx, lo, b.sub(hi, lo), _c(0), n,
+                                      _at(b, whole, b.mul(lo, ld), _et(dtype)), ld])
+    b.ret_void()
+    return fn
+
+
+class _Indirect:
+    """A function pointer as llvmlite's ``call`` takes it (an opaque ``ptr`` has no type of
+    the function it points to)."""
+
+    def __init__(self, value: ll.Value, fnty: ll.FunctionType) -> None:
+        self.value, self.function_type, self.type = value, fnty, value.type
+
+    def get_reference(self) -> str:
+        return self.value.get_reference()
 
 
 def _et(dtype: DType) -> ll.Type:
     return reg_type(dtype)
-
-
-def _tile_for(m: int) -> str:
-    return "big" if m > SMALL_M else "one" if m == 1 else "small"

@@ -10,7 +10,7 @@ import llvmlite.ir as ll
 
 from graphc.ir.ops import registry
 from graphc.ir.types import DimLike, DType, dim_mul, dim_prod
-from graphc.runtime import gemm, pool
+from graphc.runtime import gemm
 from graphc.runtime.emit import I32, I64, PTR, reg_type
 from graphc.runtime.errcodes import ERR_ALLOC
 from graphc.runtime.kernel import (
@@ -206,11 +206,13 @@ def _matmul_thin(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[Di
 
 def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[DimLike, ...],
                    epi: Operand | None) -> None:
-    """Float C = A @ B through the packed GEMM (runtime/gemm.py), the epilogue applied to
-    each finished block of C (on several threads: after all of the product, over parts of its
-    rows as tasks of the pool). The product goes to a scratch C first when C cannot hold it:
-    the epilogue changes the dtype, or C overwrites one of the epilogue's inputs in place
-    (the product would clobber that input before the epilogue reads it)."""
+    """Float C = A @ B through the GEMM library's blocking driver (runtime/gemm.py ``driver``),
+    which calls the epilogue back on each finished block of C (on several threads: after all
+    of the product, over parts of its rows as tasks of the pool). The product goes to a
+    scratch C first when C cannot hold it: the epilogue changes the dtype, or C overwrites one
+    of the epilogue's inputs in place (the product would clobber that input before the
+    epilogue reads it). The kernel keeps only the buffers, the driver's call and the epilogue,
+    a function of its own (one copy of its code, whatever the thread count)."""
     em, b = k.em, k.b
     dt = s.value.dtype
     et = reg_type(dt)
@@ -242,60 +244,86 @@ def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[
     lanes = blk.lanes
     vt = ll.VectorType(et, lanes)
     extents = [k.dim(d) for d in batch]
+
+    def rows(kr: Kernel, i0: ll.Value, mc: ll.Value, j0: ll.Value, nc: ll.Value,
+             at: ll.Value, ld: ll.Value, bj: list) -> None:
+        """The epilogue over C[i0:i0+mc, j0:j0+nc] (kernel ``kr``, batch index ``bj``), the
+        product read from ``at`` (its element [i0, j0])."""
+        kb, ke = kr.b, kr.em
+        with ke.loop(mc, "ei") as r:
+            i = kb.add(i0, r)
+            row = kb.gep(at, [kb.mul(r, ld)], source_etype=et)
+            nvec = kb.sdiv(nc, ll.Constant(I64, lanes))
+            with ke.loop(nvec, "ev") as vj:
+                dj = kb.mul(vj, ll.Constant(I64, lanes))
+                j = kb.add(j0, dj)
+                acc = kb.load(kb.gep(row, [dj], source_etype=et), typ=vt, align=dt.itemsize)
+                vstore(kr, epilogue(kr, epi, acc, bj + [i, j], lanes), c, bj + [i, j])
+            with ke.loop(nc, "es", start=kb.mul(nvec, ll.Constant(I64, lanes))) as dj:
+                j = kb.add(j0, dj)
+                acc = kb.load(kb.gep(row, [dj], source_etype=et), typ=et)
+                kr.store(epilogue(kr, epi, acc, bj + [i, j]), c, bj + [i, j])
+
+    epi_fn: ll.Value = null
+    ctx: ll.Value = null
+    ctx_args: list[ll.Value] = []
+    if epi is not None or separate:
+        # the epilogue of a block (on several threads, of a part of all rows), outlined:
+        # ``(kernel args.., batch index.., i0, mc, j0, nc, at, ld, lo, hi)``, which the driver
+        # calls through ``on_block(ctx, i0, ..)``, the rest of its arguments read from ctx
+        block_args = [I64] * 4 + [PTR, I64]
+        sub, ctx_args = k.outline("epilogue", [I64] * len(batch) + block_args)
+        nb = len(batch)
+        xs = list(sub.fn.args[-2 - nb - 6:-2])
+        i0, mc, j0, nc, at, ld = xs[nb:]
+        if isinstance(n, int) and n <= blk.nc:
+            # one column block, whatever the thread count: constant bounds for LLVM
+            j0, nc = zero, ll.Constant(I64, n)
+        rows(sub, i0, mc, j0, nc, at, ld, xs[:nb])
+        assert sub.code is None, "an epilogue has no error of its own to return"
+        sub.finish()
+        epi_fn, ctx = _on_block(module, sub.fn, ctx_args, nb, k)
     with b.if_then(ok, likely=True), k.unless_empty(c.shape), em.loop_nest(extents, "mb") as bi:
         def base(v: View) -> ll.Value:
             return b.gep(k.ptr(v.buf), [k.index(v, bi + [zero, zero])], source_etype=et)
-        ops = gemm.Operands(a=base(a), rsa=k.dim(a.strides[-2]), csa=k.dim(a.strides[-1]),
-                            b=base(bv), rsb=k.dim(bv.strides[-2]),
-                            csb=k.dim(bv.strides[-1]), c=base(c), ldc=N, m=M, k=K, n=N,
-                            scratch=scratch if separate else None,
-                            accumulate=accumulate)
-
-        def rows(kr: Kernel, i0: ll.Value, mc: ll.Value, j0: ll.Value, nc: ll.Value,
-                 at: ll.Value, ld: ll.Value, bj: list) -> None:
-            """The epilogue over C[i0:i0+mc, j0:j0+nc] (kernel ``kr``, batch index
-            ``bj``), the product read from ``at`` (its element [i0, j0])."""
-            kb, ke = kr.b, kr.em
-            with ke.loop(mc, "ei") as r:
-                i = kb.add(i0, r)
-                row = kb.gep(at, [kb.mul(r, ld)], source_etype=et)
-                nvec = kb.sdiv(nc, ll.Constant(I64, lanes))
-                with ke.loop(nvec, "ev") as vj:
-                    dj = kb.mul(vj, ll.Constant(I64, lanes))
-                    j = kb.add(j0, dj)
-                    acc = kb.load(kb.gep(row, [dj], source_etype=et), typ=vt,
-                                  align=dt.itemsize)
-                    vstore(kr, epilogue(kr, epi, acc, bj + [i, j], lanes), c, bj + [i, j])
-                with ke.loop(nc, "es", start=kb.mul(nvec, ll.Constant(I64, lanes))) as dj:
-                    j = kb.add(j0, dj)
-                    acc = kb.load(kb.gep(row, [dj], source_etype=et), typ=et)
-                    kr.store(epilogue(kr, epi, acc, bj + [i, j]), c, bj + [i, j])
-
-        def on_block(i0: ll.Value, mc: ll.Value, j0: ll.Value, nc: ll.Value,
-                     at: ll.Value, ld: ll.Value) -> None:
-            rows(k, i0, mc, j0, nc, at, ld, bi)
-
-        threads = k.cg.threads
-        after = threads > 1 and (epi is not None or separate)
-        gemm.emit_blocked(em, dt, ops, packed, None if after or (
-            epi is None and not separate) else on_block, threads)
-        if after:
-            # on several threads, the epilogue runs after all of the product (in C, or
-            # in a scratch of all of C), parts of its rows as tasks of the pool: one copy
-            # of its code, and no block's epilogue waits on the calling thread alone
-            whole = scratch if separate else ops.c
-
-            def part(kr: Kernel, lo: ll.Value, hi: ll.Value, xs: list) -> None:
-                width = kr.dim(n)
-                at = kr.b.gep(xs[-1], [kr.b.mul(lo, width)], source_etype=et)
-                rows(kr, lo, kr.b.sub(hi, lo), zero, width, at, width, xs[:-1])
-            pool.split_loop(k, M, N, part, extra=list(bi) + [whole], name="epilogue")
+        if ctx_args:
+            for i, x in enumerate(bi):
+                b.store(x, b.gep(ctx, [ll.Constant(I32, 0),
+                                       ll.Constant(I32, len(ctx_args) + i)]))
+        flags = gemm.ACCUMULATE if accumulate else 0
+        cp = base(c)
+        b.call(gemm.driver(module, dt),
+               [M, K, N, base(a), k.dim(a.strides[-2]), k.dim(a.strides[-1]), base(bv),
+                k.dim(bv.strides[-2]), k.dim(bv.strides[-1]), cp, N, packed, scratch,
+                ll.Constant(I64, k.cg.threads), ll.Constant(I64, flags), epi_fn, ctx])
     with b.if_then(b.icmp_unsigned("!=", packed, null)):
         b.call(free, [packed])
     if separate:
         with b.if_then(b.icmp_unsigned("!=", scratch, null)):
             b.call(free, [scratch])
     k.code = b.select(ok, ll.Constant(I32, 0), ll.Constant(I32, (ERR_ALLOC << 24) | k.tag))
+
+
+def _on_block(module: ll.Module, fn: ll.Function, args: list[ll.Value], nb: int, k: Kernel
+              ) -> tuple[ll.Function, ll.Value]:
+    """``void on_block(ctx, i0, mc, j0, nc, at, ld)`` (gemm.EPILOGUE) calling the outlined
+    epilogue ``fn`` with the rest of its arguments from ``ctx``, and that ctx: a stack struct
+    of ``args`` (stored here, at the kernel's position) and ``nb`` batch indices (stored by
+    the caller, in its batch loop)."""
+    fields = [PTR if isinstance(x.type, ll.PointerType) else x.type for x in args] + [I64] * nb
+    st = ll.LiteralStructType(fields)
+    ctx = k.em.alloca_entry(st, "epi.ctx")
+    for i, x in enumerate(args):
+        k.b.store(x, k.b.gep(ctx, [ll.Constant(I32, 0), ll.Constant(I32, i)]))
+    tramp = ll.Function(module, gemm.EPILOGUE, module.get_unique_name(f"{fn.name}.call"))
+    tramp.linkage = "internal"
+    c, i0, mc, j0, nc, at, ld = tramp.args
+    tb = ll.IRBuilder(tramp.append_basic_block("entry"))
+    vals = [tb.load(tb.gep(c, [ll.Constant(I32, 0), ll.Constant(I32, i)], source_etype=st),
+                    typ=ty) for i, ty in enumerate(fields)]
+    tb.call(fn, vals + [i0, mc, j0, nc, at, ld, ll.Constant(I64, 0), ll.Constant(I64, 0)])
+    tb.ret_void()
+    return tramp, ctx
 
 
 def _adds_to_output(k: Kernel, epi: Operand, c: View, dt: DType) -> bool:
