@@ -32,11 +32,9 @@ from graphc.runtime.kernel import (  # noqa: F401  (ENTRY, Kernel, DimEval: the 
     Call,
     DimEval,
     Kernel,
-    emit_copy,
-    emit_map,
-    shape_of,
     shares_output,
 )
+from graphc.runtime.lowering import emit_copy, emit_map, shape_of
 from graphc.runtime.plantypes import Lazy, Operand, Plan, Step, View, buffers_read, contiguous
 
 

@@ -21,16 +21,9 @@ from graphc.ir.ops.rules import reduce_identity
 from graphc.ir.types import DimLike, dim_prod
 from graphc.runtime import pool
 from graphc.runtime.emit import reg_type
-from graphc.runtime.kernel import (
-    Kernel,
-    coalesce,
-    combine,
-    emit_map,
-    leaves,
-    map_views,
-    outlinable,
-)
+from graphc.runtime.kernel import Kernel
 from graphc.runtime.kernels import emit_reduce
+from graphc.runtime.lowering import coalesce, combine, emit_map, leaves, map_views, outlinable
 from graphc.runtime.matmul_kernels import emit_matmul
 from graphc.runtime.plantypes import Acc, Lazy, Operand, Reg, Step, View, broadcast_view
 

@@ -14,13 +14,8 @@ from graphc.ir.ops.rules import reduce_identity
 from graphc.ir.types import DimLike, DType, dim_add, dim_mul, dim_prod
 from graphc.runtime import pool, random_kernels, window_kernels
 from graphc.runtime.emit import I64, mem_type, reg_type
-from graphc.runtime.kernel import (
-    Kernel,
-    combine,
-    emit_map,
-    outlinable,
-    shape_of,
-)
+from graphc.runtime.kernel import Kernel
+from graphc.runtime.lowering import combine, emit_map, outlinable, shape_of
 from graphc.runtime.plan import (
     ERR_INDEX,
     Operand,

@@ -13,14 +13,8 @@ from graphc.ir.types import DimLike, DType, dim_mul, dim_prod
 from graphc.runtime import gemm
 from graphc.runtime.emit import I32, I64, PTR, reg_type
 from graphc.runtime.errcodes import ERR_ALLOC
-from graphc.runtime.kernel import (
-    RFLAGS,
-    Kernel,
-    epilogue,
-    shares_output,
-    splat,
-    vstore,
-)
+from graphc.runtime.kernel import Kernel, shares_output
+from graphc.runtime.lowering import RFLAGS, epilogue, splat, vstore
 from graphc.runtime.plan import (
     Acc,
     Lazy,

@@ -16,11 +16,8 @@ from graphc.ir.ops.conv import TRANSFORMS
 from graphc.ir.types import DimLike, dim_prod
 from graphc.runtime import pool
 from graphc.runtime.emit import I64, reg_type
-from graphc.runtime.kernel import (
-    Kernel,
-    combine,
-    shape_of,
-)
+from graphc.runtime.kernel import Kernel
+from graphc.runtime.lowering import combine, shape_of
 from graphc.runtime.plan import (
     Step,
     View,
