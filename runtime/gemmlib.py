@@ -13,7 +13,7 @@ import llvmlite
 import llvmlite.ir as ll
 
 from graphc.ir.types import DType
-from graphc.runtime import gemm, jit, pool
+from graphc.runtime import gemm, gemmdriver, jit, pool
 from graphc.runtime.cache import cache_key, graphc_version
 
 PREFIX = b"graphc.gemm."        # how a model's object code names what it calls here
@@ -38,8 +38,8 @@ def build(dtype: DType) -> tuple[str, list[str]]:
     gemm.pack_a_task(module, dtype, gemm.blocking(dtype).mc)
     gemm.pack_b(module, dtype, lanes)
     gemm.pack_task(module, dtype, lanes)
-    gemm.driver(module, dtype)
-    gemm.epilogue_task(module, dtype)
+    gemmdriver.driver(module, dtype)
+    gemmdriver.epilogue_task(module, dtype)
     # "no-builtins": LLVM would turn the packing's row copies and the edge tiles' stores into
     # calls of memcpy for 40-128 bytes (6-7% of a CNN's step went to those calls); llvmlite
     # has no API for string attributes, so it goes into the text of each definition

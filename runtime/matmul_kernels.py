@@ -10,7 +10,7 @@ import llvmlite.ir as ll
 
 from graphc.ir.ops import registry
 from graphc.ir.types import DimLike, DType, dim_mul, dim_prod
-from graphc.runtime import gemm
+from graphc.runtime import gemm, gemmdriver
 from graphc.runtime.emit import I32, I64, PTR, reg_type
 from graphc.runtime.errcodes import ERR_ALLOC
 from graphc.runtime.kernel import Kernel, shares_output
@@ -229,7 +229,7 @@ def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[
     ok = b.icmp_unsigned("!=", packed, null)
     scratch = null
     if separate:
-        size = b.mul(gemm.scratch_elements(b, dt, M, K, N, k.cg.threads),
+        size = b.mul(gemmdriver.scratch_elements(b, dt, M, K, N, k.cg.threads),
                      ll.Constant(I64, dt.itemsize))
         size = b.and_(b.add(size, ll.Constant(I64, 127)), ll.Constant(I64, -64))
         scratch = b.call(alloc, [align, size])
@@ -284,9 +284,9 @@ def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[
             for i, x in enumerate(bi):
                 b.store(x, b.gep(ctx, [ll.Constant(I32, 0),
                                        ll.Constant(I32, len(ctx_args) + i)]))
-        flags = gemm.ACCUMULATE if accumulate else 0
+        flags = gemmdriver.ACCUMULATE if accumulate else 0
         cp = base(c)
-        b.call(gemm.driver(module, dt),
+        b.call(gemmdriver.driver(module, dt),
                [M, K, N, base(a), k.dim(a.strides[-2]), k.dim(a.strides[-1]), base(bv),
                 k.dim(bv.strides[-2]), k.dim(bv.strides[-1]), cp, N, packed, scratch,
                 ll.Constant(I64, k.cg.threads), ll.Constant(I64, flags), epi_fn, ctx])
@@ -300,7 +300,7 @@ def _matmul_packed(k: Kernel, s: Step, a: View, bv: View, c: View, batch: tuple[
 
 def _on_block(module: ll.Module, fn: ll.Function, args: list[ll.Value], nb: int, k: Kernel
               ) -> tuple[ll.Function, ll.Value]:
-    """``void on_block(ctx, i0, mc, j0, nc, at, ld)`` (gemm.EPILOGUE) calling the outlined
+    """``void on_block(ctx, i0, mc, j0, nc, at, ld)`` (gemmdriver.EPILOGUE) calling the outlined
     epilogue ``fn`` with the rest of its arguments from ``ctx``, and that ctx: a stack struct
     of ``args`` (stored here, at the kernel's position) and ``nb`` batch indices (stored by
     the caller, in its batch loop)."""
@@ -309,7 +309,7 @@ def _on_block(module: ll.Module, fn: ll.Function, args: list[ll.Value], nb: int,
     ctx = k.em.alloca_entry(st, "epi.ctx")
     for i, x in enumerate(args):
         k.b.store(x, k.b.gep(ctx, [ll.Constant(I32, 0), ll.Constant(I32, i)]))
-    tramp = ll.Function(module, gemm.EPILOGUE, module.get_unique_name(f"{fn.name}.call"))
+    tramp = ll.Function(module, gemmdriver.EPILOGUE, module.get_unique_name(f"{fn.name}.call"))
     tramp.linkage = "internal"
     c, i0, mc, j0, nc, at, ld = tramp.args
     tb = ll.IRBuilder(tramp.append_basic_block("entry"))
