@@ -21,6 +21,7 @@ import pytest
 import graphc
 from graphc import model as model_module
 from graphc.runtime import fastmethod
+from tests.native_calls import Counting
 
 SRC = """graph g {
   input x: f32[N, 3]
@@ -45,25 +46,6 @@ def net() -> graphc.Model:
     if not m._native_state:
         pytest.skip("the native method is off on this interpreter")
     return m
-
-
-class Counting:
-    """Counts the calls that take the Python path (it alone calls ``Model._run``)."""
-
-    def __init__(self, m: graphc.Model) -> None:
-        self.m, self.n = m, 0
-        real = model_module.Model._run
-
-        def run(*a: Any, **kw: Any) -> Any:
-            self.n += 1
-            return real(m, *a, **kw)
-        m._run = run                                    # type: ignore[method-assign]
-
-    def __enter__(self) -> Counting:  # noqa: PYI034 - not subclassed
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        del self.m._run
 
 
 def python_path(m: graphc.Model, **args: Any) -> dict[str, np.ndarray]:

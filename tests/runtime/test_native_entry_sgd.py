@@ -17,20 +17,10 @@ import pytest
 
 import graphc
 from graphc import model as model_module
+from tests.native_calls import MLP, Counting, copied, data
 
-# two layers: W2's update runs before the backward reads W2, so the plan stages it (flag 0),
-# while W1's update writes straight into the caller's array (flag 1)
-MLP = """graph m {
-  input x: f32[N, 3]
-  input y: f32[N, 2]
-  param W1: f32[3, 4] = glorot_uniform
-  param b1: f32[4] = zeros
-  param W2: f32[4, 2] = glorot_uniform
-  loss = mean(softmax_cross_entropy(relu(x @ W1 + b1) @ W2, y))
-  output loss
-  grad loss
-}
-"""
+# MLP has two layers: W2's update runs before the backward reads W2, so the plan stages it
+# (flag 0), while W1's update writes straight into the caller's array (flag 1)
 TAKE = """graph t {
   input x: f32[N, 3]
   input i: i64[M]
@@ -48,39 +38,6 @@ def net() -> graphc.Model:
     if not m._native_sgd_state:
         pytest.skip("the native method is off on this interpreter")
     return m
-
-
-class Counting:
-    """Counts the calls that take the Python path (it alone calls ``Model._run``)."""
-
-    def __init__(self, m: graphc.Model) -> None:
-        self.m, self.n = m, 0
-        real = model_module.Model._run
-
-        def run(*a: Any, **kw: Any) -> Any:
-            self.n += 1
-            return real(m, *a, **kw)
-        m._run = run                                    # type: ignore[method-assign]
-
-    def __enter__(self) -> Counting:  # noqa: PYI034 - not subclassed
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        del self.m._run
-
-
-def data(n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    params = {"W1": rng.standard_normal((3, 4)).astype(np.float32),
-              "b1": rng.standard_normal(4).astype(np.float32),
-              "W2": rng.standard_normal((4, 2)).astype(np.float32)}
-    inputs = {"x": rng.standard_normal((n, 3)).astype(np.float32),
-              "y": np.eye(2, dtype=np.float32)[rng.integers(0, 2, n)]}
-    return params, inputs
-
-
-def copied(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: v.copy() for k, v in params.items()}
 
 
 def python_sgd(m: graphc.Model, params: dict, lr: Any, **inputs: Any) -> np.ndarray:
