@@ -400,9 +400,7 @@ class Model:
         prepared = self._prepare("forward", arrays)
         outs = self._run("forward", prepared)
         if self._native_state:          # later calls like this one skip Python
-            args = prepared[0]
-            if all(args[n] is arrays[n] for n in args):
-                self._signatures.install(list(args.values()), prepared[1])
+            _install(self._signatures, prepared, arrays)
         return dict(zip(self.outputs, outs))
 
     def value_and_grad(self, **arrays: Any) -> tuple[dict[str, np.ndarray],
@@ -412,9 +410,7 @@ class Model:
         prepared = self._prepare("backward", arrays)
         outs = self._run("backward", prepared)
         if self._native_vg_state:       # later calls like this one skip Python
-            args = prepared[0]
-            if all(args[n] is arrays[n] for n in args):
-                self._vg_signatures.install(list(args.values()), prepared[1])
+            _install(self._vg_signatures, prepared, arrays)
         n = len(self.outputs)
         return dict(zip(self.outputs, outs[:n])), dict(zip(self.grad_wrt, outs[n:]))
 
@@ -641,3 +637,11 @@ def _rebuild(source: str, filename: str, name: str, options: dict[str, Any],
     ``compile(consts=...)`` set included)."""
     from graphc.elaborate import elaborate_source
     return Model(elaborate_source(source, filename, dict(consts))[name], **options)
+
+
+def _install(signatures: Any, prepared: Any, arrays: dict[str, Any]) -> None:
+    """Cache the signature of a call whose arguments were used as given (no array converted),
+    so that the native method runs the next call like it without Python."""
+    args = prepared[0]
+    if all(args[n] is arrays[n] for n in args):
+        signatures.install(list(args.values()), prepared[1])

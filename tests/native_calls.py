@@ -2,6 +2,9 @@
 that take the Python path, and its data."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -53,3 +56,18 @@ def data(n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.nda
 
 def copied(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v.copy() for k, v in params.items()}
+
+
+def same_steps_without_native(net: graphc.Model, steps: str, run: str) -> None:
+    """``steps`` (source defining ``steps(m)``, which returns the type name of the method it
+    calls, then what the calls gave) run here on ``net`` natively and, by ``run``, in a
+    process with GRAPHC_NATIVE_CALL=0 on the MLP: the Python path gives the same."""
+    env = {**os.environ, "GRAPHC_NATIVE_CALL": "0"}
+    done = subprocess.run([sys.executable, "-c", steps + run], input=MLP, env=env,
+                          capture_output=True, text=True, check=True)
+    python = done.stdout.split()
+    scope: dict[str, Any] = {}
+    exec(steps, scope)  # noqa: S102 - the same steps in this process, natively
+    native = scope["steps"](net)
+    assert native[0] == "method_descriptor" and python[0] == "function"
+    assert native[1:] == python[1:]

@@ -5,8 +5,6 @@ and state in place and gives bitwise what the Python path gives; anything else t
 path with its errors; a run-time error is raised once, never by running the step again."""
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +15,7 @@ import pytest
 import graphc
 from graphc import model as model_module
 from graphc import train
-from tests.native_calls import MLP, Counting, copied, data
+from tests.native_calls import MLP, Counting, copied, data, same_steps_without_native
 
 
 @pytest.fixture(scope="module")
@@ -188,12 +186,4 @@ RUN = "import sys, graphc\nm = graphc.compile_source(sys.stdin.read(), num_threa
 
 
 def test_without_the_native_method_the_steps_are_the_same(net: graphc.Model) -> None:
-    env = {**os.environ, "GRAPHC_NATIVE_CALL": "0"}
-    done = subprocess.run([sys.executable, "-c", STEPS + RUN], input=MLP, env=env,
-                          capture_output=True, text=True, check=True)
-    python = done.stdout.split()
-    scope: dict[str, Any] = {}
-    exec(STEPS, scope)  # noqa: S102 - the same steps in this process, natively
-    native = scope["steps"](net)
-    assert native[0] == "method_descriptor" and python[0] == "function"
-    assert native[1:] == python[1:]
+    same_steps_without_native(net, STEPS, RUN)
