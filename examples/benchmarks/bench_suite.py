@@ -61,6 +61,14 @@ def _data(batch: int, dtype: Any) -> dict[str, Any]:
 
 def numpy_step(x: Any, y: Any, p: dict[str, Any], lr: float) -> float:
     """Forward, backward and ``p -= lr * g``, written as a NumPy user would."""
+    loss, grads = numpy_grads(x, y, p)
+    for k, g in grads.items():
+        p[k] -= lr * g
+    return loss
+
+
+def numpy_grads(x: Any, y: Any, p: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """The loss and its gradients by hand-written backprop."""
     import numpy as np
     h1p = x @ p["W1"] + p["b1"]
     h1 = np.maximum(h1p, 0)
@@ -77,9 +85,7 @@ def numpy_step(x: Any, y: Any, p: dict[str, Any], lr: float) -> float:
     gh1 = (gh2 @ p["W2"].T) * (h1p > 0)
     grads = {"W3": h2.T @ gz, "b3": gz.sum(0), "W2": h1.T @ gh2, "b2": gh2.sum(0),
              "W1": x.T @ gh1, "b1": gh1.sum(0)}
-    for k, g in grads.items():
-        p[k] -= lr * g
-    return loss
+    return loss, grads
 
 
 def run_mlp(batch: int, threads: int) -> dict[str, float]:

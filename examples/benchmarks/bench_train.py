@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=10, help="steps per timing")
     ap.add_argument("--compare", action="store_true",
                     help="also time the train steps without horizontal fusion")
+    ap.add_argument("--peers", action="store_true",
+                    help="also time Adam steps in NumPy, JAX and PyTorch (where installed)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 784)).astype(np.float32)
@@ -58,6 +60,8 @@ def main() -> None:
         state = model.init_state(params)
         steps[name] = partial(model.train_step, params, state, x=x, y=y)
 
+    if args.peers:
+        steps.update(peer_steps(p0, x, y, lr=1e-4))
     times: dict[str, list[float]] = {k: [] for k in steps}
     for fn in steps.values():
         fn()                                                 # warm: arena, caches
@@ -75,6 +79,93 @@ def main() -> None:
         med, low = statistics.median(ts), min(ts)
         print(f"{name:<32}{med * 1e3:>10.3f}{med / base[0]:>12.2f}{low * 1e3:>10.3f}"
               f"{low / base[1]:>12.2f}")
+
+
+def peer_steps(p0: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, lr: float
+               ) -> dict[str, Callable[[], object]]:
+    """One Adam step (PyTorch's rule, as graphc.optim.Adam) of each peer that is installed."""
+    from bench_suite import numpy_grads
+    out: dict[str, Callable[[], object]] = {}
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    pn = {k: v.copy() for k, v in p0.items()}
+    mn = {k: np.zeros_like(v) for k, v in p0.items()}
+    vn = {k: np.zeros_like(v) for k, v in p0.items()}
+    tn = [0]
+
+    def numpy_adam() -> None:
+        _, grads = numpy_grads(x, y, pn)
+        tn[0] += 1
+        step, bc2 = lr / (1 - b1 ** tn[0]), np.sqrt(1 - b2 ** tn[0])
+        for k, g in grads.items():
+            mn[k] *= b1
+            mn[k] += (1 - b1) * g
+            vn[k] *= b2
+            vn[k] += (1 - b2) * g * g
+            pn[k] -= step * mn[k] / (np.sqrt(vn[k]) / bc2 + eps)
+    out["NumPy Adam (by hand)"] = numpy_adam
+    try:
+        out["jax.jit Adam"] = _jax_adam(p0, x, y, lr, b1, b2, eps)
+    except ImportError:
+        pass
+    try:
+        out["PyTorch Adam"] = _torch_adam(p0, x, y, lr)
+    except ImportError:
+        pass
+    return out
+
+
+def _jax_adam(p0: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, lr: float, b1: float,
+              b2: float, eps: float) -> Callable[[], object]:
+    import jax
+    import jax.numpy as jnp
+
+    def loss_fn(p: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+        h = jax.nn.relu(x @ p["W1"] + p["b1"])
+        h = jax.nn.relu(h @ p["W2"] + p["b2"])
+        z = h @ p["W3"] + p["b3"]
+        return jnp.mean(-jnp.sum(y * jax.nn.log_softmax(z), axis=1))
+
+    def step(p: dict, m: dict, v: dict, t: jax.Array, x: jax.Array, y: jax.Array
+             ) -> tuple:
+        loss, g = jax.value_and_grad(loss_fn)(p, x, y)
+        t = t + 1
+        m = jax.tree_util.tree_map(lambda a, b: b1 * a + (1 - b1) * b, m, g)
+        v = jax.tree_util.tree_map(lambda a, b: b2 * a + (1 - b2) * b * b, v, g)
+        size, bc2 = lr / (1 - b1 ** t), jnp.sqrt(1 - b2 ** t)
+        p = jax.tree_util.tree_map(lambda w, a, b: w - size * a / (jnp.sqrt(b) / bc2 + eps),
+                                   p, m, v)
+        return loss, p, m, v, t
+
+    jstep = jax.jit(step, donate_argnums=(0, 1, 2))
+    st = {"p": {k: jnp.asarray(v) for k, v in p0.items()},
+          "m": {k: jnp.zeros(v.shape, v.dtype) for k, v in p0.items()},
+          "v": {k: jnp.zeros(v.shape, v.dtype) for k, v in p0.items()},
+          "t": jnp.asarray(0.0, jnp.float32)}
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    def call() -> None:
+        loss, st["p"], st["m"], st["v"], st["t"] = jstep(st["p"], st["m"], st["v"], st["t"],
+                                                         xj, yj)
+        loss.block_until_ready()
+    return call
+
+
+def _torch_adam(p0: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, lr: float
+                ) -> Callable[[], object]:
+    import torch
+    p = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
+    opt = torch.optim.Adam(p.values(), lr=lr)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+
+    def call() -> None:
+        h = torch.relu(xt @ p["W1"] + p["b1"])
+        h = torch.relu(h @ p["W2"] + p["b2"])
+        z = h @ p["W3"] + p["b3"]
+        loss = -(yt * torch.log_softmax(z, 1)).sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return call
 
 
 if __name__ == "__main__":
