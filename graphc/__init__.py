@@ -67,10 +67,11 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
     data_parallel: a communicator from ``graphc.distributed.init()``: train_step averages
         gradients over every rank (needs an optimizer; docs/distributed.md).
     flush_denormals: every native call runs with subnormal floats flushed to zero and read
-        as zero (FTZ+DAZ, on the pool's threads too), restored on return: x86 is ~25x slower
-        on subnormals, which Adam's decaying moments make. Results may then differ from the
-        IEEE reference interpreter where subnormals occur. No effect on a machine other than
-        x86-64 or aarch64, nor on backend="interp" (docs/training.md).
+        as zero (FTZ+DAZ, on the pool's threads too; the caller's mode is back on return):
+        x86 computes with subnormals, which Adam's decaying moments make, many times slower.
+        Results may then differ from the IEEE reference interpreter where subnormals occur.
+        No effect on a machine other than x86-64 or aarch64, nor on backend="interp"
+        (docs/training.md).
 
     A misspelt option is a GraphError that names the one meant. A GraphError from here or
     from a Model's methods has a traceback that starts at the caller's line, without
