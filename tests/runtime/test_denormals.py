@@ -236,7 +236,8 @@ def test_the_pools_threads_flush_too() -> None:
         np.testing.assert_array_equal(two, 0)
         # and a worker that ran a flushed region runs an IEEE one in IEEE
         assert (ieee(x=xs)["y"] != 0).all()
-    assert pool.POOL.counts()[0] >= loops + 10          # the regions went to the pool
+    if not flushed[2]._native.debug:                  # (a debug build runs its loops alone)
+        assert pool.POOL.counts()[0] >= loops + 10      # the regions went to the pool
 
 
 # tasks that record the control register they run with and the thread that ran them
