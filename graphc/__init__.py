@@ -37,7 +37,7 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
                    check_numerics: bool = False, checkpoint: Any = None, debug: bool | None = None,
                    passes: str | None = None, optimizer: Any = None, monitor: bool = False,
                    micro_batches: int = 1, num_threads: int | None = None,
-                   data_parallel: Any = None,
+                   data_parallel: Any = None, flush_denormals: bool = False,
                    **unknown: Any) -> Model:
     """Compile ``.graph`` source text into a Model.
 
@@ -66,6 +66,12 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
         same for any count).
     data_parallel: a communicator from ``graphc.distributed.init()``: train_step averages
         gradients over every rank (needs an optimizer; docs/distributed.md).
+    flush_denormals: every native call runs with subnormal floats flushed to zero and read
+        as zero (FTZ+DAZ, on the pool's threads too; the caller's mode is back on return):
+        x86 computes with subnormals, which Adam's decaying moments make, many times slower.
+        Results may then differ from the IEEE reference interpreter where subnormals occur.
+        No effect on a machine other than x86-64 or aarch64, nor on backend="interp"
+        (docs/training.md).
 
     A misspelt option is a GraphError that names the one meant. A GraphError from here or
     from a Model's methods has a traceback that starts at the caller's line, without
@@ -80,7 +86,7 @@ def compile_source(text: str, graph: str | None = None, *, filename: str = "<sou
                    check_numerics=check_numerics, checkpoint=checkpoint, debug=debug,
                    passes=passes, optimizer=optimizer, monitor=monitor,
                    micro_batches=micro_batches, num_threads=num_threads,
-                   data_parallel=data_parallel)
+                   data_parallel=data_parallel, flush_denormals=flush_denormals)
     check_options(options)
     from graphc.ir.core import gc_paused
     with gc_paused():            # a compile's objects live until it ends: no sweep frees any
@@ -115,7 +121,7 @@ def compile(path: str | os.PathLike[str], graph: str | None = None,  # noqa: A00
             check_numerics: bool = False, checkpoint: Any = None, debug: bool | None = None,
             passes: str | None = None, optimizer: Any = None, monitor: bool = False,
             micro_batches: int = 1, num_threads: int | None = None,
-            data_parallel: Any = None,
+            data_parallel: Any = None, flush_denormals: bool = False,
             **unknown: Any) -> Model:
     """Compile the ``.graph`` file at ``path``, e.g.
     ``graphc.compile("mlp.graph", consts={"HIDDEN": 128}, optimizer=graphc.optim.Adam())``.
@@ -125,7 +131,7 @@ def compile(path: str | os.PathLike[str], graph: str | None = None,  # noqa: A00
                "check_numerics": check_numerics, "checkpoint": checkpoint, "debug": debug,
                "passes": passes, "optimizer": optimizer, "monitor": monitor,
                "micro_batches": micro_batches, "num_threads": num_threads,
-               "data_parallel": data_parallel}
+               "data_parallel": data_parallel, "flush_denormals": flush_denormals}
     if not isinstance(path, (str, os.PathLike)):
         raise GraphArgumentTypeError(f"compile takes the path of a .graph file (a str or "
                                      f"PathLike), got {type(path).__name__}; for source text "

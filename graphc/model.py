@@ -67,7 +67,8 @@ def build_funcs(g: GraphDef) -> dict[str, Func]:
 
 
 OPTIONS = ("opt_level", "backend", "cache", "check_numerics", "checkpoint", "debug", "passes",
-           "optimizer", "monitor", "micro_batches", "num_threads", "data_parallel")
+           "optimizer", "monitor", "micro_batches", "num_threads", "data_parallel",
+           "flush_denormals")
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -82,7 +83,7 @@ def check_options(options: Mapping[str, Any]) -> None:
     if backend not in BACKENDS:
         raise GraphCallError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got "
                              f"{backend!r}")
-    for flag in ("cache", "check_numerics", "debug", "monitor"):
+    for flag in ("cache", "check_numerics", "debug", "monitor", "flush_denormals"):
         value = options.get(flag)
         if value is not None and not isinstance(value, (bool, np.bool_)):
             raise GraphArgumentTypeError(f"{flag} must be True or False, got {value!r}")
@@ -129,16 +130,19 @@ class Model:
                  verify_each: bool | None = None, checkpoint: Any = None,
                  debug: bool | None = None, passes: str | None = None, optimizer: Any = None,
                  monitor: bool = False, micro_batches: int = 1,
-                 num_threads: int | None = None, data_parallel: Any = None) -> None:
+                 num_threads: int | None = None, data_parallel: Any = None,
+                 flush_denormals: bool = False) -> None:
         check_options(dict(opt_level=opt_level, backend=backend, cache=cache,
                            check_numerics=check_numerics, debug=debug, passes=passes,
                            optimizer=optimizer, monitor=monitor, micro_batches=micro_batches,
-                           num_threads=num_threads, data_parallel=data_parallel))
+                           num_threads=num_threads, data_parallel=data_parallel,
+                           flush_denormals=flush_denormals))
         self._options = dict(opt_level=opt_level, backend=backend, cache=cache,
                              check_numerics=check_numerics, verify_each=verify_each,
                              checkpoint=checkpoint, debug=debug, passes=passes,
                              optimizer=optimizer, monitor=monitor, micro_batches=micro_batches,
-                             num_threads=num_threads, data_parallel=data_parallel)
+                             num_threads=num_threads, data_parallel=data_parallel,
+                             flush_denormals=bool(flush_denormals))
         self.graph = graph
         self.name = graph.name
         self.opt_level = opt_level
@@ -199,7 +203,8 @@ class Model:
             self._native = compile_module(self.optimized, opt_level=opt_level, cache=cache,
                                           check_numerics=check_numerics, debug=debug,
                                           compile_stats=self.compile_stats,
-                                          threads=num_threads, keys=keys)
+                                          threads=num_threads, keys=keys,
+                                          flush_denormals=bool(flush_denormals))
             if key is not None and hit is None:
                 entries = self._native.entries
                 modelcache.save(store, key, (self.optimized, self._requirements,

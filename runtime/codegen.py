@@ -22,7 +22,7 @@ import llvmlite.ir as ll
 from graphc.ir.ops import registry
 from graphc.ir.ops.fused import FUSED
 from graphc.ir.types import DimLike, DType, dim_prod
-from graphc.runtime import dedup, fusedgen, gemmlib, kernels, matmul_kernels
+from graphc.runtime import dedup, fpmode, fusedgen, gemmlib, kernels, matmul_kernels
 from graphc.runtime.driver import emit_driver
 from graphc.runtime.emit import I1, I32, mem_type
 from graphc.runtime.errcodes import ERR_ARG_NUMERICS, ERR_NUMERICS
@@ -93,11 +93,12 @@ def entry_symbol(name: str) -> str:
 class Codegen:
     """``debug``: check every load and store of a buffer against its size (ERR_DEBUG_BOUNDS);
     ``details``: kernels describe their errors after the run-time dims (DETAIL_WORDS), which
-    the caller must then allocate."""
+    the caller must then allocate; ``flush``: the driver runs with subnormals flushed to zero
+    (flush_denormals, runtime/fpmode.py; ignored where the machine has no such mode)."""
 
     def __init__(self, plan: Plan, check_numerics: bool = False, debug: bool = False,
                  details: bool = False, threads: int = 1, shared: Shared | None = None,
-                 entry: str = ENTRY):
+                 entry: str = ENTRY, flush: bool = False):
         self.plan = plan
         self.check = check_numerics
         self.debug = debug
@@ -107,6 +108,7 @@ class Codegen:
         self.module = self.shared.module
         self.kernels = self.shared.kernels
         self.entry = entry                  # the driver's symbol
+        self.flush = flush and fpmode.supported()
         self.prefix = "" if entry == ENTRY else entry.removeprefix(ENTRY + ".") + "."
         self.keys = dedup.KeyMaker(plan)
 
@@ -155,7 +157,9 @@ class Codegen:
                     k.finish(self.numerics(k, contiguous(b, buf.dtype, buf.value.shape),
                                            (ERR_ARG_NUMERICS << 24) | buf.index))
                     arg_checks.append(Call(k.fn, k.bufs, [], 0))
-        emit_driver(self, steps, copies, arg_checks)
+        driver = emit_driver(self, steps, copies, arg_checks)
+        if self.flush:
+            fpmode.wrap_entry(driver, self.entry)
         return self.module
 
     def step_call(self, s: Step) -> Call:
@@ -247,19 +251,21 @@ def _size(shape: Sequence[DimLike]) -> DimLike:
 
 
 def build_module(plan: Plan, check_numerics: bool = False, debug: bool = False,
-                 details: bool = False, threads: int = 1) -> ll.Module:
-    """The LLVM module of ``plan``; see Codegen for ``debug``, ``details`` and ``threads``."""
-    return Codegen(plan, check_numerics, debug, details, threads).build()
+                 details: bool = False, threads: int = 1, flush: bool = False) -> ll.Module:
+    """The LLVM module of ``plan``; see Codegen for ``debug``, ``details``, ``threads`` and
+    ``flush``."""
+    return Codegen(plan, check_numerics, debug, details, threads, flush=flush).build()
 
 
 def build_model(plans: dict[str, Plan], check_numerics: bool = False, debug: bool = False,
-                details: bool = False, threads: int = 1) -> Shared:
+                details: bool = False, threads: int = 1, flush: bool = False) -> Shared:
     """The kernels of several entry points in one LLVM module, their drivers
     (``entry_symbol(name)`` each) in another (``Shared.split``), so a kernel that forward,
     backward and the step share is optimised and compiled once."""
     shared = Shared("graphc", split=True)
     for name, plan in plans.items():
-        Codegen(plan, check_numerics, debug, details, threads, shared, entry_symbol(name)).build()
+        Codegen(plan, check_numerics, debug, details, threads, shared, entry_symbol(name),
+                flush).build()
     return shared
 
 

@@ -38,7 +38,12 @@ class _Driver:
     def __init__(self, cg: Any):
         self.cg = cg
         self.plan = plan = cg.plan
-        fn = self.fn = ll.Function(cg.shared.drivers, ll.FunctionType(I32, [PTR]), cg.entry)
+        # with flush_denormals the exported symbol is a wrapper that sets the mode around
+        # this driver (runtime/fpmode.py), so the driver itself is internal
+        name = f"{cg.entry}.body" if cg.flush else cg.entry
+        fn = self.fn = ll.Function(cg.shared.drivers, ll.FunctionType(I32, [PTR]), name)
+        if cg.flush:
+            fn.linkage = "internal"
         # the driver only computes addresses and calls kernels: LLVM's optimiser (and its
         # instruction selector) would spend more on it than it could save at run time.
         # optnone gives it the cheapest pipeline.

@@ -17,7 +17,7 @@ import numpy as np
 from graphc.ir.core import Func, Value, gc_paused
 from graphc.ir.errors import GraphCallError, Loc
 from graphc.ir.ops.registry import suggest
-from graphc.runtime import call, gemmlib, jit, pool
+from graphc.runtime import call, fpmode, gemmlib, jit, pool
 from graphc.runtime.arena import Arena
 from graphc.runtime.cache import graphc_version
 from graphc.runtime.codegen import Call, Codegen, build_model, build_module, entry_symbol
@@ -74,6 +74,7 @@ class CompiledModule:
     opt_level: int
     check_numerics: bool
     debug: bool = False
+    flush_denormals: bool = False    # the drivers run with FTZ/DAZ (runtime/fpmode.py)
     stats: dict[str, int] = field(default_factory=lambda: {"llvm_compiles": 0, "cache_hits": 0})
     arena: Arena = field(default_factory=Arena)         # one block of memory per thread
     compile_stats: CompileStats = field(default_factory=CompileStats)   # phase times
@@ -109,13 +110,15 @@ class CompiledModule:
 
     def _ir_text(self, name: str) -> str:
         e = self.entry(name)
-        return str(build_module(e.plan, self.check_numerics, debug=self.debug, details=True))
+        return str(build_module(e.plan, self.check_numerics, debug=self.debug, details=True,
+                                flush=self.flush_denormals))
 
     def _annotated(self, name: str) -> tuple[str, list[tuple[str, Step]]]:
         """Entry ``name``'s module alone (driver ``graphc_entry``) and, in the order the driver
         calls them, the kernel function each step runs."""
         e = self.entry(name)
-        cg = _Recording(e.plan, self.check_numerics, debug=self.debug, details=True)
+        cg = _Recording(e.plan, self.check_numerics, debug=self.debug, details=True,
+                        flush=self.flush_denormals)
         return str(cg.build()), cg.calls
 
     def llvm_ir(self, name: str, optimized: bool = True) -> str:
@@ -141,28 +144,32 @@ def compile_module(funcs: Mapping[str, Func], *, opt_level: int = 2, cache: bool
                    debug: bool | None = None,
                    compile_stats: CompileStats | None = None,
                    threads: int | None = None,
-                   keys: Mapping[str, str] | None = None) -> CompiledModule:
+                   keys: Mapping[str, str] | None = None,
+                   flush_denormals: bool = False) -> CompiledModule:
     """Plan, look up or compile, and link each of ``funcs`` (the kernels they hold run as the
     IR shows them; check_numerics adds a NaN/Inf check after each). Phase times go
     to ``compile_stats`` (a fresh one if None), kept as ``CompiledModule.compile_stats``.
     ``threads``: big loops run on that many threads (default: GRAPHC_NUM_THREADS, else every
     core this process may use); the code differs, so it is part of the cache key.
     ``keys``: each entry's cache key as an earlier compile of the same funcs made it (a
-    whole-model cache hit, graphc/modelcache.py), so it is not made again."""
+    whole-model cache hit, graphc/modelcache.py), so it is not made again.
+    ``flush_denormals``: every call runs with subnormals flushed to zero, on the caller's
+    thread and the pool's (runtime/fpmode.py; no effect where the machine has no such mode)."""
     with gc_paused():
         return _compile_module(funcs, opt_level, cache, check_numerics, debug, compile_stats,
-                               threads, keys)
+                               threads, keys, flush_denormals)
 
 
 def _compile_module(funcs: Mapping[str, Func], opt_level: int, cache: bool,
                     check_numerics: bool, debug: bool | None,
                     compile_stats: CompileStats | None, threads: int | None,
-                    keys: Mapping[str, str] | None) -> CompiledModule:
+                    keys: Mapping[str, str] | None, flush: bool) -> CompiledModule:
     threads = pool.default_threads() if threads is None else threads
     if debug is None:           # GRAPHC_DEBUG=1 makes every build a debug build (CI runs so)
         debug = os.environ.get("GRAPHC_DEBUG", "") not in ("", "0")
     st = compile_stats if compile_stats is not None else CompileStats()
-    mod = CompiledModule({}, opt_level, check_numerics, debug, compile_stats=st)
+    flush = bool(flush) and fpmode.supported()
+    mod = CompiledModule({}, opt_level, check_numerics, debug, flush, compile_stats=st)
     with st.phase("llvm init"):
         host = jit.host_id()
     store = jit.open_cache() if cache else None     # None (one GraphWarning) without a home
@@ -177,7 +184,7 @@ def _compile_module(funcs: Mapping[str, Func], opt_level: int, cache: bool,
                 # the entry's name too: its object looks the driver up by it (entry_symbol)
                 key = jit.cache_key(func_text(func), f"entry={name}", f"O{opt_level}",
                                     f"numerics={check_numerics}", f"debug={debug}",
-                                    f"threads={threads}", graphc_version(),
+                                    f"threads={threads}", f"flush={flush}", graphc_version(),
                                     llvmlite.__version__, host)
         e = mod.entries[name] = Entry(func, plan, key)
         with st.phase("cache read"):
@@ -192,7 +199,8 @@ def _compile_module(funcs: Mapping[str, Func], opt_level: int, cache: bool,
         # (the forward that backward and the step recompute) are optimised once. Each entry's
         # cache entry holds that object; its own driver is what a later hit looks up.
         with st.phase("llvm ir"):
-            shared = build_model(missing, check_numerics, debug, details=True, threads=threads)
+            shared = build_model(missing, check_numerics, debug, details=True, threads=threads,
+                                 flush=flush)
             parts = shared.parts(opt_level)
         st.count("glue functions", sum(t.count("\ndefine ") for t, p in parts if p == jit.GLUE))
         st.count("kernels", sum(len(p.steps) for p in missing.values()))

@@ -30,6 +30,8 @@ from typing import Any
 
 import llvmlite.ir as ll
 
+from graphc.runtime import fpmode
+
 PARALLEL_FOR = "graphc_parallel_for"
 _WORKER = "graphc_pool_worker"
 _STOP = "graphc_pool_stop"
@@ -45,10 +47,12 @@ SPIN_CYCLES = 3_000_000      # about a millisecond of waiting for work before a 
 # The state (field numbers as the IR uses them; padding keeps the fields written most often
 # on cache lines of their own): 0 word (gen << 32 | next task), 2 fn, 3 ctx, 4 ntasks,
 # 5 done, 7 limit, 8 joined, 9 lock, 13 seq (the futex word), 15 sleepers, 16 stop, 18 loops
-# asked for and 19 their tasks (counts that tests read; apart from what idle workers poll)
+# asked for and 19 their tasks (counts that tests read; apart from what idle workers poll),
+# 20 the caller's floating-point control register (runtime/fpmode.py), which a worker loads
+# for the tasks of the job it joins: a region runs in its caller's flush-to-zero mode
 _IR = r"""
 %state = type { i64, [7 x i64], ptr, ptr, i64, i64, [4 x i64], i64, i64, i64, [5 x i64], i64,
-                i64, i32, i32, i64, i64, [7 x i64], i64, i64 }
+                i64, i32, i32, i64, i64, [7 x i64], i64, i64, i64 }
 @graphc.pool = internal global %state zeroinitializer, align 64
 
 declare i64 @syscall(i64, ...)
@@ -56,6 +60,7 @@ declare i32 @usleep(i32)
 declare i32 @sched_yield()
 declare i64 @llvm.readcyclecounter()
 {pause_decl}
+{fp_defs}
 
 define internal void @pause() alwaysinline {
   {pause_call}
@@ -120,6 +125,8 @@ serial_body:
   %i1 = add i64 %i, 1
   br label %serial
 publish:
+  %mode = call i64 @fp_get()
+  store atomic i64 %mode, ptr {F20} seq_cst, align 8
   store atomic ptr %fn, ptr {F2} seq_cst, align 8
   store atomic ptr %ctx, ptr {F3} seq_cst, align 8
   store atomic i64 %n, ptr {F4} seq_cst, align 8
@@ -179,6 +186,7 @@ entry:
   %stopp = call ptr @field(i32 16)
   %seqp = call ptr @field(i32 13)
   %sleepp = call ptr @field(i32 15)
+  %own = call i64 @fp_get()
   %w0 = load atomic i64, ptr %wordp seq_cst, align 8
   %g0 = lshr i64 %w0, 32
   br label %idle
@@ -233,7 +241,10 @@ join:
   %room = icmp slt i64 %j, %lim
   br i1 %room, label %job, label %skip
 job:
+  %mode = load atomic i64, ptr {F20} seq_cst, align 8
+  call void @fp_set(i64 %mode)
   call void @run_tasks(i64 %g)
+  call void @fp_set(i64 %own)
   br label %idle
 skip:
   br label %idle
@@ -285,6 +296,7 @@ def _ir() -> str:
     text = re.sub(r"\{F(\d+)\}", r"getelementptr (%state, ptr @graphc.pool, i32 0, i32 \1)", text)
     return (text.replace("{pause_decl}", "declare void @llvm.x86.sse2.pause()" if x86 else "")
             .replace("{pause_call}", "call void @llvm.x86.sse2.pause()" if x86 else "")
+            .replace("{fp_defs}", fpmode.pool_ir())
             .replace("{wake_call}", wake).replace("{wait_call}", wait)
             .replace("{spin}", str(SPIN_CYCLES)).replace("{polite}", str(SPIN_CYCLES // 4)))
 
