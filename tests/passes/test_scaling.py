@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 import graphc
 from graphc.elaborate import elaborate_source
 from graphc.ir.core import Func, Value
-from graphc.ir.ops.fused import ELEMENTWISE, Pattern, analyze, depends, role, same_index_inputs
-from graphc.ir.ops.registry import get
+from graphc.ir.ops.kernelshape import Pattern, analyze, depends, role, same_index_inputs
+from graphc.ir.ops.registry import ELEMENTWISE, get
 from graphc.ir.slots import Interval, at_ref, dominates
 from graphc.ir.types import DimLike, DType
 from graphc.model import build_funcs
