@@ -1,5 +1,6 @@
 """Parse .graph text (grammar.lark, LALR) into the frozen AST of graphc/ast.py. This module only
-builds nodes and checks where statements may appear; names and types are elaborate.py's."""
+builds nodes and checks where statements may appear; names and types are elaborate.py's
+and evaluator.py's."""
 from __future__ import annotations
 
 import functools

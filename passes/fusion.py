@@ -4,7 +4,7 @@ Keeps: results, types and locs (every body value keeps its own source line).
 Kernels are elementwise chains with their broadcasts, reductions with the elementwise work before
 and after them (softmax and cross-entropy become row kernels), and matmuls with their epilogues
 (bias, activation, the activation's derivative). Values are visited users first: a value joins
-the kernels of its users when each can hold it (``ir.ops.fused.analyze``) and it is cheap to
+the kernels of its users when each can hold it (``ir.ops.kernelshape.analyze``) and it is cheap to
 recompute or has one user kernel; otherwise it is materialized, as the root of its own kernel.
 Each kernel is one value computed from values materialized before it, so kernels never form a
 cycle; a value that would need one kernel to be both before and after another is kept out, and
@@ -31,15 +31,8 @@ from functools import partial
 from graphc.ir.core import Func, Value, make, rebuild
 from graphc.ir.errors import GraphCallError, Loc
 from graphc.ir.ops import registry
-from graphc.ir.ops.fused import (
-    Pattern,
-    analyze,
-    exact_attrs,
-    joined,
-    refused,
-    region,
-    role,
-)
+from graphc.ir.ops.fused import exact_attrs
+from graphc.ir.ops.kernelshape import Pattern, analyze, joined, refused, region, role
 from graphc.ir.types import TensorType
 from graphc.passes.kernelrules import (  # noqa: F401  (MAX_*: the limits, named here too)
     MAX_INPUTS,

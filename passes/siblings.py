@@ -9,7 +9,8 @@ from collections.abc import Callable, Hashable
 
 from graphc.ir.core import Func, Value, make, rebuild
 from graphc.ir.ops import registry
-from graphc.ir.ops.fused import Pattern, merge_bodies, result_pattern, sibling_key
+from graphc.ir.ops.fused import merge_bodies, result_pattern, sibling_key
+from graphc.ir.ops.kernelshape import Pattern
 from graphc.passes.kernelrules import (
     MAX_INPUTS,
     MAX_MEMBERS,

@@ -1,5 +1,6 @@
 """docs/ops.md is exactly what graphc.opdoc renders from the registry, so the op reference cannot
-drift: a new op without its prose, an example that no longer compiles or a stale file fails here.
+drift: a new op without its prose (graphc/opprose.py), an example that no longer compiles or a
+stale file fails here.
 ``GRAPHC_ACCEPT=1 pytest tests/docs`` (or ``python -m graphc.opdoc > docs/ops.md``) rewrites it."""
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import warnings
 import pytest
 
 import graphc
-from graphc import opdoc
+from graphc import opdoc, opprose
 from graphc.elaborate import elaborate_source
 from graphc.ir.ops import registry
 from graphc.ir.ops.rules import OPERATOR
@@ -40,32 +41,33 @@ def test_every_op_has_its_prose() -> None:
     words for every op with its own VJP (composites are differentiated through their parts)."""
     missing = []
     for op in registry.all():
-        p = opdoc.prose(op)
+        p = opprose.prose(op)
         if not p.line:
             missing.append(f"{op.name}: doc line")
         if opdoc.dsl_visible(op) and not p.example:
             missing.append(f"{op.name}: example")
         if op.differentiable and op.vjp is not None and not p.grad:
             missing.append(f"{op.name}: gradient")
-    assert missing == [], "add them to graphc/opdoc.py PROSE (or the op's doc=)"
+    assert missing == [], "add them to graphc/opprose.py PROSE (or the op's doc=)"
 
 
 def test_no_prose_for_ops_that_do_not_exist_nor_lines_the_declaration_has() -> None:
     names = {op.name for op in registry.all()}
-    assert sorted(set(opdoc.PROSE) - names) == []
-    assert [op.name for op in registry.all() if op.doc and opdoc.PROSE.get(op.name, opdoc.Prose())
-            .line] == [], "the op's doc= says it: drop the line from graphc/opdoc.py PROSE"
+    assert sorted(set(opprose.PROSE) - names) == []
+    assert [op.name for op in registry.all() if op.doc and opprose.PROSE.get(
+        op.name, opprose.Prose()).line] == [], \
+        "the op's doc= says it: drop the line from graphc/opprose.py PROSE"
 
 
 def test_every_example_compiles_and_uses_its_op() -> None:
-    ops = [op for op in registry.all() if opdoc.prose(op).example]
-    body = "\n".join(f"    output e{i} = {opdoc.prose(op).example}" for i, op in enumerate(ops))
-    src = f"graph examples {{\n{opdoc.EXAMPLE_INPUTS}{body}\n}}\n"
+    ops = [op for op in registry.all() if opprose.prose(op).example]
+    body = "\n".join(f"    output e{i} = {opprose.prose(op).example}" for i, op in enumerate(ops))
+    src = f"graph examples {{\n{opprose.EXAMPLE_INPUTS}{body}\n}}\n"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", graphc.GraphWarning)
         elaborate_source(src, "<ops examples>")
     for op in ops:       # an example shows its own op, by name or operator
-        ex = opdoc.prose(op).example
+        ex = opprose.prose(op).example
         spelled = [op.dsl_name, _OPERATOR.get(op.name, op.dsl_name).strip()] + [
             o.dsl_name for o in registry.all() if o.more_inputs == op.name]
         assert any(s in ex for s in spelled), (op.name, ex)

@@ -12,6 +12,7 @@ import pytest
 
 from graphc.cli import main
 from graphc.ir.ops import registry
+from graphc.passes import describe_pipeline
 from tests.e2e.conftest import EXAMPLES
 
 
@@ -44,8 +45,7 @@ def test_compile_emits_readable_ir(capsys) -> None:  # type: ignore[no-untyped-d
 
 def test_compile_dump_after_each_pass(capsys) -> None:  # type: ignore[no-untyped-def]
     rc, out, _ = run_cli(capsys, "compile", str(EXAMPLES / "mlp.graph"), "--dump-after", "all")
-    assert rc == 0 and out.count("// ----- after ") == len(__import__("passes")
-                                                           .describe_pipeline(2))
+    assert rc == 0 and out.count("// ----- after ") == len(describe_pipeline(2))
     rc, _, err = run_cli(capsys, "compile", str(EXAMPLES / "mlp.graph"), "--dump-after", "nope")
     assert rc == 2 and "no pass 'nope'" in err
 

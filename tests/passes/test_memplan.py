@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from graphc.ir.core import Func, Value
-from graphc.ir.ops.fused import analyze, is_sibling, kernel_of, same_index_inputs
+from graphc.ir.ops.fused import is_sibling, kernel_of
+from graphc.ir.ops.kernelshape import analyze, same_index_inputs
 from graphc.ir.slots import Interval, allocate, dominates, poly_max, round_up
 from graphc.ir.types import Dim, DType, dim_eval
 from graphc.passes import fusion, memplan, run_pipeline

@@ -11,7 +11,8 @@ import pytest
 import graphc
 from graphc.ir.core import Func, make
 from graphc.ir.errors import GraphError
-from graphc.ir.ops.fused import FUSED, analyze
+from graphc.ir.ops.fused import FUSED
+from graphc.ir.ops.kernelshape import analyze
 from graphc.passes import fusion, run_pipeline
 from graphc.runtime.kernelplan import make_plan, plan_kernels
 from tests.conftest import canonical, parse_one

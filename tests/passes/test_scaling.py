@@ -18,13 +18,14 @@ from hypothesis import strategies as st
 import graphc
 from graphc.elaborate import elaborate_source
 from graphc.ir.core import Func, Value
-from graphc.ir.ops.fused import ELEMENTWISE, Pattern, analyze, depends, role, same_index_inputs
-from graphc.ir.ops.registry import get
+from graphc.ir.ops.kernelshape import Pattern, analyze, depends, role, same_index_inputs
+from graphc.ir.ops.registry import ELEMENTWISE, get
 from graphc.ir.slots import Interval, at_ref, dominates
 from graphc.ir.types import DimLike, DType
 from graphc.model import build_funcs
 from graphc.passes import fusion, memplan, run_pipeline
 from graphc.passes.memplan import nbytes
+from graphc.passes.schedule import schedule_sizes
 from tests.conftest import canonical, parse_one
 from tests.runtime.test_arena import with_gradients
 from tests.runtime.test_random_graphs import graphs
@@ -139,6 +140,14 @@ def reference_same_index_inputs(body: Func, pattern: Pattern) -> tuple[int, ...]
                     and pattern.root.shape != pattern.space)
     return tuple(k for k, p in enumerate(body.params) if p.shape == pattern.root.shape
                  and p.dtype.itemsize == pattern.root.dtype.itemsize and read_in_place(p))
+
+
+def incremental_schedule(kernels: list[Value], reads: list[list[int]], same: list[list[int]],
+                         outs: dict[int, int], keep: set[int],
+                         after: dict[int, set[int]]) -> list[int]:
+    """The scheduler memplan runs (``schedule_sizes``), with each kernel its own node."""
+    return schedule_sizes([at_ref(nbytes(k)) for k in kernels], reads, same, set(outs), keep,
+                          after)
 
 
 def reference_schedule(kernels: list[Value], reads: list[list[int]], same: list[list[int]],
@@ -262,7 +271,7 @@ def check_memplan_matches_the_plain_versions(fused: Func) -> None:
                                                for n, p in g.updates.items()]
     for after in edges:
         args = (kernels, g.reads, g.same, g.outs, g.keep, after)
-        assert memplan._schedule(*args) == reference_schedule(*args)
+        assert incremental_schedule(*args) == reference_schedule(*args)
         plan = g.plan(after)
         assert same_partition(plan.layout.slot_of, reference_slots(list(plan.intervals)))
 
