@@ -16,7 +16,8 @@ import llvmlite.ir as ll
 
 from graphc.ir.core import Value
 from graphc.ir.ops import registry
-from graphc.ir.ops.fused import Pattern, analyze, body_patterns
+from graphc.ir.ops.fused import body_patterns
+from graphc.ir.ops.kernelshape import Pattern, analyze
 from graphc.ir.ops.rules import reduce_identity
 from graphc.ir.types import DimLike, dim_prod
 from graphc.runtime import pool
@@ -55,7 +56,7 @@ class Trees:
             return Lazy(v, ())
         if v.op == "broadcast_to":
             return self.at(v.inputs[0], shape)
-        if v.op == "reshape":           # adds or drops unit axes only (ll.ops.fused.role)
+        if v.op == "reshape":           # adds or drops unit axes only (ir.ops.kernelshape.role)
             x = v.inputs[0]
             return widen(reshaped(self.at(x, x.shape), v.shape), shape)
         return Lazy(v, tuple(self.at(x, shape) for x in v.inputs))

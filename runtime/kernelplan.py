@@ -4,7 +4,7 @@ and at its arena offset (or writing the caller's array, for a result); a plain o
 kernel (a pipeline without the fusion pass, or a kernel opt-bisect cut) is one step of its own;
 layout ops the fusion pass left outside kernels are views and constants are globals. A kernel
 this backend has no lowering for is a compiler error here: the fusion pass never forms one
-(``ir.ops.fused.analyze`` is the contract both sides read). The siblings of a multi-result
+(``ir.ops.kernelshape.analyze`` is the contract both sides read). The siblings of a multi-result
 kernel that the memory plan put in one step are one step: it writes the first sibling's buffer
 (``out``) and, after its inputs in ``args``, the others'; its value's body holds the results
 written, in that order."""
