@@ -122,3 +122,65 @@ def test_no_saturating_float_to_int(dtype: DType) -> None:
     text = mod_for(dtype).llvm_ir("f", optimized=False)
     assert "@llvm.exp" not in text and "@exp" not in text      # inline, never libm
     assert "fptosi.sat" not in text
+
+
+def unary_f32(op: str):
+    x = make("arg", name="x", dtype=DType.f32, shape=(N,))
+    return compile_module({"f": Func("f", (x,), (make(op, x),))})
+
+
+def f32_grid(lo: float, hi: float, step: int) -> np.ndarray:
+    """Every ``step``-th f32 in [lo, hi), by bit pattern (so as dense near 0 as near hi)."""
+    a, b = np.array([lo, hi], np.float32).view(np.uint32)
+    return np.arange(a, b, step, dtype=np.uint32).view(np.float32)
+
+
+def tanh_sweep(step: int, chunk: int = 1 << 22) -> float:
+    """Max error in ulps of f32 tanh over every ``step``-th f32 in [0, 10] (10 and above: 1.0),
+    checking tanh(-x) == -tanh(x) bit for bit on the way."""
+    mod = unary_f32("tanh")
+    worst = 0.0
+    grid = f32_grid(0.0, 10.5, step)
+    for k in range(0, grid.size, chunk):
+        x = grid[k:k + chunk]
+        got = mod.call("f", {"x": x})[0]
+        worst = max(worst, ulps(got, np.tanh(x.astype(np.float64)), np.dtype(np.float32)).max())
+        neg = mod.call("f", {"x": -x})[0]
+        assert np.array_equal(neg.view(np.uint32), (-got).view(np.uint32))
+    return worst
+
+
+def test_tanh_f32_sweep() -> None:
+    """The f32 tanh switches formula at TANH_SPLIT (1.25) and clamps at 10: a grid over every
+    binade, plus every f32 around the switch, where the error peaks (2.07 ulp at 1.2664)."""
+    assert tanh_sweep(step=997) <= 2.5
+    mod = unary_f32("tanh")
+    x = f32_grid(1.2, 1.33, 1)
+    assert ulps(mod.call("f", {"x": x})[0], np.tanh(x.astype(np.float64)),
+                np.dtype(np.float32)).max() <= 2.5
+    big = np.array([9.05, 10.0, 1e30, np.inf], np.float32)     # tanh rounds to 1.0 from 9.0109
+    np.testing.assert_array_equal(mod.call("f", {"x": big})[0], 1.0)
+
+
+@pytest.mark.slow
+def test_tanh_f32_every_third_float() -> None:
+    assert tanh_sweep(step=3) <= 2.5
+
+
+def test_tanh_f32_one_division() -> None:
+    """f32 tanh is one division and two short polynomials (it was ~40 operations: a polynomial
+    and a clamped exp, both computed for every lane); this guards the operation count."""
+    text = unary_f32("tanh").llvm_ir("f", optimized=False)
+    assert text.count("fdiv") == 1
+    assert text.count("call float @\"llvm.fma.f32\"") <= 9
+
+
+def test_log_f32_sweep() -> None:
+    """f32 log over every binade (subnormals included), and densely where the reduced argument
+    covers its whole interval [sqrt(1/2) - 1, sqrt(2) - 1) with e = 0, where the result is the
+    polynomial alone (the error peaks there: 1.16 ulp)."""
+    mod = unary_f32("log")
+    f32 = np.dtype(np.float32)
+    for x in (f32_grid(1e-45, 3e38, 4099), f32_grid(0.7071, 1.4143, 7)):
+        got = mod.call("f", {"x": x})[0]
+        assert ulps(got, np.log(x.astype(np.float64)), f32).max() <= 1.5
