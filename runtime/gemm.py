@@ -90,6 +90,7 @@ def l1d_bytes() -> int:
 
 SMALL_M = 16        # up to this many rows, B is read in place instead of packed (< MC)
 DIRECT_M = 40       # ... and up to this many for an A unit-stride along k (<= MC)
+DIRECT_KC = 1024    # ... of which one up to this deep is one k block (gemmdriver.driver)
 
 
 def i64c(v: int) -> ll.Constant:

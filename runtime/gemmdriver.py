@@ -10,6 +10,7 @@ import llvmlite.ir as ll
 from graphc.ir.types import DType
 from graphc.runtime.emit import I64, PTR, Emitter
 from graphc.runtime.gemm import (
+    DIRECT_KC,
     DIRECT_M,
     MACRO_ARGS,
     PACK_A_ARGS,
@@ -127,14 +128,32 @@ def driver(module: ll.Module, dtype: DType) -> ll.Function:
                     call("small", args)
 
     nr = b.select(b.icmp_signed("==", m, i64c(1)), i64c(tiles["one"].nr), i64c(big.nr))
+    # B read in place (no packing) for few rows: up to SMALL_M always, up to DIRECT_M when A
+    # is unit-stride along k (packing B costs K x N copies for M x K x N products)
+    few = b.icmp_signed("<=", m, i64c(SMALL_M))
+    if DIRECT_M > SMALL_M:
+        some = b.and_(b.icmp_signed("<=", m, i64c(DIRECT_M)), b.icmp_signed("==", csa, i64c(1)))
+        few = b.or_(few, some)
+    direct = b.and_(few, b.icmp_signed("==", csb, i64c(1)))
     blocks_k = b.select(b.icmp_signed(">", k, i64c(0)), ceil_div(b, k, kc_), i64c(1))
+    # a direct product of the big tile (SMALL_M < m <= DIRECT_M) up to DIRECT_KC deep is one
+    # k block: its B panels are read in place anyway (a panel that deep stays in L2 across
+    # the few row tiles), and each k block is another pass over C and, on several threads,
+    # another parallel region (x @ W1 of the MLP at batch 32: 4 regions of 196 deep, now 1
+    # of 784; the step ~2% faster on 2 threads, the same on 1). The small and the one-row
+    # tile keep KC: measured no faster, or slower, with one deep block
+    deep = b.and_(b.and_(direct, b.icmp_signed("<=", k, i64c(DIRECT_KC))),
+                  b.icmp_signed(">", m, i64c(SMALL_M)))
+    blocks_k = b.select(deep, i64c(1), blocks_k)
     # k blocks of equal depth (784 = 4 x 196, not 3 x 256 + 16): a shallow last block pays a
     # whole pass over C (and a region's tasks) for little work
     kstep = b.sdiv(b.add(k, b.sub(blocks_k, i64c(1))), blocks_k)
     et = elem_type(dtype)
     separate = b.icmp_unsigned("!=", scratch, null)
     blockwise = b.and_(b.icmp_signed("==", blocks_k, i64c(1)), b.not_(multi))
-    ld = b.select(blockwise, i64c(nc_), n)
+    # (a block's rows min(n, NC) apart: within the scratch whatever its size, all of C for a
+    # product deeper than KC that is one k block here, being direct)
+    ld = b.select(blockwise, imin(b, n, i64c(nc_)), n)
     accumulate = b.icmp_signed("!=", b.and_(flags, i64c(ACCUMULATE)), i64c(0))
     # an A strided along k, for the big tile, is packed row-major per row block (pack_a): one
     # row block's worth, or on several threads all of a k block's rows (up to PACK_A_ROWS).
@@ -154,14 +173,6 @@ def driver(module: ll.Module, dtype: DType) -> ll.Function:
     apacked = b.load(slot, typ=PTR)
     # without the memory, A is read where it is (slower, still right)
     trans = b.and_(trans, b.icmp_unsigned("!=", apacked, null))
-
-    # B read in place (no packing) for few rows: up to SMALL_M always, up to DIRECT_M when A
-    # is unit-stride along k (packing B costs K x N copies for M x K x N products)
-    few = b.icmp_signed("<=", m, i64c(SMALL_M))
-    if DIRECT_M > SMALL_M:
-        some = b.and_(b.icmp_signed("<=", m, i64c(DIRECT_M)), b.icmp_signed("==", csa, i64c(1)))
-        few = b.or_(few, some)
-    direct = b.and_(few, b.icmp_signed("==", csb, i64c(1)))
 
     def product_at(i0: ll.Value, j0: ll.Value) -> tuple[ll.Value, ll.Value]:
         """Where the raw product of C[i0, j0] goes, and its row stride."""
