@@ -10,6 +10,7 @@ import llvmlite.ir as ll
 from graphc.ir.types import DType
 from graphc.runtime.emit import I64, PTR, Emitter
 from graphc.runtime.gemm import (
+    DEEP_M,
     DIRECT_KC,
     DIRECT_M,
     MACRO_ARGS,
@@ -108,6 +109,10 @@ def driver(module: ll.Module, dtype: DType) -> ll.Function:
         """pack_b, its panels split over the threads when B is big enough."""
         size = b.mul(args[0], args[1])
         split_ = b.and_(multi, b.icmp_signed(">=", size, i64c(PARALLEL_PACK)))
+        # ... and only for a product split too: else the one core that runs it reads every
+        # panel the others packed (gh @ W2ᵀ at batch 8 on 2 threads)
+        work = b.mul(b.mul(m, args[1]), args[0])
+        split_ = b.and_(split_, b.icmp_signed(">=", work, i64c(PARALLEL_MACS)))
         with b.if_else(split_) as (split, alone):
             with split:
                 panels = b.sdiv(b.add(args[1], b.sub(args[6], i64c(1))), args[6])
@@ -136,14 +141,15 @@ def driver(module: ll.Module, dtype: DType) -> ll.Function:
         few = b.or_(few, some)
     direct = b.and_(few, b.icmp_signed("==", csb, i64c(1)))
     blocks_k = b.select(b.icmp_signed(">", k, i64c(0)), ceil_div(b, k, kc_), i64c(1))
-    # a direct product of the big tile (SMALL_M < m <= DIRECT_M) up to DIRECT_KC deep is one
-    # k block: its B panels are read in place anyway (a panel that deep stays in L2 across
-    # the few row tiles), and each k block is another pass over C and, on several threads,
-    # another parallel region (x @ W1 of the MLP at batch 32: 4 regions of 196 deep, now 1
-    # of 784; the step ~2% faster on 2 threads, the same on 1). The small and the one-row
-    # tile keep KC: measured no faster, or slower, with one deep block
+    # a direct product of more than DEEP_M rows up to DIRECT_KC deep is one k block: its B
+    # panels are read in place anyway (a panel that deep stays in L2 across the few row
+    # tiles), and each k block is another pass over C and, on several threads, another
+    # parallel region (x @ W1 of the MLP at batch 32: 4 regions of 196 deep, now 1 of 784;
+    # at batch 16 the product is then big enough to split). Fewer rows keep KC: the one-row
+    # tile measured slower with one deep block, and x @ W1 at batch 8, one block, would be
+    # split, which made the step slower than on one thread (its update runs on one core)
     deep = b.and_(b.and_(direct, b.icmp_signed("<=", k, i64c(DIRECT_KC))),
-                  b.icmp_signed(">", m, i64c(SMALL_M)))
+                  b.icmp_signed(">", m, i64c(DEEP_M)))
     blocks_k = b.select(deep, i64c(1), blocks_k)
     # k blocks of equal depth (784 = 4 x 196, not 3 x 256 + 16): a shallow last block pays a
     # whole pass over C (and a region's tasks) for little work

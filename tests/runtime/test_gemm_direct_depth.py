@@ -1,11 +1,10 @@
-"""Direct products of the big tile (SMALL_M < M <= DIRECT_M rows, B read in place:
-runtime/gemmdriver.py) up to gemm.DIRECT_KC deep are one k block, split by column panels over
-the threads in one parallel region; deeper ones, and the one-row and small tiles, keep blocks
-of KC. Around those edges (rows at 1, SMALL_M, DIRECT_M and past it, depth at KC and
-DIRECT_KC, columns past one NC block), with an epilogue that reads C's other inputs, one that
-changes the dtype (the product staged in a scratch) and an SGD step that writes the weight of
-a direct product in place, every thread count gives bitwise the 1-thread numbers, close to the
-interpreter."""
+"""Direct products (few rows, B read in place: runtime/gemmdriver.py) of more than
+gemm.DEEP_M rows up to gemm.DIRECT_KC deep are one k block, split by column panels over the
+threads in one parallel region; deeper ones, and fewer rows, keep blocks of KC. Around those
+edges (rows at 1, DEEP_M, SMALL_M, DIRECT_M and past each, depth at KC and DIRECT_KC, columns
+past one NC block), with an epilogue that reads C's other inputs, one that changes the dtype
+(the product staged in a scratch) and an SGD step that writes the weight of a direct product
+in place, every thread count gives bitwise the 1-thread numbers, close to the interpreter."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,10 +50,12 @@ def _depths() -> list[int]:
     return [kc, kc + 1, gemm.DIRECT_KC, gemm.DIRECT_KC + 1]
 
 
-# (M, N): one row (the wide tile), SMALL_M and one past it, DIRECT_M and one past it (packed);
+# (M, N): one row (the wide tile), DEEP_M, SMALL_M and one past each, DIRECT_M and one past
+# it (packed);
 # N within one column block (512 for f32 with AVX-512), past it, and with a ragged last panel
-SHAPES = [(1, 300), (gemm.SMALL_M, 33), (gemm.SMALL_M + 1, 513), (gemm.DIRECT_M, 256),
-          (gemm.DIRECT_M, 70), (gemm.DIRECT_M + 1, 40)]
+SHAPES = [(1, 300), (gemm.DEEP_M, 256), (gemm.DEEP_M + 1, 129), (gemm.SMALL_M, 33),
+          (gemm.SMALL_M + 1, 513), (gemm.DIRECT_M, 256), (gemm.DIRECT_M, 70),
+          (gemm.DIRECT_M + 1, 40)]
 
 
 @pytest.mark.parametrize("m,n", SHAPES)
