@@ -398,10 +398,11 @@ def packed_bytes(dtype: DType, blk: Blocking) -> int:
 
 
 TASKS_PER_THREAD = 4       # a region's tasks per thread, at least, for an even split
-# a macro-kernel call worth splitting over threads (~20 us of work): at 1 << 19 the MLP's
+PARALLEL_MACS = 1 << 19     # a macro-kernel call worth splitting over threads (~10 us of work)
+# ... and one of at most SMALL_M rows (the small and one-row tiles): at 1 << 19 the MLP's
 # products with its 256 x 256 weight at batch 8 were split, and its step ran 0.85-0.9x as fast
 # on 2 threads as on 1 (the weight's update, a thin loop, runs on one core); now on one
-PARALLEL_MACS = 1 << 20
+PARALLEL_MACS_FEW = 1 << 20
 
 
 def _field(b: ll.IRBuilder, ctx: ll.Value, fields: Sequence[ll.Type], i: int) -> ll.Value:

@@ -18,6 +18,7 @@ from graphc.runtime.gemm import (
     PACK_A_ROWS,
     PACK_ARGS,
     PARALLEL_MACS,
+    PARALLEL_MACS_FEW,
     PARALLEL_PACK,
     ROWS_ARGS,
     SMALL_M,
@@ -97,7 +98,8 @@ def driver(module: ll.Module, dtype: DType) -> ll.Function:
 
     def call(name: str, args: list[ll.Value]) -> None:
         work = b.mul(b.mul(args[0], args[1]), args[2])
-        split_ = b.and_(multi, b.icmp_signed(">=", work, i64c(PARALLEL_MACS)))
+        split_ = b.and_(multi, b.icmp_signed(">=", work, i64c(
+            PARALLEL_MACS if name == "big" else PARALLEL_MACS_FEW)))
         with b.if_else(split_) as (split, alone):
             with split:
                 spawn(em, task(module, dtype, tiles[name]), MACRO_ARGS, args,
@@ -112,7 +114,9 @@ def driver(module: ll.Module, dtype: DType) -> ll.Function:
         # ... and only for a product split too: else the one core that runs it reads every
         # panel the others packed (gh @ W2ᵀ at batch 8 on 2 threads)
         work = b.mul(b.mul(m, args[1]), args[0])
-        split_ = b.and_(split_, b.icmp_signed(">=", work, i64c(PARALLEL_MACS)))
+        least = b.select(b.icmp_signed(">", m, i64c(SMALL_M)), i64c(PARALLEL_MACS),
+                         i64c(PARALLEL_MACS_FEW))
+        split_ = b.and_(split_, b.icmp_signed(">=", work, least))
         with b.if_else(split_) as (split, alone):
             with split:
                 panels = b.sdiv(b.add(args[1], b.sub(args[6], i64c(1))), args[6])
