@@ -90,6 +90,8 @@ def l1d_bytes() -> int:
 
 SMALL_M = 16        # up to this many rows, B is read in place instead of packed (< MC)
 DIRECT_M = 40       # ... and up to this many for an A unit-stride along k (<= MC)
+DIRECT_KC = 1024    # ... of which one up to this deep, of more than DEEP_M rows, is one k
+DEEP_M = 8          # block (gemmdriver.driver)
 
 
 def i64c(v: int) -> ll.Constant:
@@ -413,6 +415,10 @@ def packed_bytes(dtype: DType, blk: Blocking) -> int:
 
 TASKS_PER_THREAD = 4       # a region's tasks per thread, at least, for an even split
 PARALLEL_MACS = 1 << 19     # a macro-kernel call worth splitting over threads (~10 us of work)
+# ... and one of at most SMALL_M rows (the small and one-row tiles): at 1 << 19 the MLP's
+# products with its 256 x 256 weight at batch 8 were split, and its step ran 0.85-0.9x as fast
+# on 2 threads as on 1 (the weight's update, a thin loop, runs on one core); now on one
+PARALLEL_MACS_FEW = 1 << 20
 
 
 def _field(b: ll.IRBuilder, ctx: ll.Value, fields: Sequence[ll.Type], i: int) -> ll.Value:

@@ -10,12 +10,15 @@ import llvmlite.ir as ll
 from graphc.ir.types import DType
 from graphc.runtime.emit import I64, PTR, Emitter
 from graphc.runtime.gemm import (
+    DEEP_M,
+    DIRECT_KC,
     DIRECT_M,
     MACRO_ARGS,
     PACK_A_ARGS,
     PACK_A_ROWS,
     PACK_ARGS,
     PARALLEL_MACS,
+    PARALLEL_MACS_FEW,
     PARALLEL_PACK,
     ROWS_ARGS,
     SMALL_M,
@@ -95,7 +98,8 @@ def driver(module: ll.Module, dtype: DType) -> ll.Function:
 
     def call(name: str, args: list[ll.Value]) -> None:
         work = b.mul(b.mul(args[0], args[1]), args[2])
-        split_ = b.and_(multi, b.icmp_signed(">=", work, i64c(PARALLEL_MACS)))
+        split_ = b.and_(multi, b.icmp_signed(">=", work, i64c(
+            PARALLEL_MACS if name == "big" else PARALLEL_MACS_FEW)))
         with b.if_else(split_) as (split, alone):
             with split:
                 spawn(em, task(module, dtype, tiles[name]), MACRO_ARGS, args,
@@ -107,6 +111,12 @@ def driver(module: ll.Module, dtype: DType) -> ll.Function:
         """pack_b, its panels split over the threads when B is big enough."""
         size = b.mul(args[0], args[1])
         split_ = b.and_(multi, b.icmp_signed(">=", size, i64c(PARALLEL_PACK)))
+        # ... and only for a product split too: else the one core that runs it reads every
+        # panel the others packed (gh @ W2ᵀ at batch 8 on 2 threads)
+        work = b.mul(b.mul(m, args[1]), args[0])
+        least = b.select(b.icmp_signed(">", m, i64c(SMALL_M)), i64c(PARALLEL_MACS),
+                         i64c(PARALLEL_MACS_FEW))
+        split_ = b.and_(split_, b.icmp_signed(">=", work, least))
         with b.if_else(split_) as (split, alone):
             with split:
                 panels = b.sdiv(b.add(args[1], b.sub(args[6], i64c(1))), args[6])
@@ -127,14 +137,33 @@ def driver(module: ll.Module, dtype: DType) -> ll.Function:
                     call("small", args)
 
     nr = b.select(b.icmp_signed("==", m, i64c(1)), i64c(tiles["one"].nr), i64c(big.nr))
+    # B read in place (no packing) for few rows: up to SMALL_M always, up to DIRECT_M when A
+    # is unit-stride along k (packing B costs K x N copies for M x K x N products)
+    few = b.icmp_signed("<=", m, i64c(SMALL_M))
+    if DIRECT_M > SMALL_M:
+        some = b.and_(b.icmp_signed("<=", m, i64c(DIRECT_M)), b.icmp_signed("==", csa, i64c(1)))
+        few = b.or_(few, some)
+    direct = b.and_(few, b.icmp_signed("==", csb, i64c(1)))
     blocks_k = b.select(b.icmp_signed(">", k, i64c(0)), ceil_div(b, k, kc_), i64c(1))
+    # a direct product of more than DEEP_M rows up to DIRECT_KC deep is one k block: its B
+    # panels are read in place anyway (a panel that deep stays in L2 across the few row
+    # tiles), and each k block is another pass over C and, on several threads, another
+    # parallel region (x @ W1 of the MLP at batch 32: 4 regions of 196 deep, now 1 of 784;
+    # at batch 16 the product is then big enough to split). Fewer rows keep KC: the one-row
+    # tile measured slower with one deep block, and x @ W1 at batch 8, one block, would be
+    # split, which made the step slower than on one thread (its update runs on one core)
+    deep = b.and_(b.and_(direct, b.icmp_signed("<=", k, i64c(DIRECT_KC))),
+                  b.icmp_signed(">", m, i64c(DEEP_M)))
+    blocks_k = b.select(deep, i64c(1), blocks_k)
     # k blocks of equal depth (784 = 4 x 196, not 3 x 256 + 16): a shallow last block pays a
     # whole pass over C (and a region's tasks) for little work
     kstep = b.sdiv(b.add(k, b.sub(blocks_k, i64c(1))), blocks_k)
     et = elem_type(dtype)
     separate = b.icmp_unsigned("!=", scratch, null)
     blockwise = b.and_(b.icmp_signed("==", blocks_k, i64c(1)), b.not_(multi))
-    ld = b.select(blockwise, i64c(nc_), n)
+    # (a block's rows min(n, NC) apart: within the scratch whatever its size, all of C for a
+    # product deeper than KC that is one k block here, being direct)
+    ld = b.select(blockwise, imin(b, n, i64c(nc_)), n)
     accumulate = b.icmp_signed("!=", b.and_(flags, i64c(ACCUMULATE)), i64c(0))
     # an A strided along k, for the big tile, is packed row-major per row block (pack_a): one
     # row block's worth, or on several threads all of a k block's rows (up to PACK_A_ROWS).
@@ -154,14 +183,6 @@ def driver(module: ll.Module, dtype: DType) -> ll.Function:
     apacked = b.load(slot, typ=PTR)
     # without the memory, A is read where it is (slower, still right)
     trans = b.and_(trans, b.icmp_unsigned("!=", apacked, null))
-
-    # B read in place (no packing) for few rows: up to SMALL_M always, up to DIRECT_M when A
-    # is unit-stride along k (packing B costs K x N copies for M x K x N products)
-    few = b.icmp_signed("<=", m, i64c(SMALL_M))
-    if DIRECT_M > SMALL_M:
-        some = b.and_(b.icmp_signed("<=", m, i64c(DIRECT_M)), b.icmp_signed("==", csa, i64c(1)))
-        few = b.or_(few, some)
-    direct = b.and_(few, b.icmp_signed("==", csb, i64c(1)))
 
     def product_at(i0: ll.Value, j0: ll.Value) -> tuple[ll.Value, ll.Value]:
         """Where the raw product of C[i0, j0] goes, and its row stride."""
