@@ -321,7 +321,7 @@ def macro(module: ll.Module, dtype: DType, blk: Blocking) -> ll.Function:
             # a last tile of fewer rows is shifted up to end at row mc-1 (it recomputes rows
             # of the tile before and stores only its own): every tile then reads mr rows
             # rsa apart, and LLVM addresses them from one pointer instead of keeping mr
-            # pointers (8 on AVX-512, half of them spilled and reloaded every k step: +3-10%)
+            # pointers (8 on AVX-512, half of them spilled and reloaded every k step; +1-3%)
             shifted = b.icmp_signed(">=", mc, i64c(mr_))
             top = b.select(shifted, imin(b, i0, b.sub(mc, i64c(mr_))), i0)
             shift = b.sub(i0, top)
