@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 
+import graphc
 from graphc.ir import interp
 from graphc.ir.core import Func
 
@@ -43,3 +44,12 @@ def named(func: Func, arrays: Sequence[Any]) -> dict[str, Any]:
 def reference(func: Func, arrays: Sequence[Any], env: dict[str, int] | None = None
               ) -> list[np.ndarray]:
     return interp.run(func, named(func, arrays), env)
+
+
+def models_by_threads(src: str, threads: Sequence[int] = (1, 2, 3)) -> dict[object, graphc.Model]:
+    """``src`` compiled for each thread count, and as the interpreter (key "interp"): what the
+    tests that compare thread counts bitwise and against the oracle share."""
+    out: dict[object, graphc.Model] = {t: graphc.compile_source(src, num_threads=t)
+                                       for t in threads}
+    out["interp"] = graphc.compile_source(src, backend="interp")
+    return out

@@ -13,6 +13,7 @@ import pytest
 import graphc
 from graphc.ir.types import DType
 from graphc.runtime import gemm
+from tests.runtime.conftest import models_by_threads
 
 SRC = """graph g {
     input A: f32[M, K]
@@ -39,10 +40,7 @@ THREADS = (1, 2, 3)
 
 @pytest.fixture(scope="module")
 def models() -> dict[object, graphc.Model]:
-    out: dict[object, graphc.Model] = {t: graphc.compile_source(SRC, num_threads=t)
-                                       for t in THREADS}
-    out["interp"] = graphc.compile_source(SRC, backend="interp")
-    return out
+    return models_by_threads(SRC, THREADS)
 
 
 def _depths() -> list[int]:

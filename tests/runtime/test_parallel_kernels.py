@@ -9,6 +9,7 @@ import pytest
 
 import graphc
 from graphc.runtime import pool
+from tests.runtime.conftest import models_by_threads
 
 # every kind of kernel the pool runs, each big enough at N=600 (M=256: 153600 elements)
 KERNELS = """graph g {
@@ -39,10 +40,7 @@ THREADS = (1, 2, 3)
 
 @pytest.fixture(scope="module")
 def models() -> dict[object, graphc.Model]:
-    out: dict[object, graphc.Model] = {t: graphc.compile_source(KERNELS, num_threads=t)
-                                       for t in THREADS}
-    out["interp"] = graphc.compile_source(KERNELS, backend="interp")
-    return out
+    return models_by_threads(KERNELS, THREADS)
 
 
 def _args(n: int, m: int, seed: int = 0) -> dict[str, np.ndarray]:
